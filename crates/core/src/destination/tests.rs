@@ -1,0 +1,109 @@
+use super::*;
+
+fn strict() -> DestinationRules {
+    DestinationRules::default()
+}
+
+#[test]
+fn accepts_ordinary_processor_urls() {
+    for url in [
+        "https://api.stripe.com/v1/charges",
+        "https://checkout-test.adyen.com:443/v71/payments?x=1",
+        "https://API.Stripe.com./v1",
+    ] {
+        assert!(strict().check_url(url).is_ok(), "{url}");
+    }
+}
+
+#[test]
+fn refuses_what_the_policy_forbids() {
+    let cases = [
+        ("http://api.stripe.com/", DestinationError::Scheme),
+        ("ftp://api.stripe.com/", DestinationError::Scheme),
+        (
+            "https://user:pw@api.stripe.com/",
+            DestinationError::Userinfo,
+        ),
+        ("https://api.stripe.com:8443/", DestinationError::Port),
+        ("https://127.0.0.1/", DestinationError::IpLiteral),
+        ("https://0x7f000001/", DestinationError::IpLiteral),
+        ("https://2130706433/", DestinationError::IpLiteral),
+        ("https://[::1]/", DestinationError::IpLiteral),
+        ("https://localhost/", DestinationError::InternalName),
+        ("https://foo.localhost/", DestinationError::InternalName),
+        (
+            "https://metadata.google.internal/",
+            DestinationError::InternalName,
+        ),
+        ("https://printer.local/", DestinationError::InternalName),
+        ("https://intranet/", DestinationError::InternalName),
+        ("not a url", DestinationError::Malformed),
+        ("", DestinationError::Malformed),
+        (
+            "https://api.stripe.com\\@127.0.0.1/",
+            DestinationError::Malformed,
+        ),
+    ];
+    for (url, expected) in cases {
+        assert_eq!(strict().check_url(url).err(), Some(expected), "{url}");
+    }
+}
+
+#[test]
+fn local_testing_relaxations_are_explicit() {
+    let relaxed = DestinationRules {
+        allow_http: true,
+        allow_private: true,
+        allowed_ports: vec![443],
+    };
+    assert!(relaxed.check_url("http://127.0.0.1:8080/x").is_ok());
+    assert!(relaxed.check_url("https://localhost:9443/").is_ok());
+    assert!(relaxed.allows_address("127.0.0.1".parse().unwrap()));
+    assert!(!strict().allows_address("127.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn classifies_addresses() {
+    for private in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+        "240.0.0.1",
+        "192.0.2.1",
+        "198.18.0.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fd00:ec2::254",
+        "fc00::1",
+        "fec0::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "::127.0.0.1",
+        "64:ff9b::a00:1",
+        "2002:7f00:1::",
+        "2001:db8::1",
+    ] {
+        assert!(
+            !is_public(private.parse().unwrap()),
+            "{private} must not be public"
+        );
+    }
+    for public in [
+        "8.8.8.8",
+        "1.1.1.1",
+        "54.187.174.169",
+        "2606:4700::1111",
+        "::ffff:8.8.8.8",
+        "2002:808:808::",
+    ] {
+        assert!(is_public(public.parse().unwrap()), "{public} is public");
+    }
+}

@@ -1,0 +1,227 @@
+//! Placeholder templates: find `${cardNumber}` and friends in the caller's text, then render the
+//! text with the real values, each escaped for the format it lands in.
+//!
+//! Invariant: placeholders are only ever found in the caller's template, never in a substituted
+//! value, so a value that contains `${cvv}` is sent as those literal characters.
+
+mod encode;
+mod json;
+
+pub use encode::Encoding;
+pub use json::JsonTemplate;
+
+use crate::secret::SecretString;
+
+/// A value that can be substituted into a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Placeholder {
+    CardNumber,
+    ExpirationMonth,
+    ExpirationYear,
+    ExpirationYear2,
+    ExpirationYear4,
+    Cvc,
+    AccountNumber,
+    RoutingNumber,
+    FirstName,
+    LastName,
+}
+
+impl Placeholder {
+    pub const ALL: [Placeholder; 10] = [
+        Self::CardNumber,
+        Self::ExpirationMonth,
+        Self::ExpirationYear,
+        Self::ExpirationYear2,
+        Self::ExpirationYear4,
+        Self::Cvc,
+        Self::AccountNumber,
+        Self::RoutingNumber,
+        Self::FirstName,
+        Self::LastName,
+    ];
+
+    /// The name inside `${…}`.
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "cardNumber" => Self::CardNumber,
+            "expirationMonth" => Self::ExpirationMonth,
+            "expirationYear" => Self::ExpirationYear,
+            "expirationYear2" => Self::ExpirationYear2,
+            "expirationYear4" => Self::ExpirationYear4,
+            "cvv" | "cvc" => Self::Cvc,
+            "accountNumber" => Self::AccountNumber,
+            "routingNumber" => Self::RoutingNumber,
+            "firstName" => Self::FirstName,
+            "lastName" => Self::LastName,
+            _ => return None,
+        })
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Compatibility aliases, matched as whole words. `expirationYearPlaceholder2` must be tried
+/// before `expirationYearPlaceholder`; the word-boundary rule makes that order safe either way.
+const ALIASES: [(&str, Placeholder); 5] = [
+    ("cardNumberPlaceholder", Placeholder::CardNumber),
+    ("cvvPlaceholder", Placeholder::Cvc),
+    ("expirationMonthPlaceholder", Placeholder::ExpirationMonth),
+    ("expirationYearPlaceholder2", Placeholder::ExpirationYear2),
+    ("expirationYearPlaceholder", Placeholder::ExpirationYear4),
+];
+
+/// The template used a `${…}` name that is not a placeholder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown placeholder in template")]
+pub struct UnknownPlaceholder;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Value(Placeholder),
+}
+
+/// A parsed text template.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+impl Template {
+    /// Splits `text` into literal runs and placeholders.
+    ///
+    /// # Errors
+    /// [`UnknownPlaceholder`] when a closed `${…}` names no known value: sending it on unchanged
+    /// would hide a typo until the processor declines the payment.
+    pub fn parse(text: &str) -> Result<Self, UnknownPlaceholder> {
+        let mut parts = Vec::new();
+        let mut literal_start = 0;
+        let mut i = 0;
+        let bytes = text.as_bytes();
+        while i < bytes.len() {
+            let found = if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
+                match text[i + 2..].find('}') {
+                    Some(end) => {
+                        let name = &text[i + 2..i + 2 + end];
+                        let placeholder = Placeholder::from_name(name).ok_or(UnknownPlaceholder)?;
+                        Some((placeholder, end + 3))
+                    }
+                    None => None,
+                }
+            } else if is_word_start(bytes, i) {
+                alias_at(text, i)
+            } else {
+                None
+            };
+            match found {
+                Some((placeholder, len)) => {
+                    if literal_start < i {
+                        parts.push(Part::Literal(text[literal_start..i].to_owned()));
+                    }
+                    parts.push(Part::Value(placeholder));
+                    i += len;
+                    literal_start = i;
+                }
+                None => i += 1,
+            }
+        }
+        if literal_start < text.len() {
+            parts.push(Part::Literal(text[literal_start..].to_owned()));
+        }
+        Ok(Self { parts })
+    }
+
+    /// True when the text contains no placeholder (rendering returns it unchanged).
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    pub fn placeholders(&self) -> impl Iterator<Item = Placeholder> + '_ {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Value(v) => Some(*v),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// Appends the rendered text to `out`: literals as written, values escaped by `encoding`.
+    ///
+    /// Invariant: callers have checked with [`Substitutions::missing`] that every placeholder has
+    /// a value; one without is rendered as nothing.
+    pub fn render_into(&self, values: &Substitutions, encoding: Encoding, out: &mut String) {
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Value(p) => {
+                    if let Some(value) = values.get(*p) {
+                        encoding.push_escaped(value, out);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn render(&self, values: &Substitutions, encoding: Encoding) -> String {
+        let mut out = String::new();
+        self.render_into(values, encoding, &mut out);
+        out
+    }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+fn is_word_start(bytes: &[u8], i: usize) -> bool {
+    matches!(bytes[i], b'c' | b'e') && (i == 0 || !is_word_byte(bytes[i - 1]))
+}
+
+fn alias_at(text: &str, i: usize) -> Option<(Placeholder, usize)> {
+    let rest = &text[i..];
+    ALIASES.iter().find_map(|(alias, placeholder)| {
+        let after = rest.strip_prefix(alias)?;
+        match after.bytes().next() {
+            Some(b) if is_word_byte(b) => None,
+            _ => Some((*placeholder, alias.len())),
+        }
+    })
+}
+
+/// The values a template may use for one request.
+#[derive(Default)]
+pub struct Substitutions {
+    values: [Option<SecretString>; 10],
+}
+
+impl Substitutions {
+    pub fn set(&mut self, placeholder: Placeholder, value: SecretString) {
+        self.values[placeholder.index()] = Some(value);
+    }
+
+    pub fn get(&self, placeholder: Placeholder) -> Option<&str> {
+        self.values[placeholder.index()]
+            .as_ref()
+            .map(SecretString::expose_secret)
+    }
+
+    pub fn has(&self, placeholder: Placeholder) -> bool {
+        self.values[placeholder.index()].is_some()
+    }
+
+    /// The first placeholder in `used` that has no value here.
+    pub fn missing(&self, mut used: impl Iterator<Item = Placeholder>) -> Option<Placeholder> {
+        used.find(|p| !self.has(*p))
+    }
+
+    /// Every value set, for scrubbing echoes out of a response.
+    pub fn iter(&self) -> impl Iterator<Item = (Placeholder, &str)> {
+        Placeholder::ALL
+            .into_iter()
+            .filter_map(|p| self.get(p).map(|v| (p, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

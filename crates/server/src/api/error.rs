@@ -1,0 +1,212 @@
+//! The API's one error type, and the one place it becomes an HTTP response.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cardvault_core::ValidationError;
+use serde_json::json;
+
+use crate::crypto::CryptoError;
+use crate::cvc::CvcError;
+use crate::store::StoreError;
+use crate::upstream::UpstreamError;
+
+/// Which body parser refused the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Xml,
+    Form,
+}
+
+/// Every way an API call can fail, each mapped to API.md's status, message and code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid body")]
+    InvalidBody(BodyKind),
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error("invalid proxy URL")]
+    InvalidProxyUrl,
+    #[error("invalid template")]
+    InvalidTemplate,
+    #[error("invalid API key")]
+    InvalidApiKey,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("token not found")]
+    TokenNotFound,
+    #[error("CVC session not found")]
+    CvcSessionNotFound,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("route not found")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("upstream error: {0}")]
+    Upstream(String),
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn missing(field: &'static str) -> Self {
+        Self::Validation(ValidationError::MissingField(field))
+    }
+
+    pub fn invalid(field: &'static str) -> Self {
+        Self::Validation(ValidationError::InvalidField(field))
+    }
+
+    fn parts(&self) -> (StatusCode, String, &'static str) {
+        use ValidationError as V;
+        let fixed = |status, message: &str, code| (status, message.to_owned(), code);
+        match self {
+            Self::InvalidBody(BodyKind::Json) => {
+                fixed(StatusCode::BAD_REQUEST, "Invalid JSON", "invalid_body")
+            }
+            Self::InvalidBody(BodyKind::Xml) => {
+                fixed(StatusCode::BAD_REQUEST, "Invalid XML", "invalid_body")
+            }
+            Self::InvalidBody(BodyKind::Form) => {
+                fixed(StatusCode::BAD_REQUEST, "Invalid form body", "invalid_body")
+            }
+            Self::Validation(e @ V::MissingField(_)) => {
+                (StatusCode::BAD_REQUEST, e.to_string(), "missing_field")
+            }
+            Self::Validation(e @ V::InvalidField(_)) => {
+                (StatusCode::BAD_REQUEST, e.to_string(), "invalid_field")
+            }
+            Self::Validation(e @ V::InvalidCardNumber) => (
+                StatusCode::BAD_REQUEST,
+                e.to_string(),
+                "invalid_card_number",
+            ),
+            Self::Validation(e @ V::CardExpired) => {
+                (StatusCode::BAD_REQUEST, e.to_string(), "card_expired")
+            }
+            Self::InvalidProxyUrl => fixed(
+                StatusCode::BAD_REQUEST,
+                "Invalid proxy URL",
+                "invalid_proxy_url",
+            ),
+            Self::InvalidTemplate => fixed(
+                StatusCode::BAD_REQUEST,
+                "Invalid value for request_data",
+                "invalid_template",
+            ),
+            Self::InvalidApiKey => fixed(
+                StatusCode::UNAUTHORIZED,
+                "Invalid API key",
+                "invalid_api_key",
+            ),
+            Self::PermissionDenied => fixed(
+                StatusCode::FORBIDDEN,
+                "This API key does not have permission for this operation",
+                "permission_denied",
+            ),
+            Self::TokenNotFound => {
+                fixed(StatusCode::NOT_FOUND, "Token not found", "token_not_found")
+            }
+            Self::CvcSessionNotFound => fixed(
+                StatusCode::NOT_FOUND,
+                "CVC session expired or not found",
+                "cvc_session_not_found",
+            ),
+            Self::BodyTooLarge => fixed(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+                "body_too_large",
+            ),
+            Self::RouteNotFound => fixed(StatusCode::NOT_FOUND, "Not found", "not_found"),
+            Self::MethodNotAllowed => fixed(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                "method_not_allowed",
+            ),
+            Self::Upstream(_) => fixed(
+                StatusCode::BAD_GATEWAY,
+                "Failed to proxy request",
+                "upstream_error",
+            ),
+            Self::UpstreamTimeout => fixed(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Request timeout",
+                "upstream_timeout",
+            ),
+            Self::Unavailable(_) => fixed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "unavailable",
+            ),
+            Self::Internal(_) => fixed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal server error",
+                "internal",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message, code) = self.parts();
+        // The cause of a 5xx is logged once, here; its body stays generic. Causes are built from
+        // driver and network errors, never from request data.
+        if status.is_server_error() {
+            tracing::error!(code, cause = %self, "request failed");
+        } else {
+            tracing::debug!(code, "request refused");
+        }
+        let body = json!({"success": false, "message": message, "data": null, "code": code});
+        let mut response = (status, Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(cause) => Self::Unavailable(format!("database: {cause}")),
+            other => Self::Internal(format!("store: {other}")),
+        }
+    }
+}
+
+impl From<CryptoError> for ApiError {
+    fn from(e: CryptoError) -> Self {
+        Self::Internal(format!("crypto: {e}"))
+    }
+}
+
+impl From<CvcError> for ApiError {
+    fn from(e: CvcError) -> Self {
+        match e {
+            CvcError::Unavailable(cause) => {
+                Self::Unavailable(format!("CVC session store: {cause}"))
+            }
+            CvcError::Crypto(e) => e.into(),
+        }
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::NonPublicAddress => Self::InvalidProxyUrl,
+            UpstreamError::Timeout => Self::UpstreamTimeout,
+            UpstreamError::Unresolvable
+            | UpstreamError::Failed(_)
+            | UpstreamError::TooLarge(_)
+            | UpstreamError::Setup(_) => Self::Upstream(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Liveness and readiness.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::AppState;
+
+/// The process is up and serving; says nothing about its backends.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"success": true, "message": "ok", "data": {"status": "alive"}}))
+}
+
+/// Ready to take traffic: every backend a request needs answers.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let database = match state.store.ping().await {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::warn!(cause = %e, "readiness: database unreachable");
+            "unavailable"
+        }
+    };
+    let ready = database == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "success": ready,
+        "message": if ready { "ready" } else { "Service unavailable" },
+        "data": {"database": database, "cvc_sessions": "ok"},
+    });
+    (status, Json(body))
+}

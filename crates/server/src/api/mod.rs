@@ -1,0 +1,78 @@
+//! The HTTP API: routes, shared state, and the request context every call runs in.
+
+mod applications;
+mod auth;
+mod body;
+mod cvc_sessions;
+mod error;
+mod health;
+mod proxy;
+mod request_context;
+mod tokenize;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use cardvault_core::destination::DestinationRules;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::{ApiError, BodyKind};
+
+use crate::crypto::Keyring;
+use crate::cvc::CvcSessions;
+use crate::store::Store;
+use crate::upstream::UpstreamClient;
+
+/// The handles every request may use; each is cheap to clone and does its own locking.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub keyring: Arc<Keyring>,
+    pub cvc: CvcSessions,
+    pub upstream: UpstreamClient,
+    pub policy: Arc<RequestPolicy>,
+}
+
+/// Per-request rules fixed at start.
+pub struct RequestPolicy {
+    pub cvc_ttl: Duration,
+    pub destinations: DestinationRules,
+    pub max_request_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.policy.max_request_bytes;
+    Router::new()
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/test-tokens", post(tokenize::test_token))
+        .route("/proxy/transaction", post(proxy::transaction))
+        .route(
+            "/proxy/delete-cvc-session",
+            delete(cvc_sessions::delete_from_query_or_body),
+        )
+        .route(
+            "/proxy/delete-cvc-session/",
+            delete(cvc_sessions::delete_from_query_or_body),
+        )
+        .route(
+            "/proxy/delete-cvc-session/{id}",
+            delete(cvc_sessions::delete_by_path),
+        )
+        .route("/api/applications/key", get(applications::current_key))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route_layer(axum::middleware::from_fn(request_context::record_route))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal(
+                "handler panicked".into(),
+            ))
+        }))
+        .layer(axum::middleware::from_fn(request_context::request_context))
+        .with_state(state)
+}

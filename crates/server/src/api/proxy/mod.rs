@@ -1,0 +1,85 @@
+//! `POST /proxy/transaction`: fill the caller's processor request with card data and send it.
+//!
+//! Stages, in order (each fails before any later one runs): parse and check the request (no
+//! I/O), load and open the token, check the destination's addresses, take the CVC session,
+//! render, send, scrub the answer. Everything before "take the CVC session" leaves the session
+//! untouched; everything before "send" guarantees the processor saw nothing.
+
+mod request;
+mod response;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use cardvault_core::template::Placeholder;
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::body::RawBody;
+use super::{ApiError, AppState};
+use crate::store::StoreError;
+use crate::token_data::TokenData;
+use request::ProxyRequest;
+
+pub async fn transaction(
+    State(state): State<AppState>,
+    caller: Caller,
+    _headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    caller.require_tokenization()?;
+    let request = ProxyRequest::from_json(&body, &state.policy.destinations)?;
+    tracing::Span::current().record("app", caller.app.id.as_str());
+
+    let record = match state.store.token(&caller.project.id, &request.token).await {
+        Ok(record) => record,
+        Err(StoreError::NotFound) => return Err(ApiError::TokenNotFound),
+        Err(e) => return Err(e.into()),
+    };
+    let data = TokenData::open(
+        &state.keyring,
+        &record.sealed,
+        &record.project_id,
+        &record.id,
+    )?;
+    let mut values = data.substitutions();
+    drop(data);
+    let needs_cvc = request.body.placeholders().any(|p| p == Placeholder::Cvc);
+    if values
+        .missing(
+            request
+                .body
+                .placeholders()
+                .filter(|p| *p != Placeholder::Cvc),
+        )
+        .is_some()
+    {
+        return Err(ApiError::InvalidTemplate);
+    }
+
+    state.upstream.check_destination(&request.url).await?;
+
+    if needs_cvc {
+        let session = request
+            .cvc_session_id
+            .as_deref()
+            .ok_or(ApiError::missing("cvc_session_id"))?;
+        let session = Uuid::parse_str(session.trim()).map_err(|_| ApiError::CvcSessionNotFound)?;
+        let cvc = state
+            .cvc
+            .take(session, &caller.project.id)
+            .await?
+            .ok_or(ApiError::CvcSessionNotFound)?;
+        values.set(
+            Placeholder::Cvc,
+            cardvault_core::secret::SecretString::new(cvc.expose_secret().to_owned()),
+        );
+    }
+
+    let outgoing = request.body.render(&values);
+    let upstream = state
+        .upstream
+        .send(request.method, request.url, request.headers, outgoing)
+        .await?;
+    Ok(response::wrap(upstream, &values))
+}

@@ -1,0 +1,122 @@
+//! The processor's answer, wrapped for the caller with every injected secret masked.
+
+use axum::Json;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use cardvault_core::mask;
+use cardvault_core::scrub::{Echo, scrub_text};
+use cardvault_core::template::{Placeholder, Substitutions};
+use serde_json::{Map, Value, json};
+
+use crate::upstream::UpstreamResponse;
+
+/// Response headers that describe the processor's connection or session, not the answer.
+const DROPPED_HEADERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "set-cookie",
+    "content-length",
+];
+
+/// Shortest account number masked in free text; shorter digit runs are too common to be sure.
+const MIN_SCRUBBED_ACCOUNT_DIGITS: usize = 6;
+
+pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
+    let echoes = echoes(values);
+    let cvc = values.get(Placeholder::Cvc);
+    let mut headers = Map::new();
+    for name in upstream.headers.keys() {
+        if DROPPED_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let joined = upstream
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let scrubbed = scrub_text(&joined, &echoes).unwrap_or(joined);
+        headers.insert(name.as_str().to_owned(), Value::String(scrubbed));
+    }
+    let text = String::from_utf8_lossy(&upstream.body);
+    let text = scrub_text(&text, &echoes).unwrap_or_else(|| text.into_owned());
+    let body = if is_json(&upstream.headers) {
+        match serde_json::from_str::<Value>(&text) {
+            Ok(mut value) => {
+                if let Some(cvc) = cvc {
+                    mask_exact_strings(&mut value, cvc, mask::CVC);
+                }
+                value
+            }
+            Err(_) => Value::String(text),
+        }
+    } else {
+        Value::String(text)
+    };
+    let status = upstream.status.as_u16();
+    let wrapped = json!({
+        "success": true,
+        "proxy_response": {"status_code": status, "headers": headers, "body": body},
+    });
+    let mut response = Json(wrapped).into_response();
+    if let Ok(value) = HeaderValue::from_str(&status.to_string()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-upstream-status"), value);
+    }
+    response
+}
+
+fn echoes(values: &Substitutions) -> Vec<Echo<'_>> {
+    let mut echoes = Vec::new();
+    if let Some(pan) = values.get(Placeholder::CardNumber) {
+        echoes.push(Echo {
+            secret: pan,
+            mask: mask::card_number(pan),
+        });
+    }
+    if let Some(account) = values.get(Placeholder::AccountNumber)
+        && account.len() >= MIN_SCRUBBED_ACCOUNT_DIGITS
+    {
+        echoes.push(Echo {
+            secret: account,
+            mask: mask::account_number(account),
+        });
+    }
+    echoes
+}
+
+/// A CVC is three or four digits, common in any body; it is masked where a JSON string value is
+/// exactly the code, which is how processors echo it.
+fn mask_exact_strings(value: &mut Value, secret: &str, replacement: &str) {
+    match value {
+        Value::String(s) if s == secret => *s = replacement.to_owned(),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| mask_exact_strings(v, secret, replacement)),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|v| mask_exact_strings(v, secret, replacement)),
+        _ => {}
+    }
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"))
+}

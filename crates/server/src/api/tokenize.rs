@@ -1,0 +1,303 @@
+//! `POST /tokenize` and `POST /test-tokens`: validate, seal, store, answer with masks only.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use cardvault_core::bank::{AccountNumber, RoutingNumber};
+use cardvault_core::card::{Cvc, Expiry, Pan};
+use cardvault_core::date::YearMonth;
+use serde_json::{Map, Value, json};
+
+use super::auth::Caller;
+use super::body::{RawBody, json_object, optional_text, required_text};
+use super::{ApiError, AppState};
+use crate::config::TEST_CVC_TTL;
+use crate::store::{Mode, Project, StoreError, TokenKind, TokenRecord, now_unix};
+use crate::token_data::TokenData;
+
+/// Holder names are free text, but bounded and printable.
+const MAX_NAME_CHARS: usize = 128;
+
+pub async fn tokenize(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_tokenization()?;
+    caller.require_pub_key(&state, &headers).await?;
+    let body = json_object(&body)?;
+    let kind = required_text(&body, "type")?;
+    let data = match body.get("data") {
+        None | Some(Value::Null) => return Err(ApiError::missing("data")),
+        Some(Value::Object(data)) => data,
+        Some(_) => return Err(ApiError::invalid("data")),
+    };
+    let response = match kind.as_str() {
+        "card" => {
+            let card = CardInput::parse(data, "cvv", false)?;
+            store_card(&state, &caller.project, card, None).await?
+        }
+        "bank" => store_bank(&state, &caller.project, data).await?,
+        _ => return Err(ApiError::invalid("type")),
+    };
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+pub async fn test_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_tokenization()?;
+    if headers.contains_key("x-pub-key") {
+        caller.require_pub_key(&state, &headers).await?;
+    }
+    if caller.project.mode != Mode::Test {
+        return Err(ApiError::PermissionDenied);
+    }
+    let body = json_object(&body)?;
+    let card = CardInput::parse(&body, "cvc", true)?;
+    let mut response = store_card(&state, &caller.project, card, Some(TEST_CVC_TTL)).await?;
+    response["test_mode"] = json!(true);
+    response["expires_in"] = json!("1 year (test session)");
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// A card as submitted, validated.
+struct CardInput {
+    pan: Pan,
+    expiry: Expiry,
+    cvc: Option<Cvc>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+}
+
+impl CardInput {
+    /// Validates fields in the order API.md lists them. `cvc_field` is the name the body
+    /// should use for the code (either `cvv` or `cvc` is accepted).
+    fn parse(
+        data: &Map<String, Value>,
+        cvc_field: &'static str,
+        cvc_required: bool,
+    ) -> Result<Self, ApiError> {
+        let number = required_text(data, "cardNumber")?;
+        let pan = Pan::parse(&number)?;
+        let month = required_text(data, "expirationMonth")?;
+        let year = required_text(data, "expirationYear")?;
+        let expiry = Expiry::parse(&month, &year, YearMonth::from_unix(now_unix() as u64))?;
+        let cvc = match (optional_text(data, "cvv")?, optional_text(data, "cvc")?) {
+            (Some(code), _) => Some(Cvc::parse(&code, pan.brand(), "cvv")?),
+            (None, Some(code)) => Some(Cvc::parse(&code, pan.brand(), "cvc")?),
+            (None, None) if cvc_required => return Err(ApiError::missing(cvc_field)),
+            (None, None) => None,
+        };
+        Ok(Self {
+            pan,
+            expiry,
+            cvc,
+            first_name: holder_name(data, "firstName")?,
+            last_name: holder_name(data, "lastName")?,
+        })
+    }
+}
+
+fn holder_name(data: &Map<String, Value>, field: &'static str) -> Result<Option<String>, ApiError> {
+    match data.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if s.chars().count() > MAX_NAME_CHARS || s.chars().any(char::is_control) {
+                return Err(ApiError::invalid(field));
+            }
+            Ok(if s.is_empty() {
+                None
+            } else {
+                Some(s.to_owned())
+            })
+        }
+        Some(_) => Err(ApiError::invalid(field)),
+    }
+}
+
+/// Stores a card and opens a CVC session when a code came with it. `test_ttl` marks a test
+/// token: its session lives that long and is not consumed by use.
+async fn store_card(
+    state: &AppState,
+    project: &Project,
+    card: CardInput,
+    test_ttl: Option<std::time::Duration>,
+) -> Result<Value, ApiError> {
+    let data = TokenData::Card {
+        number: card.pan.expose_secret().to_owned(),
+        exp_month: card.expiry.month().to_owned(),
+        exp_year: card.expiry.year().to_owned(),
+        first_name: card.first_name,
+        last_name: card.last_name,
+    };
+    let record = NewToken {
+        kind: TokenKind::Card,
+        bin: Some(card.pan.bin().to_owned()),
+        last4: card.pan.last4().to_owned(),
+        brand: Some(card.pan.brand().as_str().to_owned()),
+        identity: card.pan.expose_secret().as_bytes(),
+    };
+    let stored = store_token(state, project, &data, record).await?;
+    let cvc_session_id = match &card.cvc {
+        Some(cvc) => {
+            let ttl = test_ttl.unwrap_or(state.policy.cvc_ttl);
+            Some(
+                state
+                    .cvc
+                    .create(&project.id, cvc, ttl, test_ttl.is_some())
+                    .await?
+                    .to_string(),
+            )
+        }
+        None => None,
+    };
+    let masked = card.pan.masked();
+    let mut response = json!({
+        "success": true,
+        "token": stored.token_id,
+        "bin": card.pan.bin(),
+        "mask": {"card_number": masked},
+        "data": {
+            "number": masked,
+            "expiration_month": card.expiry.month(),
+            "expiration_year": card.expiry.year(),
+            "brand": card.pan.brand().as_str(),
+            "last4": card.pan.last4(),
+        },
+        "deduplicated": stored.deduplicated,
+    });
+    if let Some(id) = cvc_session_id {
+        response["cvc_session_id"] = json!(id);
+    }
+    if let Some(fingerprint) = stored.fingerprint {
+        response["fingerprint"] = json!(fingerprint);
+    }
+    Ok(response)
+}
+
+async fn store_bank(
+    state: &AppState,
+    project: &Project,
+    data: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let account = AccountNumber::parse(&required_text(data, "accountNumber")?)?;
+    let routing = RoutingNumber::parse(&required_text(data, "routingNumber")?)?;
+    let token_data = TokenData::Bank {
+        account_number: account.expose_secret().to_owned(),
+        routing_number: routing.as_str().to_owned(),
+        first_name: holder_name(data, "firstName")?,
+        last_name: holder_name(data, "lastName")?,
+    };
+    let identity = format!("{}:{}", routing.as_str(), account.expose_secret());
+    let record = NewToken {
+        kind: TokenKind::Bank,
+        bin: None,
+        last4: account.last4().to_owned(),
+        brand: None,
+        identity: identity.as_bytes(),
+    };
+    let stored = store_token(state, project, &token_data, record).await?;
+    let mut response = json!({
+        "success": true,
+        "token": stored.token_id,
+        "mask": {"account_number": account.masked()},
+        "data": {"last4": account.last4(), "routing_number": routing.as_str()},
+        "deduplicated": stored.deduplicated,
+    });
+    if let Some(fingerprint) = stored.fingerprint {
+        response["fingerprint"] = json!(fingerprint);
+    }
+    Ok(response)
+}
+
+struct NewToken<'a> {
+    kind: TokenKind,
+    bin: Option<String>,
+    last4: String,
+    brand: Option<String>,
+    /// What makes two submissions the same card or account (hashed, never stored).
+    identity: &'a [u8],
+}
+
+struct StoredToken {
+    token_id: String,
+    deduplicated: bool,
+    fingerprint: Option<String>,
+}
+
+/// Seals and stores a token. With deduplication on, a card already held by the project keeps
+/// its token, and its sealed data is refreshed (a new expiry or name replaces the old one).
+async fn store_token(
+    state: &AppState,
+    project: &Project,
+    data: &TokenData,
+    new: NewToken<'_>,
+) -> Result<StoredToken, ApiError> {
+    let fingerprint = project
+        .deduplicate
+        .then(|| state.keyring.fingerprint(&project.id, new.identity));
+    if let Some(fp) = &fingerprint
+        && let Some(existing) = refresh_existing(state, project, data, fp).await?
+    {
+        return Ok(existing);
+    }
+    let token_id = format!("tok_{}", state.keyring.random_hex(16)?);
+    let record = TokenRecord {
+        id: token_id.clone(),
+        project_id: project.id.clone(),
+        kind: new.kind,
+        sealed: data.seal(&state.keyring, &project.id, &token_id)?,
+        fingerprint: fingerprint.clone(),
+        bin: new.bin,
+        last4: new.last4,
+        brand: new.brand,
+    };
+    match state.store.insert_token(&record).await {
+        Ok(()) => Ok(StoredToken {
+            token_id,
+            deduplicated: false,
+            fingerprint: fingerprint.map(hex::encode),
+        }),
+        // Another request stored the same card first: answer with its token.
+        Err(StoreError::Conflict) if fingerprint.is_some() => {
+            let fp = fingerprint.unwrap_or_default();
+            refresh_existing(state, project, data, &fp)
+                .await?
+                .ok_or_else(|| ApiError::Internal("deduplication conflict without a token".into()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn refresh_existing(
+    state: &AppState,
+    project: &Project,
+    data: &TokenData,
+    fingerprint: &[u8],
+) -> Result<Option<StoredToken>, ApiError> {
+    let existing = match state
+        .store
+        .token_by_fingerprint(&project.id, fingerprint)
+        .await
+    {
+        Ok(existing) => existing,
+        Err(StoreError::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let sealed = data.seal(&state.keyring, &project.id, &existing.id)?;
+    state
+        .store
+        .update_token_data(&project.id, &existing.id, &sealed)
+        .await?;
+    Ok(Some(StoredToken {
+        token_id: existing.id,
+        deduplicated: true,
+        fingerprint: Some(hex::encode(fingerprint)),
+    }))
+}

@@ -1,0 +1,321 @@
+//! The `cardvault` command line: run the server, and administer a vault.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::admin::{self, CreatedKeys, NewProject};
+use crate::config::{Overrides, Settings};
+use crate::crypto::{MASTER_KEY_FILE, MasterKey};
+use crate::store::{Mode, Permissions, StoreError};
+use crate::{StartError, load_keyring, open_store};
+
+#[derive(Parser)]
+#[command(
+    name = "cardvault",
+    version,
+    about = "Self-hosted card-data vault with a detokenizing proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new vault: data directory, master key, database, a test project and its keys.
+    Init {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// Print exactly one JSON object with the ids and keys.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the HTTP server.
+    Serve {
+        #[arg(long, env = "CARDVAULT_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// TOML settings file (environment variables override it).
+        #[arg(long, env = "CARDVAULT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manage projects.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Manage applications (API keys) of a project.
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+}
+
+#[derive(Args)]
+struct VaultDir {
+    /// The vault's data directory.
+    #[arg(long, env = "CARDVAULT_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Create a project with its publishable key and a first application.
+    Create {
+        #[command(flatten)]
+        vault: VaultDir,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value = "test")]
+        mode: ModeArg,
+        /// Return the existing token when the same card is tokenized again.
+        #[arg(long)]
+        deduplicate: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Create an application and its secret API key.
+    Create {
+        #[command(flatten)]
+        vault: VaultDir,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        name: String,
+        /// Comma list of tokenization, provisioning, reveal.
+        #[arg(long, default_value = "tokenization")]
+        permissions: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Test,
+    Live,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Test => Mode::Test,
+            ModeArg::Live => Mode::Live,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cardvault: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Init { vault, json } => init(&vault.data_dir, json).await,
+        Command::Serve {
+            data_dir,
+            listen,
+            config,
+        } => serve(data_dir, listen, config).await,
+        Command::Project {
+            command:
+                ProjectCommand::Create {
+                    vault,
+                    name,
+                    mode,
+                    deduplicate,
+                    json,
+                },
+        } => {
+            let (store, keyring) = open_vault(&vault.data_dir).await?;
+            let new = NewProject {
+                name: &name,
+                mode: mode.into(),
+                deduplicate,
+            };
+            let created = admin::create_project(store.as_ref(), &keyring, new).await?;
+            print_keys(&created, json, "project created")
+        }
+        Command::App {
+            command:
+                AppCommand::Create {
+                    vault,
+                    project,
+                    name,
+                    permissions,
+                    json,
+                },
+        } => {
+            let permissions = Permissions::parse(&permissions).ok_or_else(|| {
+                CliError::Usage(
+                    "permissions are a comma list of tokenization, provisioning, reveal".into(),
+                )
+            })?;
+            let (store, keyring) = open_vault(&vault.data_dir).await?;
+            let project = match store.project(&project).await {
+                Ok(p) => p,
+                Err(StoreError::NotFound) => {
+                    return Err(CliError::Usage(format!("no project {project}")));
+                }
+                Err(e) => return Err(StartError::from(e).into()),
+            };
+            let created =
+                admin::create_application(store.as_ref(), &keyring, &project, &name, permissions)
+                    .await?;
+            print_keys(&created, json, "application created")
+        }
+    }
+}
+
+async fn serve(
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    config: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let settings = Settings::load(config.as_deref(), Overrides { data_dir, listen })?;
+    crate::logging::init(settings.log_format, &settings.log_level);
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    // Harnesses that bind port 0 read the real address from this line.
+    println!("cardvault listening on http://{}", listener.local_addr()?);
+    let _ = std::io::stdout().flush();
+    crate::serve(listener, settings, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}
+
+async fn open_vault(
+    data_dir: &Path,
+) -> Result<
+    (
+        std::sync::Arc<dyn crate::store::Store>,
+        crate::crypto::Keyring,
+    ),
+    CliError,
+> {
+    let store = open_store(data_dir, false).await?;
+    let master = MasterKey::load(data_dir).map_err(StartError::from)?;
+    let keyring = load_keyring(store.as_ref(), &master).await?;
+    Ok((store, keyring))
+}
+
+async fn init(data_dir: &Path, json: bool) -> Result<(), CliError> {
+    let key_path = data_dir.join(MASTER_KEY_FILE);
+    let db_path = data_dir.join("cardvault.db");
+    if key_path.exists() || db_path.exists() {
+        return Err(CliError::Usage(format!(
+            "{} already holds a vault; refusing to touch it",
+            data_dir.display()
+        )));
+    }
+    create_private_dir(data_dir)?;
+    let master = MasterKey::generate().map_err(StartError::from)?;
+    write_private_file(&key_path, master.to_hex().as_bytes())?;
+    let store = open_store(data_dir, true).await?;
+    let keyring = load_keyring(store.as_ref(), &master).await?;
+    let new = NewProject {
+        name: "default",
+        mode: Mode::Test,
+        deduplicate: false,
+    };
+    let created = admin::create_project(store.as_ref(), &keyring, new).await?;
+    print_keys(
+        &created,
+        json,
+        &format!("vault initialized in {}", data_dir.display()),
+    )
+}
+
+fn print_keys(created: &CreatedKeys, json: bool, title: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let text = serde_json::to_string(created).map_err(|e| CliError::Usage(e.to_string()))?;
+        writeln!(out, "{text}")?;
+        return Ok(());
+    }
+    writeln!(out, "{title}")?;
+    writeln!(out, "  project:         {}", created.project_id)?;
+    writeln!(out, "  application:     {}", created.application_id)?;
+    if let Some(pk) = &created.publishable_key {
+        writeln!(out, "  publishable key: {pk}")?;
+    }
+    writeln!(out, "  API key:         {}", created.api_key)?;
+    writeln!(out, "Store the API key now: it is shown only once.")?;
+    Ok(())
+}
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(path)
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}

@@ -1,0 +1,227 @@
+//! Settings: defaults, then a TOML file, then `CARDVAULT_*` environment variables, then flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cardvault_core::destination::DestinationRules;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./cardvault-data";
+pub const DEFAULT_CVC_TTL_SECONDS: u64 = 90;
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+/// Test-token CVC sessions live a year (API.md, `/test-tokens`).
+pub const TEST_CVC_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Every setting of the server. Field names are the environment names without `CARDVAULT_`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cvc_ttl_seconds: u64,
+    pub upstream_timeout_ms: u64,
+    pub upstream_connect_timeout_ms: u64,
+    pub upstream_ca_file: Option<PathBuf>,
+    pub allow_private_destinations: bool,
+    pub allow_http_destinations: bool,
+    #[serde(deserialize_with = "port_list")]
+    pub allowed_ports: Vec<u16>,
+    pub max_request_bytes: usize,
+    pub max_response_bytes: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            cvc_ttl_seconds: DEFAULT_CVC_TTL_SECONDS,
+            upstream_timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
+            upstream_connect_timeout_ms: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
+            upstream_ca_file: None,
+            allow_private_destinations: false,
+            allow_http_destinations: false,
+            allowed_ports: vec![443],
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// A setting that could not be read or makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Values given on the command line; they win over the file and the environment.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// Reads the layers in order: defaults, `file`, the environment, `overrides`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when a value has the wrong type or an unknown key is set.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} not found",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // The master key and database URLs are read where they are used, never through figment,
+        // so a secret is never echoed back in a configuration error.
+        let env = Env::prefixed("CARDVAULT_").ignore(&["master_key", "config"]);
+        let settings: Settings = figment
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.cvc_ttl_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "cvc_ttl_seconds must be at least 1".into(),
+            ));
+        }
+        if self.upstream_timeout_ms == 0 || self.upstream_connect_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "upstream timeouts must be at least 1 ms".into(),
+            ));
+        }
+        if self.max_request_bytes == 0 || self.max_response_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "size limits must be at least 1 byte".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn cvc_ttl(&self) -> Duration {
+        Duration::from_secs(self.cvc_ttl_seconds)
+    }
+
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+
+    pub fn destination_rules(&self) -> DestinationRules {
+        DestinationRules {
+            allow_http: self.allow_http_destinations,
+            allow_private: self.allow_private_destinations,
+            allowed_ports: self.allowed_ports.clone(),
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("cardvault.db")
+    }
+}
+
+/// Ports as a TOML array or as the comma list an environment variable carries.
+fn port_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ports {
+        List(Vec<u16>),
+        One(u16),
+        Text(String),
+    }
+    match Ports::deserialize(deserializer)? {
+        Ports::List(list) => Ok(list),
+        Ports::One(port) => Ok(vec![port]),
+        Ports::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u16>().map_err(serde::de::Error::custom))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_both() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "cvc_ttl_seconds = 5\nallowed_ports = [443, 8443]\n",
+            )?;
+            jail.set_env("CARDVAULT_UPSTREAM_TIMEOUT_MS", "1500");
+            jail.set_env("CARDVAULT_ALLOW_PRIVATE_DESTINATIONS", "true");
+            jail.set_env("CARDVAULT_LOG_FORMAT", "json");
+            jail.set_env("CARDVAULT_DATA_DIR", "/from/env");
+            let s = Settings::load(
+                Some(Path::new("c.toml")),
+                Overrides {
+                    data_dir: Some("/from/flag".into()),
+                    listen: None,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(s.cvc_ttl_seconds, 5);
+            assert_eq!(s.allowed_ports, vec![443, 8443]);
+            assert_eq!(s.upstream_timeout_ms, 1500);
+            assert!(s.allow_private_destinations);
+            assert_eq!(s.log_format, LogFormat::Json);
+            assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
+            jail.set_env("CARDVAULT_ALLOWED_PORTS", "443, 9443");
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.allowed_ports, vec![443, 9443]);
+            assert_eq!(s.data_dir, PathBuf::from("/from/env"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CARDVAULT_CVC_TTL_SECONDS", "soon");
+            assert!(Settings::load(None, Overrides::default()).is_err());
+            jail.set_env("CARDVAULT_CVC_TTL_SECONDS", "0");
+            assert!(Settings::load(None, Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,285 @@
+//! CVC sessions: a security code held for a short time, never on disk, used once.
+//!
+//! [`CvcSessions`] encrypts and decrypts; a [`CvcStore`] only ever sees ciphertext bound (by AAD)
+//! to the session id and project, so a store dump or a swapped entry reveals nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cardvault_core::card::Cvc;
+use cardvault_core::secret::SecretString;
+use uuid::Uuid;
+
+use crate::crypto::{CryptoError, Keyring};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CvcError {
+    #[error("CVC session store unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// A session as stored: who owns it, whether use consumes it, and the sealed code.
+#[derive(Clone)]
+pub struct StoredSession {
+    pub project_id: String,
+    /// Test sessions are not consumed by use.
+    pub reusable: bool,
+    pub sealed: Vec<u8>,
+}
+
+/// Where sealed sessions live; `take` must be atomic across every server sharing the store.
+#[async_trait]
+pub trait CvcStore: Send + Sync {
+    async fn put(&self, id: Uuid, session: StoredSession, ttl: Duration) -> Result<(), CvcError>;
+    /// Returns the session if it exists, is alive and belongs to `project_id`; removes it unless
+    /// it is reusable. Two concurrent takes never both get a single-use session.
+    async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<StoredSession>, CvcError>;
+    /// Removes the session if it belongs to `project_id`; false if there was none.
+    async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError>;
+}
+
+/// Encrypting front of a [`CvcStore`].
+#[derive(Clone)]
+pub struct CvcSessions {
+    store: Arc<dyn CvcStore>,
+    keyring: Arc<Keyring>,
+}
+
+fn aad(id: Uuid, project_id: &str) -> Vec<u8> {
+    format!("cardvault:cvc:v1:{project_id}:{id}").into_bytes()
+}
+
+impl CvcSessions {
+    pub fn new(store: Arc<dyn CvcStore>, keyring: Arc<Keyring>) -> Self {
+        Self { store, keyring }
+    }
+
+    /// Stores `cvc` for `ttl` and returns the new session id.
+    pub async fn create(
+        &self,
+        project_id: &str,
+        cvc: &Cvc,
+        ttl: Duration,
+        reusable: bool,
+    ) -> Result<Uuid, CvcError> {
+        let id = Uuid::new_v4();
+        let sealed = self
+            .keyring
+            .seal_session(cvc.expose_secret().as_bytes(), &aad(id, project_id))?;
+        let session = StoredSession {
+            project_id: project_id.to_owned(),
+            reusable,
+            sealed,
+        };
+        self.store.put(id, session, ttl).await?;
+        Ok(id)
+    }
+
+    /// Takes the code out of the session (consuming a single-use one).
+    pub async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<Cvc>, CvcError> {
+        let Some(session) = self.store.take(id, project_id).await? else {
+            return Ok(None);
+        };
+        let plain = self
+            .keyring
+            .open_session(&session.sealed, &aad(id, project_id))?;
+        let code = String::from_utf8(plain.to_vec()).map_err(|_| CryptoError::Decrypt)?;
+        Ok(Some(Cvc::from_stored(SecretString::new(code))))
+    }
+
+    pub async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError> {
+        self.store.delete(id, project_id).await
+    }
+}
+
+struct MemoryEntry {
+    session: StoredSession,
+    expires_at: Instant,
+}
+
+/// Sessions in this process's memory: the embedded default. Expired entries are swept by a
+/// background task so memory stays bounded by the live sessions.
+#[derive(Default)]
+pub struct MemoryCvcStore {
+    entries: Mutex<HashMap<Uuid, MemoryEntry>>,
+}
+
+impl MemoryCvcStore {
+    /// A store with its sweeper running every `interval` until the returned store is dropped.
+    pub fn start(interval: Duration) -> Arc<Self> {
+        let store = Arc::new(Self::default());
+        let weak = Arc::downgrade(&store);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(store) => store.sweep(Instant::now()),
+                    None => break,
+                }
+            }
+        });
+        store
+    }
+
+    fn sweep(&self, now: Instant) {
+        self.lock().retain(|_, entry| entry.expires_at > now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, MemoryEntry>> {
+        // A poisoned lock only means another thread panicked mid-update of a map of plain data.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl CvcStore for MemoryCvcStore {
+    async fn put(&self, id: Uuid, session: StoredSession, ttl: Duration) -> Result<(), CvcError> {
+        let expires_at = Instant::now() + ttl;
+        self.lock().insert(
+            id,
+            MemoryEntry {
+                session,
+                expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<StoredSession>, CvcError> {
+        let mut entries = self.lock();
+        let Some(entry) = entries.get(&id) else {
+            return Ok(None);
+        };
+        if entry.session.project_id != project_id {
+            return Ok(None);
+        }
+        if entry.expires_at <= Instant::now() {
+            entries.remove(&id);
+            return Ok(None);
+        }
+        if entry.session.reusable {
+            return Ok(Some(entry.session.clone()));
+        }
+        Ok(entries.remove(&id).map(|e| e.session))
+    }
+
+    async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError> {
+        let mut entries = self.lock();
+        match entries.get(&id) {
+            Some(entry) if entry.session.project_id == project_id => {
+                let alive = entry.expires_at > Instant::now();
+                entries.remove(&id);
+                Ok(alive)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+    use cardvault_core::card::Brand;
+
+    fn sessions() -> (CvcSessions, Arc<MemoryCvcStore>) {
+        let master = MasterKey::generate().unwrap();
+        let keyring = Arc::new(Keyring::new(&master, &[]).unwrap());
+        let store = MemoryCvcStore::start(Duration::from_millis(20));
+        (CvcSessions::new(store.clone(), keyring), store)
+    }
+
+    fn cvc() -> Cvc {
+        Cvc::parse("123", Brand::Visa, "cvv").unwrap()
+    }
+
+    #[tokio::test]
+    async fn single_use_sessions_are_taken_once() {
+        let (sessions, _) = sessions();
+        let id = sessions
+            .create("p1", &cvc(), Duration::from_secs(60), false)
+            .await
+            .unwrap();
+        assert!(
+            sessions.take(id, "p2").await.unwrap().is_none(),
+            "other project"
+        );
+        assert_eq!(
+            sessions
+                .take(id, "p1")
+                .await
+                .unwrap()
+                .unwrap()
+                .expose_secret(),
+            "123"
+        );
+        assert!(
+            sessions.take(id, "p1").await.unwrap().is_none(),
+            "second use"
+        );
+    }
+
+    #[tokio::test]
+    async fn reusable_sessions_survive_use_and_deletes_work() {
+        let (sessions, _) = sessions();
+        let id = sessions
+            .create("p1", &cvc(), Duration::from_secs(60), true)
+            .await
+            .unwrap();
+        assert!(sessions.take(id, "p1").await.unwrap().is_some());
+        assert!(sessions.take(id, "p1").await.unwrap().is_some());
+        assert!(!sessions.delete(id, "p2").await.unwrap());
+        assert!(sessions.delete(id, "p1").await.unwrap());
+        assert!(sessions.take(id, "p1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_gone_and_swept() {
+        let (sessions, store) = sessions();
+        let id = sessions
+            .create("p1", &cvc(), Duration::from_millis(30), false)
+            .await
+            .unwrap();
+        sessions
+            .create("p1", &cvc(), Duration::from_millis(30), false)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store.is_empty(), "the sweeper removed expired sessions");
+        assert!(sessions.take(id, "p1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_takes_yield_one_winner() {
+        let (sessions, _) = sessions();
+        let id = sessions
+            .create("p1", &cvc(), Duration::from_secs(60), false)
+            .await
+            .unwrap();
+        let handles: Vec<_> = (0..32)
+            .map(|_| {
+                let s = sessions.clone();
+                tokio::spawn(async move { s.take(id, "p1").await.unwrap().is_some() })
+            })
+            .collect();
+        let mut winners = 0;
+        for h in handles {
+            winners += usize::from(h.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+    }
+}

@@ -1,0 +1,129 @@
+//! cardvault's server: everything with I/O around the pure `cardvault-core`.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod cvc;
+pub mod logging;
+pub mod store;
+pub mod token_data;
+pub mod upstream;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::api::{AppState, RequestPolicy};
+use crate::config::Settings;
+use crate::crypto::{CryptoError, Keyring, MasterKey};
+use crate::cvc::{CvcSessions, MemoryCvcStore};
+use crate::store::{SqliteStore, Store, StoreError};
+use crate::upstream::{UpstreamClient, UpstreamSettings};
+
+/// How often expired CVC sessions are swept from memory.
+const CVC_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no vault in {0}: run `cardvault init --data-dir {0}` first")]
+    NotInitialized(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the data directory's database (which `cardvault init` created).
+pub async fn open_store(data_dir: &Path, create: bool) -> Result<Arc<dyn Store>, StartError> {
+    let path = data_dir.join("cardvault.db");
+    if !create && !path.exists() {
+        return Err(StartError::NotInitialized(data_dir.display().to_string()));
+    }
+    Ok(Arc::new(SqliteStore::open(&path, create).await?))
+}
+
+/// Loads the key ring, creating the first data key if the database has none yet.
+pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> Result<Keyring, StartError> {
+    let mut wrapped = store.data_keys().await?;
+    if wrapped.is_empty() {
+        match store
+            .insert_data_key(&Keyring::wrap_new_data_key(master, 1)?)
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+        wrapped = store.data_keys().await?;
+    }
+    Ok(Keyring::new(master, &wrapped)?)
+}
+
+/// Builds everything a request needs from the settings.
+pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
+    let store = open_store(&settings.data_dir, false).await?;
+    let master = MasterKey::load(&settings.data_dir)?;
+    let keyring = Arc::new(load_keyring(store.as_ref(), &master).await?);
+    drop(master);
+    let cvc = CvcSessions::new(MemoryCvcStore::start(CVC_SWEEP_INTERVAL), keyring.clone());
+    let upstream = UpstreamClient::new(UpstreamSettings {
+        rules: settings.destination_rules(),
+        connect_timeout: settings.upstream_connect_timeout(),
+        total_timeout: settings.upstream_timeout(),
+        max_response_bytes: settings.max_response_bytes,
+        extra_ca_file: settings.upstream_ca_file.as_deref(),
+    })?;
+    Ok(AppState {
+        store,
+        keyring,
+        cvc,
+        upstream,
+        policy: Arc::new(RequestPolicy {
+            cvc_ttl: settings.cvc_ttl(),
+            destinations: settings.destination_rules(),
+            max_request_bytes: settings.max_request_bytes,
+        }),
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    warn_about_relaxations(&settings);
+    let state = build_state(&settings).await?;
+    let app = api::router(state);
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "cardvault listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("cardvault stopped");
+    Ok(())
+}
+
+fn warn_about_relaxations(settings: &Settings) {
+    if settings.allow_private_destinations {
+        tracing::warn!(
+            "DANGER: allow_private_destinations is on: the proxy may reach loopback, private and \
+             IP-literal destinations on any port. For local testing only, never in production."
+        );
+    }
+    if settings.allow_http_destinations {
+        tracing::warn!(
+            "DANGER: allow_http_destinations is on: card data may be sent without TLS. \
+             For local testing only, never in production."
+        );
+    }
+}

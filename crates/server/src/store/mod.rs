@@ -1,0 +1,188 @@
+//! Durable storage of projects, applications, tokens and data keys, behind one trait so the
+//! handlers never know which database runs underneath.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::crypto::{Sealed, WrappedDataKey};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict with an existing record")]
+    Conflict,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Test,
+    Live,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Live => "live",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "test" => Some(Self::Test),
+            "live" => Some(Self::Live),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub mode: Mode,
+    pub deduplicate: bool,
+}
+
+/// What an application's API key may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub tokenization: bool,
+    pub provisioning: bool,
+    pub reveal: bool,
+}
+
+impl Permissions {
+    /// Parses `tokenization,provisioning,reveal` (any subset, any order).
+    pub fn parse(list: &str) -> Option<Self> {
+        let mut p = Self::default();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name {
+                "tokenization" => p.tokenization = true,
+                "provisioning" => p.provisioning = true,
+                "reveal" => p.reveal = true,
+                _ => return None,
+            }
+        }
+        Some(p)
+    }
+
+    pub fn to_list(self) -> String {
+        [
+            (self.tokenization, "tokenization"),
+            (self.provisioning, "provisioning"),
+            (self.reveal, "reveal"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Application {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub permissions: Permissions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Card,
+    Bank,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Card => "card",
+            Self::Bank => "bank",
+        }
+    }
+}
+
+/// A token row: the sealed data plus the metadata PCI DSS allows in the clear.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub id: String,
+    pub project_id: String,
+    pub kind: TokenKind,
+    pub sealed: Sealed,
+    pub fingerprint: Option<Vec<u8>>,
+    pub bin: Option<String>,
+    pub last4: String,
+    pub brand: Option<String>,
+}
+
+/// The vault's durable state.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError>;
+    /// Adds a data key; `Conflict` if that version exists (another instance won the race).
+    async fn insert_data_key(&self, key: &WrappedDataKey) -> Result<(), StoreError>;
+
+    async fn insert_project(
+        &self,
+        project: &Project,
+        pub_key_hash: &[u8],
+    ) -> Result<(), StoreError>;
+    async fn insert_application(
+        &self,
+        app: &Application,
+        key_hash: &[u8],
+    ) -> Result<(), StoreError>;
+    async fn project(&self, id: &str) -> Result<Project, StoreError>;
+    async fn project_by_pub_key(&self, pub_key_hash: &[u8]) -> Result<Project, StoreError>;
+    /// The application (not revoked) owning an API key, with its project.
+    async fn application_by_key(
+        &self,
+        key_hash: &[u8],
+    ) -> Result<(Application, Project), StoreError>;
+
+    /// `Conflict` if the project already holds a live token with the same fingerprint.
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// A live token of this project; `NotFound` for another project's or a deleted one.
+    async fn token(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError>;
+    async fn token_by_fingerprint(
+        &self,
+        project_id: &str,
+        fingerprint: &[u8],
+    ) -> Result<TokenRecord, StoreError>;
+    /// Replaces a token's sealed data (newer expiry or name on a deduplicated card).
+    async fn update_token_data(
+        &self,
+        project_id: &str,
+        id: &str,
+        sealed: &Sealed,
+    ) -> Result<(), StoreError>;
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

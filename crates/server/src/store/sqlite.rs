@@ -1,0 +1,276 @@
+//! The embedded store: one SQLite file in WAL mode.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    Application, Mode, Permissions, Project, Store, StoreError, TokenKind, TokenRecord, now_unix,
+};
+use crate::crypto::{Sealed, WrappedDataKey};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if asked) the database file and brings its schema up to date.
+    ///
+    /// Durability: WAL with `synchronous = NORMAL` survives a crash of the process (a committed
+    /// token is never lost when cardvault is killed); an OS crash or power loss may lose the last
+    /// transactions before a checkpoint, never corrupt the file.
+    pub async fn open(path: &Path, create: bool) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        Ok(Self { pool })
+    }
+}
+
+fn project_from_row(row: &SqliteRow) -> Result<Project, StoreError> {
+    let mode: String = row.try_get("mode")?;
+    Ok(Project {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        mode: Mode::parse(&mode).ok_or_else(|| StoreError::Corrupt("project mode".into()))?,
+        deduplicate: row.try_get::<i64, _>("deduplicate")? != 0,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let kind = match kind.as_str() {
+        "card" => TokenKind::Card,
+        "bank" => TokenKind::Bank,
+        _ => return Err(StoreError::Corrupt("token kind".into())),
+    };
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        kind,
+        sealed: Sealed {
+            key_version: row.try_get::<i64, _>("key_version")? as u32,
+            nonce: row.try_get("nonce")?,
+            ciphertext: row.try_get("ciphertext")?,
+        },
+        fingerprint: row.try_get("fingerprint")?,
+        bin: row.try_get("bin")?,
+        last4: row.try_get("last4")?,
+        brand: row.try_get("brand")?,
+    })
+}
+
+/// `SELECT` of every token column, with the given `WHERE` clause.
+macro_rules! select_token {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand FROM tokens WHERE ",
+            $where
+        )
+    };
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError> {
+        let rows = sqlx::query("SELECT version, wrapped FROM data_keys ORDER BY version")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(WrappedDataKey {
+                    version: row.try_get::<i64, _>("version")? as u32,
+                    wrapped: row.try_get("wrapped")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_data_key(&self, key: &WrappedDataKey) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO data_keys (version, wrapped, created_at) VALUES (?, ?, ?)")
+            .bind(i64::from(key.version))
+            .bind(&key.wrapped)
+            .bind(now_unix())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_project(
+        &self,
+        project: &Project,
+        pub_key_hash: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO projects (id, name, mode, pub_key_hash, deduplicate, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&project.id)
+        .bind(&project.name)
+        .bind(project.mode.as_str())
+        .bind(pub_key_hash)
+        .bind(i64::from(project.deduplicate))
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_application(
+        &self,
+        app: &Application,
+        key_hash: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO applications (id, project_id, name, key_hash, permissions, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&app.id)
+        .bind(&app.project_id)
+        .bind(&app.name)
+        .bind(key_hash)
+        .bind(app.permissions.to_list())
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn project(&self, id: &str) -> Result<Project, StoreError> {
+        let row = sqlx::query("SELECT id, name, mode, deduplicate FROM projects WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        project_from_row(&row)
+    }
+
+    async fn project_by_pub_key(&self, pub_key_hash: &[u8]) -> Result<Project, StoreError> {
+        let row =
+            sqlx::query("SELECT id, name, mode, deduplicate FROM projects WHERE pub_key_hash = ?")
+                .bind(pub_key_hash)
+                .fetch_one(&self.pool)
+                .await?;
+        project_from_row(&row)
+    }
+
+    async fn application_by_key(
+        &self,
+        key_hash: &[u8],
+    ) -> Result<(Application, Project), StoreError> {
+        let row = sqlx::query(
+            "SELECT a.id AS app_id, a.name AS app_name, a.permissions, p.id, p.name, p.mode, p.deduplicate
+             FROM applications a JOIN projects p ON p.id = a.project_id
+             WHERE a.key_hash = ? AND a.revoked = 0",
+        )
+        .bind(key_hash)
+        .fetch_one(&self.pool)
+        .await?;
+        let project = project_from_row(&row)?;
+        let permissions: String = row.try_get("permissions")?;
+        let app = Application {
+            id: row.try_get("app_id")?,
+            project_id: project.id.clone(),
+            name: row.try_get("app_name")?,
+            permissions: Permissions::parse(&permissions)
+                .ok_or_else(|| StoreError::Corrupt("application permissions".into()))?,
+        };
+        Ok((app, project))
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let now = now_unix();
+        sqlx::query(
+            "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(&token.project_id)
+        .bind(token.kind.as_str())
+        .bind(i64::from(token.sealed.key_version))
+        .bind(&token.sealed.nonce)
+        .bind(&token.sealed.ciphertext)
+        .bind(&token.fingerprint)
+        .bind(&token.bin)
+        .bind(&token.last4)
+        .bind(&token.brand)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError> {
+        let row = sqlx::query(select_token!(
+            "id = ? AND project_id = ? AND deleted_at IS NULL"
+        ))
+        .bind(id)
+        .bind(project_id)
+        .fetch_one(&self.pool)
+        .await?;
+        token_from_row(&row)
+    }
+
+    async fn token_by_fingerprint(
+        &self,
+        project_id: &str,
+        fingerprint: &[u8],
+    ) -> Result<TokenRecord, StoreError> {
+        let row = sqlx::query(select_token!(
+            "project_id = ? AND fingerprint = ? AND deleted_at IS NULL"
+        ))
+        .bind(project_id)
+        .bind(fingerprint)
+        .fetch_one(&self.pool)
+        .await?;
+        token_from_row(&row)
+    }
+
+    async fn update_token_data(
+        &self,
+        project_id: &str,
+        id: &str,
+        sealed: &Sealed,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "UPDATE tokens SET key_version = ?, nonce = ?, ciphertext = ?, updated_at = ?
+             WHERE id = ? AND project_id = ? AND deleted_at IS NULL",
+        )
+        .bind(i64::from(sealed.key_version))
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(now_unix())
+        .bind(id)
+        .bind(project_id)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
