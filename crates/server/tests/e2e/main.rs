@@ -1,0 +1,11 @@
+//! Black-box tests: the real binary on 127.0.0.1:0, a local HTTPS processor stub, real SQLite.
+
+mod harness;
+mod stub;
+
+mod auth;
+mod cvc_sessions;
+mod proxy;
+mod proxy_errors;
+mod storage;
+mod tokenize;

@@ -1,0 +1,193 @@
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn proxy_injects_card_data_and_wraps_the_processor_answer() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (token, session) = vault.visa().await;
+    let resp = vault
+        .http
+        .post(vault.url("/proxy/transaction"))
+        .header("X-API-Key", &vault.keys.api_key)
+        .json(&json!({
+            "token": token,
+            "cvc_session_id": session,
+            "proxy_url": stub.url("/charge?expand=source"),
+            "request_data": {
+                "amount": 2000,
+                "currency": "usd",
+                "source": {
+                    "number": "${cardNumber}",
+                    "exp_month": "${expirationMonth}",
+                    "exp_year": "${expirationYear}",
+                    "exp_year2": "${expirationYear2}",
+                    "cvc": "${cvv}",
+                    "name": "${firstName} Q.",
+                },
+                "tags": ["${expirationYear4}", 1.5, null, false],
+            },
+            "http_headers": {"Authorization": "Bearer sk_test_abc", "Idempotency-Key": "order-1"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-upstream-status"], "200");
+    let body: serde_json::Value = resp.json().await.unwrap();
+
+    let sent = stub.last();
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.path, "/charge?expand=source");
+    assert_eq!(sent.header("authorization"), Some("Bearer sk_test_abc"));
+    assert_eq!(sent.header("idempotency-key"), Some("order-1"));
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    assert_eq!(
+        sent.header("x-api-key"),
+        None,
+        "the vault key leaked to the processor"
+    );
+    assert_eq!(
+        sent.json(),
+        json!({
+            "amount": 2000,
+            "currency": "usd",
+            "source": {"number": VISA, "exp_month": "07", "exp_year": "2031", "exp_year2": "31", "cvc": CVC, "name": "Zebulon Q."},
+            "tags": ["2031", 1.5, null, false],
+        })
+    );
+
+    assert_eq!(body["success"], true);
+    let upstream = &body["proxy_response"];
+    assert_eq!(upstream["status_code"], 200);
+    assert_eq!(
+        upstream["body"],
+        json!({"id": "ch_123", "object": "charge", "status": "succeeded"})
+    );
+    assert_eq!(upstream["headers"]["x-stub"], "yes");
+    assert_eq!(upstream["headers"]["content-type"], "application/json");
+    assert!(
+        upstream["headers"].get("set-cookie").is_none(),
+        "Set-Cookie must be dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_processor_decline_is_still_a_successful_proxy_call() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (token, _) = vault.visa().await;
+    let (status, body) = vault
+        .proxy(&json!({"token": token, "proxy_url": stub.url("/decline"), "request_data": {"n": "${cardNumber}"}}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["success"], true);
+    assert_eq!(body["proxy_response"]["status_code"], 402);
+    assert_eq!(
+        body["proxy_response"]["body"]["error"]["code"],
+        "card_declined"
+    );
+}
+
+#[tokio::test]
+async fn methods_text_bodies_and_non_json_answers() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (token, _) = vault.visa().await;
+    for method in ["PUT", "PATCH", "DELETE", "get"] {
+        let (status, body) = vault
+            .proxy(&json!({"token": token, "proxy_url": stub.url("/text"), "http_method": method, "request_data": {"a": 1}}))
+            .await;
+        assert_eq!(status, 200, "{method}: {body}");
+        assert_eq!(stub.last().method, method.to_ascii_uppercase());
+        assert_eq!(body["proxy_response"]["body"], "plain ok");
+    }
+    // A string request_data under a non-JSON content type is sent as written, values verbatim.
+    let (status, _) = vault
+        .proxy(&json!({
+            "token": token,
+            "proxy_url": stub.url("/echo"),
+            "request_data": "PAN=${cardNumber};EXP=${expirationMonth}${expirationYear2}",
+            "http_headers": {"Content-Type": "text/plain"},
+        }))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8(stub.last().body).unwrap(),
+        format!("PAN={VISA};EXP=0731")
+    );
+}
+
+#[tokio::test]
+async fn echoed_card_data_is_masked_before_it_reaches_the_caller() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (token, session) = vault.visa().await;
+    let (status, body) = vault
+        .proxy(&json!({
+            "token": token,
+            "cvc_session_id": session,
+            "proxy_url": stub.url("/echo"),
+            "request_data": {"number": "${cardNumber}", "cvc": "${cvv}", "note": "card ${cardNumber} ok", "amount": 739},
+        }))
+        .await;
+    assert_eq!(status, 200);
+    let echoed = &body["proxy_response"]["body"];
+    assert_eq!(echoed["number"], "424242******4242");
+    assert_eq!(echoed["cvc"], "***");
+    assert_eq!(echoed["note"], "card 424242******4242 ok");
+    assert_eq!(
+        echoed["amount"], 739,
+        "numbers that merely equal the CVC are data, not echoes"
+    );
+    assert!(!body.to_string().contains(VISA));
+}
+
+#[tokio::test]
+async fn bank_tokens_proxy_account_values() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (_, tok) = vault
+        .post("/tokenize", &vault.keys, &json!({"type": "bank", "data": {"accountNumber": ACCOUNT, "routingNumber": "110000000"}}))
+        .await;
+    let (status, body) = vault
+        .proxy(&json!({
+            "token": tok["token"],
+            "proxy_url": stub.url("/echo"),
+            "request_data": {"account": "${accountNumber}", "routing": "${routingNumber}"},
+        }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        stub.last().json(),
+        json!({"account": ACCOUNT, "routing": "110000000"})
+    );
+    assert_eq!(body["proxy_response"]["body"]["account"], "********6789");
+    // A card placeholder on a bank token is a template error.
+    let (status, body) = vault
+        .proxy(&json!({"token": tok["token"], "proxy_url": stub.url("/echo"), "request_data": {"n": "${cardNumber}"}}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_template"))
+    );
+    assert_eq!(body["message"], "Invalid value for request_data");
+}
+
+#[tokio::test]
+async fn redirects_are_returned_not_followed() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (token, _) = vault.visa().await;
+    let (status, body) = vault
+        .proxy(&json!({"token": token, "proxy_url": stub.url("/redirect"), "request_data": {"n": "${cardNumber}"}}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["proxy_response"]["status_code"], 302);
+    assert_eq!(
+        body["proxy_response"]["headers"]["location"],
+        "http://127.0.0.1:9/internal"
+    );
+    assert_eq!(stub.count("/redirect"), 1);
+}

@@ -1,0 +1,242 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn bad_proxy_inputs_get_exact_messages_and_keep_the_cvc_session() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (token, session) = vault.visa().await;
+    let url = stub.url("/charge");
+    let data = json!({"n": "${cardNumber}", "c": "${cvv}"});
+    let cases: Vec<(Value, u16, &str, &str)> = vec![
+        (
+            json!({"proxy_url": url, "request_data": data, "cvc_session_id": session}),
+            400,
+            "Missing required field: token",
+            "missing_field",
+        ),
+        (
+            json!({"token": 5, "proxy_url": url, "request_data": data}),
+            400,
+            "Invalid value for token",
+            "invalid_field",
+        ),
+        (
+            json!({"token": token, "request_data": data}),
+            400,
+            "Missing required field: proxy_url",
+            "missing_field",
+        ),
+        (
+            json!({"token": token, "proxy_url": url}),
+            400,
+            "Missing required field: request_data",
+            "missing_field",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": 42, "cvc_session_id": session}),
+            400,
+            "Invalid value for request_data",
+            "invalid_field",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": data, "cvc_session_id": session, "http_method": "TRACE"}),
+            400,
+            "Invalid value for http_method",
+            "invalid_field",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": data, "cvc_session_id": session, "http_headers": "x"}),
+            400,
+            "Invalid value for http_headers",
+            "invalid_field",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": data, "cvc_session_id": session, "http_headers": {"X-A": 1}}),
+            400,
+            "Invalid value for http_headers",
+            "invalid_field",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": data, "cvc_session_id": session, "http_headers": {"X-A": "a\r\nX-B: b"}}),
+            400,
+            "Invalid value for http_headers",
+            "invalid_field",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": {"n": "${cardnumber}"}}),
+            400,
+            "Invalid value for request_data",
+            "invalid_template",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": {"n": "${accountNumber}"}}),
+            400,
+            "Invalid value for request_data",
+            "invalid_template",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": {"n": "${lastName}"}}),
+            400,
+            "Invalid value for request_data",
+            "invalid_template",
+        ),
+        (
+            json!({"token": token, "proxy_url": format!("{url}?n=${{cardNumber}}"), "request_data": {}}),
+            400,
+            "Invalid value for request_data",
+            "invalid_template",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": {}, "http_headers": {"X-Card": "${cardNumber}"}}),
+            400,
+            "Invalid value for request_data",
+            "invalid_template",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": data}),
+            400,
+            "Missing required field: cvc_session_id",
+            "missing_field",
+        ),
+        (
+            json!({"token": token, "proxy_url": "not a url", "request_data": data, "cvc_session_id": session}),
+            400,
+            "Invalid proxy URL",
+            "invalid_proxy_url",
+        ),
+        (
+            json!({"token": token, "proxy_url": "ftp://localhost/x", "request_data": data, "cvc_session_id": session}),
+            400,
+            "Invalid proxy URL",
+            "invalid_proxy_url",
+        ),
+        (
+            json!({"token": token, "proxy_url": 7, "request_data": data, "cvc_session_id": session}),
+            400,
+            "Invalid proxy URL",
+            "invalid_proxy_url",
+        ),
+        (
+            json!({"token": "tok_doesnotexist", "proxy_url": url, "request_data": data, "cvc_session_id": session}),
+            404,
+            "Token not found",
+            "token_not_found",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": data, "cvc_session_id": "not-a-uuid"}),
+            404,
+            "CVC session expired or not found",
+            "cvc_session_not_found",
+        ),
+        (
+            json!({"token": token, "proxy_url": url, "request_data": data, "cvc_session_id": uuid::Uuid::new_v4().to_string()}),
+            404,
+            "CVC session expired or not found",
+            "cvc_session_not_found",
+        ),
+    ];
+    for (body, status, message, code) in cases {
+        let (got, answer) = vault.proxy(&body).await;
+        assert_eq!(got, status, "{body} -> {answer}");
+        assert_eq!(
+            answer,
+            json!({"success": false, "message": message, "data": null, "code": code}),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        stub.count("/charge"),
+        0,
+        "a refused call reached the processor"
+    );
+    // None of those consumed the session.
+    let (status, body) = vault
+        .proxy(&json!({"token": token, "proxy_url": url, "request_data": data, "cvc_session_id": session}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stub.last().json()["c"], CVC);
+}
+
+#[tokio::test]
+async fn unreachable_and_slow_processors() {
+    let stub = Stub::start().await;
+    let vault = Vault::start_with(&stub, &[("CARDVAULT_UPSTREAM_TIMEOUT_MS", "700")]).await;
+    let (token, _) = vault.visa().await;
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (status, body) = vault
+        .proxy(&json!({"token": token, "proxy_url": format!("https://localhost:{port}/x"), "request_data": {"n": "${cardNumber}"}}))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        body,
+        json!({"success": false, "message": "Failed to proxy request", "data": null, "code": "upstream_error"})
+    );
+
+    let started = std::time::Instant::now();
+    let (status, body) = vault
+        .proxy(&json!({"token": token, "proxy_url": stub.url("/slow?ms=3000"), "request_data": {"n": "${cardNumber}"}}))
+        .await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(
+        body,
+        json!({"success": false, "message": "Request timeout", "data": null, "code": "upstream_timeout"})
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "the timeout did not cut the call short"
+    );
+}
+
+#[tokio::test]
+async fn untrusted_processor_certificates_are_refused() {
+    let stub = Stub::start().await;
+    // No CA file: the stub's certificate is not trusted.
+    let vault = Vault::start_env(&[("CARDVAULT_ALLOW_PRIVATE_DESTINATIONS", "true")]).await;
+    let (token, _) = vault.visa().await;
+    let (status, body) = vault
+        .proxy(&json!({"token": token, "proxy_url": stub.url("/charge"), "request_data": {"n": "${cardNumber}"}}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (502, Some("upstream_error"))
+    );
+    assert_eq!(stub.count("/charge"), 0);
+}
+
+#[tokio::test]
+async fn secure_defaults_refuse_http_ip_literals_and_internal_names() {
+    let stub = Stub::start().await;
+    let vault =
+        Vault::start_env(&[("CARDVAULT_UPSTREAM_CA_FILE", stub.ca_file.to_str().unwrap())]).await;
+    let (token, session) = vault.visa().await;
+    let port = stub.addr.port();
+    for url in [
+        format!("http://api.example.com/charge"),
+        format!("https://127.0.0.1:{port}/charge"),
+        format!("https://127.0.0.1/charge"),
+        format!("https://[::1]/charge"),
+        format!("https://localhost/charge"),
+        format!("https://localhost:{port}/charge"),
+        "https://0x7f000001/charge".to_owned(),
+        "https://169.254.169.254/latest/meta-data".to_owned(),
+        "https://user:pw@api.example.com/".to_owned(),
+        "https://api.example.com:8443/".to_owned(),
+    ] {
+        let (status, body) = vault
+            .proxy(&json!({"token": token, "cvc_session_id": session, "proxy_url": url, "request_data": {"n": "${cardNumber}", "c": "${cvv}"}}))
+            .await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["message"], "Invalid proxy URL", "{url}");
+    }
+    assert!(
+        stub.requests().is_empty(),
+        "a refused destination was contacted"
+    );
+}

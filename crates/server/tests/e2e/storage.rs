@@ -1,0 +1,90 @@
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn tokens_survive_a_restart() {
+    let stub = Stub::start().await;
+    let mut vault = Vault::start(&stub).await;
+    let (token, _) = vault.visa().await;
+    vault.restart();
+    let (status, body) = vault
+        .proxy(&json!({"token": token, "proxy_url": stub.url("/charge"), "request_data": {"n": "${cardNumber}", "m": "${expirationMonth}"}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stub.last().json(), json!({"n": VISA, "m": "07"}));
+}
+
+#[tokio::test]
+async fn init_refuses_an_existing_vault() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let key_before = std::fs::read(vault.data_dir().join("master.key")).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["init", "--data-dir", vault.data_dir().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a vault"));
+    assert_eq!(
+        std::fs::read(vault.data_dir().join("master.key")).unwrap(),
+        key_before
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(vault.data_dir().join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The vault still works with its original keys.
+    vault.visa().await;
+}
+
+#[tokio::test]
+async fn tampered_or_moved_ciphertexts_fail_closed() {
+    use sqlx::Connection;
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (tampered, _) = vault.visa().await;
+    let (moved_to, _) = vault.visa().await;
+    let db = format!(
+        "sqlite://{}",
+        vault.data_dir().join("cardvault.db").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    sqlx::query(
+        "UPDATE tokens SET ciphertext = CAST(zeroblob(length(ciphertext)) AS BLOB) WHERE id = ?",
+    )
+    .bind(&tampered)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let (victim, _) = vault.visa().await;
+    sqlx::query(
+        "UPDATE tokens SET nonce = (SELECT nonce FROM tokens WHERE id = ?1), ciphertext = (SELECT ciphertext FROM tokens WHERE id = ?1) WHERE id = ?2",
+    )
+    .bind(&victim)
+    .bind(&moved_to)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for token in [&tampered, &moved_to] {
+        let (status, body) = vault
+            .proxy(&json!({"token": token, "proxy_url": stub.url("/charge"), "request_data": {"n": "${cardNumber}"}}))
+            .await;
+        assert_eq!(status, 500, "{body}");
+        assert_eq!(
+            body,
+            json!({"success": false, "message": "Internal server error", "data": null, "code": "internal"})
+        );
+    }
+    assert_eq!(stub.count("/charge"), 0);
+    let logs = vault.logs();
+    assert!(
+        logs.contains("ciphertext failed authentication"),
+        "the cause is logged once"
+    );
+}
