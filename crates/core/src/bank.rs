@@ -56,7 +56,7 @@ impl RoutingNumber {
         }
         let d: Vec<u32> = digits.bytes().map(|b| u32::from(b - b'0')).collect();
         let sum = 3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + (d[2] + d[5] + d[8]);
-        if sum % 10 != 0 {
+        if !sum.is_multiple_of(10) {
             return Err(ValidationError::InvalidField("routingNumber"));
         }
         Ok(Self(digits.to_owned()))

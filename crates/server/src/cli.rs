@@ -43,6 +43,9 @@ enum Command {
         /// TOML settings file (environment variables override it).
         #[arg(long, env = "CARDVAULT_CONFIG")]
         config: Option<PathBuf>,
+        /// Initialize the data directory first if it holds no vault yet (prints the keys once).
+        #[arg(long)]
+        init: bool,
     },
     /// Manage projects.
     Project {
@@ -146,7 +149,8 @@ async fn execute(command: Command) -> Result<(), CliError> {
             data_dir,
             listen,
             config,
-        } => serve(data_dir, listen, config).await,
+            init: init_first,
+        } => serve(data_dir, listen, config, init_first).await,
         Command::Project {
             command:
                 ProjectCommand::Create {
@@ -201,8 +205,12 @@ async fn serve(
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     config: Option<PathBuf>,
+    init_first: bool,
 ) -> Result<(), CliError> {
     let settings = Settings::load(config.as_deref(), Overrides { data_dir, listen })?;
+    if init_first && !settings.data_dir.join(MASTER_KEY_FILE).exists() {
+        init(&settings.data_dir, false).await?;
+    }
     crate::logging::init(settings.log_format, &settings.log_level);
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     // Harnesses that bind port 0 read the real address from this line.

@@ -178,6 +178,7 @@ fn port_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u16>, D::
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

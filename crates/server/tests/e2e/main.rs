@@ -1,4 +1,5 @@
 //! Black-box tests: the real binary on 127.0.0.1:0, a local HTTPS processor stub, real SQLite.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod harness;
 mod stub;

@@ -218,11 +218,11 @@ async fn secure_defaults_refuse_http_ip_literals_and_internal_names() {
     let (token, session) = vault.visa().await;
     let port = stub.addr.port();
     for url in [
-        format!("http://api.example.com/charge"),
+        "http://api.example.com/charge".to_owned(),
         format!("https://127.0.0.1:{port}/charge"),
-        format!("https://127.0.0.1/charge"),
-        format!("https://[::1]/charge"),
-        format!("https://localhost/charge"),
+        "https://127.0.0.1/charge".to_owned(),
+        "https://[::1]/charge".to_owned(),
+        "https://localhost/charge".to_owned(),
         format!("https://localhost:{port}/charge"),
         "https://0x7f000001/charge".to_owned(),
         "https://169.254.169.254/latest/meta-data".to_owned(),
