@@ -13,5 +13,6 @@ pub mod scrub;
 pub mod secret;
 pub mod template;
 pub mod validation;
+pub mod xml;
 
 pub use validation::ValidationError;

@@ -1,15 +1,29 @@
-//! Removing card data a processor echoes back before the response reaches the caller.
+//! Removing card data a processor echoes back, before the response reaches the caller.
+//!
+//! Two kinds of secret are looked for. Long digit strings (card and account numbers) are found
+//! in the forms a processor may print them: plain, grouped with spaces, dashes or `+`,
+//! percent-encoded (`%34%32…`, `4242%204242…`) or JSON-escaped (`\u0034…`), and only where they
+//! are not part of a longer run of digits. Short codes (the CVC) are three or four digits, which
+//! any body is full of, so they are masked only where they are a whole value: `"739"`, `'739'`,
+//! `>739<` (an XML text node) or `=739&` (a form value).
 
 /// A secret to look for and what to put in its place.
 pub struct Echo<'a> {
     pub secret: &'a str,
     pub mask: String,
+    pub kind: EchoKind,
 }
 
-/// Replaces every occurrence of each secret in `text`, in the forms a processor may echo:
-/// plain, and for long digit strings also grouped with spaces or dashes (`4242 4242 4242 4242`).
-/// A digit string is only replaced where it is not part of a longer run of digits, so an
-/// amount or an id that happens to contain the digits is left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchoKind {
+    /// A card or account number: every printed form, bounded by non-digits.
+    Number,
+    /// A security code: only where it is an entire quoted, element or form value.
+    Code,
+}
+
+/// The text with every echo replaced, or `None` when nothing was found (the common case, which
+/// then costs no allocation).
 pub fn scrub_text(text: &str, echoes: &[Echo<'_>]) -> Option<String> {
     let mut current: Option<String> = None;
     for echo in echoes {
@@ -17,34 +31,74 @@ pub fn scrub_text(text: &str, echoes: &[Echo<'_>]) -> Option<String> {
             continue;
         }
         let source = current.as_deref().unwrap_or(text);
-        if let Some(replaced) = replace_bounded(source, echo) {
+        let replaced = match echo.kind {
+            EchoKind::Number => replace_numbers(source, echo),
+            EchoKind::Code => replace_codes(source, echo),
+        };
+        if let Some(replaced) = replaced {
             current = Some(replaced);
         }
     }
     current
 }
 
-fn replace_bounded(text: &str, echo: &Echo<'_>) -> Option<String> {
-    let digits_only = echo.secret.bytes().all(|b| b.is_ascii_digit());
+fn replace_numbers(text: &str, echo: &Echo<'_>) -> Option<String> {
     let bytes = text.as_bytes();
+    let secret = echo.secret.as_bytes();
+    replace_matches(text, &echo.mask, |i| {
+        if i > 0 && bytes[i - 1].is_ascii_digit() {
+            return None;
+        }
+        let len = match_number(&bytes[i..], secret)?;
+        match bytes.get(i + len) {
+            Some(b) if b.is_ascii_digit() => None,
+            _ => Some(len),
+        }
+    })
+}
+
+fn replace_codes(text: &str, echo: &Echo<'_>) -> Option<String> {
+    let bytes = text.as_bytes();
+    let secret = echo.secret.as_bytes();
+    replace_matches(text, &echo.mask, |i| {
+        if i == 0 || !bytes[i..].starts_with(secret) {
+            return None;
+        }
+        let after = bytes.get(i + secret.len()).copied();
+        let whole_value = match bytes[i - 1] {
+            b'"' => after == Some(b'"'),
+            b'\'' => after == Some(b'\''),
+            b'>' => after == Some(b'<'),
+            b'=' => matches!(after, None | Some(b'&' | b';' | b'\r' | b'\n')),
+            _ => false,
+        };
+        whole_value.then_some(secret.len())
+    })
+}
+
+/// Copies `text`, replacing each span `matcher` reports (its length, from a start index).
+fn replace_matches(
+    text: &str,
+    mask: &str,
+    matcher: impl Fn(usize) -> Option<usize>,
+) -> Option<String> {
     let mut out: Option<String> = None;
     let mut copied = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        if digits_only && i > 0 && bytes[i - 1].is_ascii_digit() {
+    while i < text.len() {
+        if !text.is_char_boundary(i) {
             i += 1;
             continue;
         }
-        let matched = match_at(bytes, i, echo.secret.as_bytes(), digits_only);
-        match matched {
-            Some(len) if !(digits_only && bytes.get(i + len).is_some_and(u8::is_ascii_digit)) => {
+        match matcher(i) {
+            Some(len) => {
                 let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
                 out.push_str(&text[copied..i]);
-                out.push_str(&echo.mask);
+                out.push_str(mask);
                 i += len;
                 copied = i;
             }
-            _ => i += 1,
+            None => i += 1,
         }
     }
     let mut out = out?;
@@ -52,61 +106,118 @@ fn replace_bounded(text: &str, echo: &Echo<'_>) -> Option<String> {
     Some(out)
 }
 
-/// The length of the secret found at `at`; digit secrets of 12+ digits may be grouped by single
-/// spaces or dashes, as card numbers are printed.
-fn match_at(bytes: &[u8], at: usize, secret: &[u8], digits_only: bool) -> Option<usize> {
-    if bytes[at..].starts_with(secret) {
-        return Some(secret.len());
-    }
-    if !digits_only || secret.len() < 12 {
-        return None;
-    }
-    let mut i = at;
-    let mut matched = 0;
-    let mut separator: Option<u8> = None;
-    while matched < secret.len() {
-        let b = *bytes.get(i)?;
-        if b == secret[matched] {
-            matched += 1;
-            i += 1;
-        } else if matched > 0 && (b == b' ' || b == b'-') && separator.is_none_or(|s| s == b) {
-            separator = Some(b);
-            i += 1;
-        } else {
-            return None;
+/// Length of the match of `secret` (ASCII digits) at the start of `bytes`, in any printed form.
+fn match_number(bytes: &[u8], secret: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    for (n, &digit) in secret.iter().enumerate() {
+        if n > 0 {
+            at += separator_len(&bytes[at..]);
         }
+        at += digit_len(&bytes[at..], digit)?;
     }
-    Some(i - at)
+    Some(at)
+}
+
+fn digit_len(bytes: &[u8], digit: u8) -> Option<usize> {
+    let hex_digit = |b: &[u8]| b.len() == 1 && b[0] == digit;
+    if bytes.first() == Some(&digit) {
+        Some(1)
+    } else if bytes.len() >= 3 && bytes[0] == b'%' && bytes[1] == b'3' && hex_digit(&bytes[2..3]) {
+        Some(3)
+    } else if bytes.len() >= 6
+        && bytes[..5].eq_ignore_ascii_case(b"\\u003")
+        && hex_digit(&bytes[5..6])
+    {
+        Some(6)
+    } else {
+        None
+    }
+}
+
+fn separator_len(bytes: &[u8]) -> usize {
+    match bytes {
+        [b' ' | b'-' | b'+', ..] => 1,
+        [b'%', b'2', b'0', ..] => 3,
+        [b'\\', b'u', b'0', b'0', b'2', b'0', ..] => 6,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pan_echo() -> Echo<'static> {
-        Echo {
-            secret: "4242424242424242",
-            mask: "424242******4242".into(),
+    fn echoes() -> Vec<Echo<'static>> {
+        vec![
+            Echo {
+                secret: "4242424242424242",
+                mask: "424242******4242".into(),
+                kind: EchoKind::Number,
+            },
+            Echo {
+                secret: "739",
+                mask: "***".into(),
+                kind: EchoKind::Code,
+            },
+        ]
+    }
+
+    #[test]
+    fn masks_card_numbers_in_every_printed_form() {
+        for form in [
+            "4242424242424242",
+            "4242 4242 4242 4242",
+            "4242-4242-4242-4242",
+            "4242+4242+4242+4242",
+            "4242%204242%204242%204242",
+            "%34%32%34%32%34%32%34%32%34%32%34%32%34%32%34%32",
+            "\\u0034\\u0032\\u0034\\u0032424242424242",
+        ] {
+            let text = format!("{{\"n\":\"{form}\"}}");
+            assert_eq!(
+                scrub_text(&text, &echoes()).unwrap(),
+                "{\"n\":\"424242******4242\"}",
+                "{form}"
+            );
         }
     }
 
     #[test]
-    fn masks_plain_and_grouped_card_numbers() {
-        let echoes = [pan_echo()];
+    fn masks_codes_only_as_whole_values() {
+        let echoes = echoes();
         assert_eq!(
-            scrub_text(
-                r#"{"n":"4242424242424242","m":"4242 4242 4242 4242","d":"4242-4242-4242-4242"}"#,
-                &echoes
-            )
-            .unwrap(),
-            r#"{"n":"424242******4242","m":"424242******4242","d":"424242******4242"}"#
+            scrub_text(r#"{"cvc":"739"}"#, &echoes).unwrap(),
+            r#"{"cvc":"***"}"#
         );
+        assert_eq!(
+            scrub_text("<cvc>739</cvc>", &echoes).unwrap(),
+            "<cvc>***</cvc>"
+        );
+        assert_eq!(
+            scrub_text("a=1&cvc=739&b=2", &echoes).unwrap(),
+            "a=1&cvc=***&b=2"
+        );
+        assert_eq!(scrub_text("cvc=739", &echoes).unwrap(), "cvc=***");
+        assert_eq!(
+            scrub_text("<x cvc='739'/>", &echoes).unwrap(),
+            "<x cvc='***'/>"
+        );
+        for clean in [
+            r#"{"amount":7390}"#,
+            r#"{"amount":739}"#,
+            "id=a739b",
+            "ref 1739",
+            "ch_739x",
+        ] {
+            assert_eq!(scrub_text(clean, &echoes), None, "{clean}");
+        }
     }
 
     #[test]
     fn leaves_longer_digit_runs_and_clean_text_alone() {
-        let echoes = [pan_echo()];
+        let echoes = echoes();
         assert_eq!(scrub_text("id 14242424242424242 ok", &echoes), None);
-        assert_eq!(scrub_text("nothing here", &echoes), None);
+        assert_eq!(scrub_text("42424242424242421", &echoes), None);
+        assert_eq!(scrub_text("nothing here, ünïcödé", &echoes), None);
     }
 }

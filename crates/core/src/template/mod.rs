@@ -5,9 +5,11 @@
 //! value, so a value that contains `${cvv}` is sent as those literal characters.
 
 mod encode;
+mod form;
 mod json;
 
 pub use encode::Encoding;
+pub use form::FormTemplate;
 pub use json::JsonTemplate;
 
 use crate::secret::SecretString;
@@ -97,6 +99,19 @@ impl Template {
     /// [`UnknownPlaceholder`] when a closed `${…}` names no known value: sending it on unchanged
     /// would hide a typo until the processor declines the payment.
     pub fn parse(text: &str) -> Result<Self, UnknownPlaceholder> {
+        Self::parse_inner(text, false)
+    }
+
+    /// Like [`Template::parse`], for a form body: also finds placeholders the caller's HTTP
+    /// library percent-encoded (`%24%7BcardNumber%7D`), as form encoders do.
+    ///
+    /// # Errors
+    /// [`UnknownPlaceholder`] as for [`Template::parse`].
+    pub fn parse_form(text: &str) -> Result<Self, UnknownPlaceholder> {
+        Self::parse_inner(text, true)
+    }
+
+    fn parse_inner(text: &str, percent_encoded: bool) -> Result<Self, UnknownPlaceholder> {
         let mut parts = Vec::new();
         let mut literal_start = 0;
         let mut i = 0;
@@ -108,6 +123,15 @@ impl Template {
                         let name = &text[i + 2..i + 2 + end];
                         let placeholder = Placeholder::from_name(name).ok_or(UnknownPlaceholder)?;
                         Some((placeholder, end + 3))
+                    }
+                    None => None,
+                }
+            } else if percent_encoded && starts_with_ignore_case(&bytes[i..], b"%24%7B") {
+                match find_ignore_case(&bytes[i + 6..], b"%7D") {
+                    Some(end) => {
+                        let name = &text[i + 6..i + 6 + end];
+                        let placeholder = Placeholder::from_name(name).ok_or(UnknownPlaceholder)?;
+                        Some((placeholder, end + 9))
                     }
                     None => None,
                 }
@@ -168,6 +192,16 @@ impl Template {
         self.render_into(values, encoding, &mut out);
         out
     }
+}
+
+fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {
+    bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+fn find_ignore_case(bytes: &[u8], needle: &[u8]) -> Option<usize> {
+    bytes
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn is_word_byte(b: u8) -> bool {

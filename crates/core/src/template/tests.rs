@@ -62,6 +62,26 @@ fn unknown_placeholders_are_refused_and_unclosed_ones_are_text() {
 }
 
 #[test]
+fn form_templates_also_find_percent_encoded_placeholders() {
+    let t =
+        Template::parse_form("number=%24%7BcardNumber%7D&cvc=%24%7bcvv%7D&m=${expirationMonth}")
+            .unwrap();
+    assert_eq!(
+        t.render(&card_values(), Encoding::Form),
+        "number=4242424242424242&cvc=123&m=07"
+    );
+    assert_eq!(
+        Template::parse_form("x=%24%7Bnope%7D"),
+        Err(UnknownPlaceholder)
+    );
+    assert!(
+        Template::parse("x=%24%7BcardNumber%7D")
+            .unwrap()
+            .is_literal()
+    );
+}
+
+#[test]
 fn substituted_values_are_never_expanded_again() {
     let mut v = Substitutions::default();
     v.set(

@@ -5,11 +5,13 @@
 //! render, send, scrub the answer. Everything before "take the CVC session" leaves the session
 //! untouched; everything before "send" guarantees the processor saw nothing.
 
+mod json_mode;
+mod raw_mode;
 mod request;
 mod response;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use cardvault_core::template::Placeholder;
 use uuid::Uuid;
@@ -19,17 +21,21 @@ use super::body::RawBody;
 use super::{ApiError, AppState};
 use crate::store::StoreError;
 use crate::token_data::TokenData;
-use request::ProxyRequest;
 
 pub async fn transaction(
     State(state): State<AppState>,
     caller: Caller,
-    _headers: HeaderMap,
+    uri: Uri,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     caller.require_tokenization()?;
-    let request = ProxyRequest::from_json(&body, &state.policy.destinations)?;
-    tracing::Span::current().record("app", caller.app.id.as_str());
+    let rules = &state.policy.destinations;
+    let request = if raw_mode::applies(&headers, uri.query()) {
+        raw_mode::parse(&headers, uri.query(), &body, rules)?
+    } else {
+        json_mode::parse(&body, rules)?
+    };
 
     let record = match state.store.token(&caller.project.id, &request.token).await {
         Ok(record) => record,
@@ -76,7 +82,7 @@ pub async fn transaction(
         );
     }
 
-    let outgoing = request.body.render(&values);
+    let outgoing = request.body.render(&values)?;
     let upstream = state
         .upstream
         .send(request.method, request.url, request.headers, outgoing)

@@ -1,33 +1,56 @@
-//! A proxy call as the caller described it, parsed and checked without any I/O.
+//! A proxy call as the caller described it, parsed and checked without any I/O. The two ways
+//! of describing it (JSON mode and raw mode) are parsed by their own modules into this one type.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use cardvault_core::destination::DestinationRules;
-use cardvault_core::template::{Encoding, JsonTemplate, Placeholder, Substitutions, Template};
-use serde_json::{Map, Value};
+use cardvault_core::template::{
+    Encoding, FormTemplate, JsonTemplate, Placeholder, Substitutions, Template,
+};
 use url::Url;
 
-use crate::api::ApiError;
-use crate::api::body::json_object;
+use crate::api::{ApiError, BodyKind};
 
 /// The body to send, with its placeholders found.
 pub enum BodyTemplate {
     Json(JsonTemplate),
-    Text(Template, Encoding),
+    Form(FormTemplate),
+    Text {
+        template: Template,
+        encoding: Encoding,
+    },
 }
 
 impl BodyTemplate {
+    /// A text body; an XML one must be well-formed before anything is substituted.
+    pub fn text(template: Template, encoding: Encoding, source: &str) -> Result<Self, ApiError> {
+        if encoding == Encoding::Xml && !cardvault_core::xml::is_well_formed(source) {
+            return Err(ApiError::InvalidBody(BodyKind::Xml));
+        }
+        Ok(Self::Text { template, encoding })
+    }
+
     pub fn placeholders(&self) -> Box<dyn Iterator<Item = Placeholder> + '_> {
         match self {
             Self::Json(t) => Box::new(t.placeholders()),
-            Self::Text(t, _) => Box::new(t.placeholders()),
+            Self::Form(t) => Box::new(t.placeholders()),
+            Self::Text { template, .. } => Box::new(template.placeholders()),
         }
     }
 
-    pub fn render(&self, values: &Substitutions) -> Vec<u8> {
-        match self {
+    /// The outgoing body. Escaping keeps an XML document well-formed; it is checked again all
+    /// the same, since a processor receiving a broken document may act on part of it.
+    pub fn render(&self, values: &Substitutions) -> Result<Vec<u8>, ApiError> {
+        Ok(match self {
             Self::Json(t) => t.render_bytes(values),
-            Self::Text(t, encoding) => t.render(values, *encoding).into_bytes(),
-        }
+            Self::Form(t) => t.render(values).into_bytes(),
+            Self::Text { template, encoding } => {
+                let text = template.render(values, *encoding);
+                if *encoding == Encoding::Xml && !cardvault_core::xml::is_well_formed(&text) {
+                    return Err(ApiError::InvalidBody(BodyKind::Xml));
+                }
+                text.into_bytes()
+            }
+        })
     }
 }
 
@@ -40,56 +63,16 @@ pub struct ProxyRequest {
     pub body: BodyTemplate,
 }
 
-/// Headers the caller may not set: they describe this hop, not the processor request, or could
-/// be used to smuggle a second request.
-const FORBIDDEN_HEADERS: [&str; 12] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-    "x-api-key",
-    "x-pub-key",
-];
-
 impl ProxyRequest {
-    /// Parses a JSON-mode body: `token`, `proxy_url`, `request_data` and the optional fields.
-    ///
-    /// # Errors
-    /// The API's 400s, in the order the fields are listed in API.md.
-    pub fn from_json(bytes: &[u8], rules: &DestinationRules) -> Result<Self, ApiError> {
-        let body = json_object(bytes)?;
-        let token = required_string(&body, "token")?;
-        let proxy_url = match body.get("proxy_url") {
-            None | Some(Value::Null) => return Err(ApiError::missing("proxy_url")),
-            Some(Value::String(s)) => s.clone(),
-            Some(_) => return Err(ApiError::InvalidProxyUrl),
-        };
-        let request_data = match body.get("request_data") {
-            None | Some(Value::Null) => return Err(ApiError::missing("request_data")),
-            Some(v) => v.clone(),
-        };
-        let headers = headers(body.get("http_headers"))?;
-        let method = method(body.get("http_method"))?;
-        let cvc_session_id = match body.get("cvc_session_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.trim().is_empty() => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(ApiError::invalid("cvc_session_id")),
-        };
-        if has_template(&proxy_url) {
-            return Err(ApiError::InvalidTemplate);
-        }
-        let url = rules.check_url(proxy_url.trim()).map_err(|e| {
-            tracing::debug!(reason = %e, "destination refused");
-            ApiError::InvalidProxyUrl
-        })?;
-        let (body, headers) = body_template(request_data, headers)?;
+    /// The checks both modes end with: a CVC placeholder needs a session id.
+    pub fn new(
+        token: String,
+        cvc_session_id: Option<String>,
+        url: Url,
+        method: Method,
+        headers: HeaderMap,
+        body: BodyTemplate,
+    ) -> Result<Self, ApiError> {
         if cvc_session_id.is_none() && body.placeholders().any(|p| p == Placeholder::Cvc) {
             return Err(ApiError::missing("cvc_session_id"));
         }
@@ -104,68 +87,88 @@ impl ProxyRequest {
     }
 }
 
-fn required_string(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Err(ApiError::missing(field)),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-        Some(_) => Err(ApiError::invalid(field)),
+/// Headers never forwarded: they describe this hop rather than the processor request, carry the
+/// vault's own credentials and control values, or could smuggle a second request.
+/// `accept-encoding` is dropped so the upstream client negotiates (and undoes) compression
+/// itself: a compressed answer could not be scrubbed of echoed card data.
+const NEVER_FORWARDED: [&str; 21] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "cookie",
+    "forwarded",
+    "accept-encoding",
+    "x-api-key",
+    "x-pub-key",
+    "x-token",
+    "x-proxy-url",
+    "x-cvc-session-id",
+    "x-proxy-method",
+];
+
+/// Whether a header the caller supplied may go to the processor.
+pub fn forwardable(name: &HeaderName, connection: &HeaderMap) -> bool {
+    let name = name.as_str();
+    if NEVER_FORWARDED.contains(&name) || name.starts_with("x-forwarded-") {
+        return false;
+    }
+    // Headers listed in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+    !connection
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|listed| listed.trim().eq_ignore_ascii_case(name))
+}
+
+/// Card data must never land in a URL or a header: any placeholder there is refused.
+pub fn refuse_template(text: &str) -> Result<(), ApiError> {
+    match Template::parse(text) {
+        Ok(t) if t.is_literal() => Ok(()),
+        _ => Err(ApiError::InvalidTemplate),
     }
 }
 
-/// True when `text` holds a placeholder or an unknown `${…}`: neither may reach a URL or header.
-fn has_template(text: &str) -> bool {
-    Template::parse(text).map_or(true, |t| !t.is_literal())
+pub fn refuse_template_in_header(value: &HeaderValue) -> Result<(), ApiError> {
+    refuse_template(&String::from_utf8_lossy(value.as_bytes()))
 }
 
-fn headers(value: Option<&Value>) -> Result<HeaderMap, ApiError> {
-    let mut headers = HeaderMap::new();
-    let map = match value {
-        None | Some(Value::Null) => return Ok(headers),
-        Some(Value::Object(map)) => map,
-        Some(_) => return Err(ApiError::invalid("http_headers")),
+/// The destination, checked against the policy (no I/O).
+pub fn destination(raw: &str, rules: &DestinationRules) -> Result<Url, ApiError> {
+    refuse_template(raw)?;
+    rules.check_url(raw.trim()).map_err(|e| {
+        tracing::debug!(reason = %e, "destination refused");
+        ApiError::InvalidProxyUrl
+    })
+}
+
+pub fn method(raw: Option<&str>) -> Result<Method, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(Method::POST);
     };
-    for (name, value) in map {
-        let Value::String(value) = value else {
-            return Err(ApiError::invalid("http_headers"));
-        };
-        if has_template(name) || has_template(value) {
-            return Err(ApiError::InvalidTemplate);
-        }
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| ApiError::invalid("http_headers"))?;
-        // HeaderValue refuses CR, LF and NUL, so a value cannot start a second header.
-        let value =
-            HeaderValue::from_str(value.trim()).map_err(|_| ApiError::invalid("http_headers"))?;
-        if FORBIDDEN_HEADERS.contains(&name.as_str()) {
-            continue;
-        }
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
-
-fn method(value: Option<&Value>) -> Result<Method, ApiError> {
-    match value {
-        None | Some(Value::Null) => Ok(Method::POST),
-        Some(Value::String(s)) => match s.trim().to_ascii_uppercase().as_str() {
-            "POST" => Ok(Method::POST),
-            "PUT" => Ok(Method::PUT),
-            "PATCH" => Ok(Method::PATCH),
-            "GET" => Ok(Method::GET),
-            "DELETE" => Ok(Method::DELETE),
-            _ => Err(ApiError::invalid("http_method")),
-        },
-        Some(_) => Err(ApiError::invalid("http_method")),
+    match raw.trim().to_ascii_uppercase().as_str() {
+        "POST" => Ok(Method::POST),
+        "PUT" => Ok(Method::PUT),
+        "PATCH" => Ok(Method::PATCH),
+        "GET" => Ok(Method::GET),
+        "DELETE" => Ok(Method::DELETE),
+        _ => Err(ApiError::invalid("http_method")),
     }
 }
 
-/// Chooses how `request_data` becomes the outgoing body, from the outgoing `Content-Type`.
-fn body_template(
-    request_data: Value,
-    mut headers: HeaderMap,
-) -> Result<(BodyTemplate, HeaderMap), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
+/// The media type of a `Content-Type` value, lowercased, without parameters.
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
             v.split(';')
@@ -173,46 +176,15 @@ fn body_template(
                 .unwrap_or("")
                 .trim()
                 .to_ascii_lowercase()
-        });
-    let template = |text: &str, encoding| {
-        Template::parse(text)
-            .map(|t| BodyTemplate::Text(t, encoding))
-            .map_err(|_| ApiError::InvalidTemplate)
-    };
-    let body = match (content_type.as_deref(), request_data) {
-        (None, data) => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            json_body(data)?
-        }
-        (Some(ct), data) if ct == "application/json" || ct.ends_with("+json") => json_body(data)?,
-        (Some(ct), Value::String(text)) if is_xml(ct) => template(&text, Encoding::Xml)?,
-        (Some("application/x-www-form-urlencoded"), Value::String(text)) => {
-            template(&text, Encoding::Form)?
-        }
-        (Some(_), Value::String(text)) => template(&text, Encoding::Raw)?,
-        (Some(_), _) => return Err(ApiError::invalid("request_data")),
-    };
-    Ok((body, headers))
+        })
 }
 
-fn json_body(data: Value) -> Result<BodyTemplate, ApiError> {
-    match data {
-        Value::Object(_) | Value::Array(_) => JsonTemplate::parse(data)
-            .map(BodyTemplate::Json)
-            .map_err(|_| ApiError::InvalidTemplate),
-        // A string is a JSON document the caller serialized itself; values land in its strings.
-        Value::String(text) => Template::parse(&text)
-            .map(|t| BodyTemplate::Text(t, Encoding::Json))
-            .map_err(|_| ApiError::InvalidTemplate),
-        _ => Err(ApiError::invalid("request_data")),
-    }
+pub fn is_json(media_type: &str) -> bool {
+    media_type == "application/json" || media_type.ends_with("+json")
 }
 
-fn is_xml(content_type: &str) -> bool {
-    content_type == "application/xml"
-        || content_type == "text/xml"
-        || content_type.ends_with("+xml")
+pub fn is_xml(media_type: &str) -> bool {
+    media_type == "application/xml" || media_type == "text/xml" || media_type.ends_with("+xml")
 }
+
+pub const FORM: &str = "application/x-www-form-urlencoded";

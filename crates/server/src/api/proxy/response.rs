@@ -4,14 +4,15 @@ use axum::Json;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use cardvault_core::mask;
-use cardvault_core::scrub::{Echo, scrub_text};
+use cardvault_core::scrub::{Echo, EchoKind, scrub_text};
 use cardvault_core::template::{Placeholder, Substitutions};
 use serde_json::{Map, Value, json};
 
 use crate::upstream::UpstreamResponse;
 
 /// Response headers that describe the processor's connection or session, not the answer.
-const DROPPED_HEADERS: [&str; 9] = [
+/// `content-encoding` goes too: the upstream client has already decompressed the body.
+const DROPPED_HEADERS: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -21,6 +22,7 @@ const DROPPED_HEADERS: [&str; 9] = [
     "upgrade",
     "set-cookie",
     "content-length",
+    "content-encoding",
 ];
 
 /// Shortest account number masked in free text; shorter digit runs are too common to be sure.
@@ -28,7 +30,6 @@ const MIN_SCRUBBED_ACCOUNT_DIGITS: usize = 6;
 
 pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
     let echoes = echoes(values);
-    let cvc = values.get(Placeholder::Cvc);
     let mut headers = Map::new();
     for name in upstream.headers.keys() {
         if DROPPED_HEADERS.contains(&name.as_str()) {
@@ -41,21 +42,16 @@ pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect::<Vec<_>>()
             .join(", ");
-        let scrubbed = scrub_text(&joined, &echoes).unwrap_or(joined);
+        let mut scrubbed = scrub_text(&joined, &echoes).unwrap_or(joined);
+        if values.get(Placeholder::Cvc) == Some(scrubbed.trim()) {
+            scrubbed = mask::CVC.to_owned();
+        }
         headers.insert(name.as_str().to_owned(), Value::String(scrubbed));
     }
     let text = String::from_utf8_lossy(&upstream.body);
     let text = scrub_text(&text, &echoes).unwrap_or_else(|| text.into_owned());
     let body = if is_json(&upstream.headers) {
-        match serde_json::from_str::<Value>(&text) {
-            Ok(mut value) => {
-                if let Some(cvc) = cvc {
-                    mask_exact_strings(&mut value, cvc, mask::CVC);
-                }
-                value
-            }
-            Err(_) => Value::String(text),
-        }
+        serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))
     } else {
         Value::String(text)
     };
@@ -73,38 +69,37 @@ pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
     response
 }
 
+/// The injected secrets to look for in the answer. Routing numbers are public bank
+/// identifiers, not secrets, and are left alone.
 fn echoes(values: &Substitutions) -> Vec<Echo<'_>> {
     let mut echoes = Vec::new();
     if let Some(pan) = values.get(Placeholder::CardNumber) {
+        let mask = mask::card_number(pan);
         echoes.push(Echo {
             secret: pan,
-            mask: mask::card_number(pan),
+            mask,
+            kind: EchoKind::Number,
         });
     }
     if let Some(account) = values.get(Placeholder::AccountNumber)
         && account.len() >= MIN_SCRUBBED_ACCOUNT_DIGITS
     {
+        let mask = mask::account_number(account);
         echoes.push(Echo {
             secret: account,
-            mask: mask::account_number(account),
+            mask,
+            kind: EchoKind::Number,
+        });
+    }
+    if let Some(cvc) = values.get(Placeholder::Cvc) {
+        let mask = mask::CVC.to_owned();
+        echoes.push(Echo {
+            secret: cvc,
+            mask,
+            kind: EchoKind::Code,
         });
     }
     echoes
-}
-
-/// A CVC is three or four digits, common in any body; it is masked where a JSON string value is
-/// exactly the code, which is how processors echo it.
-fn mask_exact_strings(value: &mut Value, secret: &str, replacement: &str) {
-    match value {
-        Value::String(s) if s == secret => *s = replacement.to_owned(),
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|v| mask_exact_strings(v, secret, replacement)),
-        Value::Object(map) => map
-            .values_mut()
-            .for_each(|v| mask_exact_strings(v, secret, replacement)),
-        _ => {}
-    }
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {

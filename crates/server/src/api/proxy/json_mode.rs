@@ -1,0 +1,137 @@
+//! JSON mode: `{"token", "proxy_url", "request_data", "http_headers"?, "http_method"?,
+//! "cvc_session_id"?}`; the outgoing body is encoded by the outgoing `Content-Type`.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use cardvault_core::destination::DestinationRules;
+use cardvault_core::template::{Encoding, FormTemplate, JsonTemplate, Template};
+use serde_json::{Map, Value};
+
+use super::request::{
+    BodyTemplate, FORM, ProxyRequest, destination, forwardable, is_json, is_xml, media_type,
+    method, refuse_template,
+};
+use crate::api::ApiError;
+use crate::api::body::json_object;
+
+/// Parses a JSON-mode body, checking fields in the order API.md lists them.
+///
+/// # Errors
+/// The API's 400s: missing and invalid fields, templates, the destination.
+pub fn parse(bytes: &[u8], rules: &DestinationRules) -> Result<ProxyRequest, ApiError> {
+    let body = json_object(bytes)?;
+    let token = required_string(&body, "token")?;
+    let proxy_url = match body.get("proxy_url") {
+        None | Some(Value::Null) => return Err(ApiError::missing("proxy_url")),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(ApiError::InvalidProxyUrl),
+    };
+    let request_data = match body.get("request_data") {
+        None | Some(Value::Null) => return Err(ApiError::missing("request_data")),
+        Some(v) => v.clone(),
+    };
+    let headers = headers(body.get("http_headers"))?;
+    let method = match body.get("http_method") {
+        None | Some(Value::Null) => method(None)?,
+        Some(Value::String(s)) => method(Some(s))?,
+        Some(_) => return Err(ApiError::invalid("http_method")),
+    };
+    let cvc_session_id = match body.get("cvc_session_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ApiError::invalid("cvc_session_id")),
+    };
+    let url = destination(&proxy_url, rules)?;
+    let (body, headers) = body_template(request_data, headers)?;
+    ProxyRequest::new(token, cvc_session_id, url, method, headers, body)
+}
+
+fn required_string(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Err(ApiError::missing(field)),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Some(_) => Err(ApiError::invalid(field)),
+    }
+}
+
+fn headers(value: Option<&Value>) -> Result<HeaderMap, ApiError> {
+    let mut headers = HeaderMap::new();
+    let map = match value {
+        None | Some(Value::Null) => return Ok(headers),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(ApiError::invalid("http_headers")),
+    };
+    for (name, value) in map {
+        let Value::String(value) = value else {
+            return Err(ApiError::invalid("http_headers"));
+        };
+        refuse_template(name)?;
+        refuse_template(value)?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| ApiError::invalid("http_headers"))?;
+        // HeaderValue refuses CR, LF and NUL, so a value cannot start a second header.
+        let value =
+            HeaderValue::from_str(value.trim()).map_err(|_| ApiError::invalid("http_headers"))?;
+        headers.append(name, value);
+    }
+    let forwarded = headers
+        .iter()
+        .filter(|(name, _)| forwardable(name, &headers))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    Ok(forwarded)
+}
+
+/// Chooses how `request_data` becomes the outgoing body, from the outgoing `Content-Type`.
+fn body_template(
+    request_data: Value,
+    mut headers: HeaderMap,
+) -> Result<(BodyTemplate, HeaderMap), ApiError> {
+    let invalid_template = |_| ApiError::InvalidTemplate;
+    let body = match (media_type(&headers).as_deref(), request_data) {
+        (None, data) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            json_body(data)?
+        }
+        (Some(ct), data) if is_json(ct) => json_body(data)?,
+        (Some(FORM), Value::String(text)) => BodyTemplate::text(
+            Template::parse_form(&text).map_err(invalid_template)?,
+            Encoding::Form,
+            &text,
+        )?,
+        (Some(FORM), data @ (Value::Object(_) | Value::Array(_))) => {
+            BodyTemplate::Form(FormTemplate::from_json(&data).map_err(invalid_template)?)
+        }
+        (Some(ct), Value::String(text)) if is_xml(ct) => BodyTemplate::text(
+            Template::parse(&text).map_err(invalid_template)?,
+            Encoding::Xml,
+            &text,
+        )?,
+        (Some(_), Value::String(text)) => BodyTemplate::text(
+            Template::parse(&text).map_err(invalid_template)?,
+            Encoding::Raw,
+            &text,
+        )?,
+        (Some(_), _) => return Err(ApiError::invalid("request_data")),
+    };
+    Ok((body, headers))
+}
+
+fn json_body(data: Value) -> Result<BodyTemplate, ApiError> {
+    match data {
+        Value::Object(_) | Value::Array(_) => JsonTemplate::parse(data)
+            .map(BodyTemplate::Json)
+            .map_err(|_| ApiError::InvalidTemplate),
+        // A string is a JSON document the caller serialized itself; values land in its strings.
+        Value::String(text) => Template::parse(&text)
+            .map(|template| BodyTemplate::Text {
+                template,
+                encoding: Encoding::Json,
+            })
+            .map_err(|_| ApiError::InvalidTemplate),
+        _ => Err(ApiError::invalid("request_data")),
+    }
+}
