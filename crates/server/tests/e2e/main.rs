@@ -8,5 +8,6 @@ mod auth;
 mod cvc_sessions;
 mod proxy;
 mod proxy_errors;
+mod proxy_formats;
 mod storage;
 mod tokenize;
