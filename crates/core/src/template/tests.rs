@@ -177,3 +177,106 @@ proptest! {
         prop_assert_eq!(parsed["n"].as_str().unwrap(), value.as_str());
     }
 }
+
+/// Holder-name-like text: any printable character, never a control character (tokenization
+/// refuses those, and XML could not carry most of them).
+const PRINTABLE: &str = "\\PC{0,24}";
+
+fn named(first: &str, last: &str) -> Substitutions {
+    let mut v = Substitutions::default();
+    v.set(Placeholder::FirstName, SecretString::new(first.to_owned()));
+    v.set(Placeholder::LastName, SecretString::new(last.to_owned()));
+    v
+}
+
+/// Attribute value and text of the root element, unescaped by a real XML parser.
+fn parse_xml(doc: &str) -> (String, String) {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(doc);
+    let (mut attr, mut text) = (String::new(), String::new());
+    loop {
+        match reader.read_event().unwrap() {
+            Event::Start(e) => {
+                for a in e.attributes() {
+                    attr = a
+                        .unwrap()
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .unwrap()
+                        .into_owned();
+                }
+            }
+            Event::Text(t) => text.push_str(&t),
+            Event::GeneralRef(r) => text.push(match &*r {
+                "amp" => '&',
+                "lt" => '<',
+                "gt" => '>',
+                "quot" => '"',
+                "apos" => '\'',
+                other => panic!("unexpected entity {other}"),
+            }),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    (attr, text)
+}
+
+proptest! {
+    #[test]
+    fn form_rendering_places_values_exactly(first in PRINTABLE, last in PRINTABLE) {
+        let values = named(&first, &last);
+        let template = FormTemplate::from_json(&json!({"a": {"b": "x${firstName}y"}, "c": ["${lastName}"]})).unwrap();
+        let rendered = template.render(&values);
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(rendered.as_bytes()).into_owned().collect();
+        prop_assert_eq!(pairs, vec![
+            ("a[b]".to_owned(), format!("x{first}y")),
+            ("c[0]".to_owned(), last.clone()),
+        ]);
+        let raw = Template::parse_form("k=${firstName}&l=%24%7BlastName%7D").unwrap().render(&values, Encoding::Form);
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes()).into_owned().collect();
+        prop_assert_eq!(pairs, vec![("k".to_owned(), first), ("l".to_owned(), last)]);
+    }
+
+    #[test]
+    fn xml_rendering_places_values_exactly(first in PRINTABLE, last in PRINTABLE) {
+        let doc = Template::parse("<r a=\"${firstName}\">${lastName}</r>").unwrap().render(&named(&first, &last), Encoding::Xml);
+        prop_assert!(crate::xml::is_well_formed(&doc), "{}", doc);
+        prop_assert_eq!(parse_xml(&doc), (first, last));
+    }
+
+    /// The fuzz targets of the pure parsers, run on every test pass: no input panics them.
+    #[test]
+    fn parsers_never_panic(text in "\\PC{0,80}", bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+        let lossy = String::from_utf8_lossy(&bytes);
+        for input in [text.as_str(), lossy.as_ref()] {
+            let _ = Template::parse_form(input);
+            let _ = crate::xml::is_well_formed(input);
+            let echoes = [
+                crate::scrub::Echo { secret: "4242424242424242", mask: "x".into(), kind: crate::scrub::EchoKind::Number },
+                crate::scrub::Echo { secret: "739", mask: "***".into(), kind: crate::scrub::EchoKind::Code },
+            ];
+            let _ = crate::scrub::scrub_text(input, &echoes);
+            let _ = crate::destination::DestinationRules::default().check_url(input);
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(input) {
+                let _ = FormTemplate::from_json(&value);
+                let _ = JsonTemplate::parse(value);
+            }
+        }
+    }
+
+    #[test]
+    fn scrubbing_removes_every_grouping(sep in "[ +-]|%20", groups in proptest::collection::vec(1usize..6, 1..5)) {
+        let pan = "4242424242424242";
+        let mut printed = String::new();
+        let mut at = 0;
+        for size in groups.iter().chain(std::iter::once(&16)) {
+            let end = (at + size).min(pan.len());
+            if at > 0 && at < end { printed.push_str(&sep); }
+            printed.push_str(&pan[at..end]);
+            at = end;
+        }
+        let echoes = [crate::scrub::Echo { secret: pan, mask: "MASK".into(), kind: crate::scrub::EchoKind::Number }];
+        let text = format!("x {printed} y");
+        prop_assert_eq!(crate::scrub::scrub_text(&text, &echoes), Some("x MASK y".to_owned()));
+    }
+}

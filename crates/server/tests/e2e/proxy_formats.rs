@@ -274,7 +274,8 @@ async fn raw_mode_refusals() {
     let (token, session) = awkward_card(&vault).await;
     let url = stub.url("/charge");
     let xml = "text/xml";
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![
                 ("Content-Type", xml),

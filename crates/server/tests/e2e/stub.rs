@@ -3,6 +3,9 @@
 //! Routes: `/charge` (200 JSON), `/decline` (402 JSON), `/echo` (answers with the request body
 //! and content type), `/slow?ms=N` (answers after N ms), `/text` (plain text), `/redirect`
 //! (302 to a loopback http URL). Every request is recorded.
+//!
+//! Used by the black-box tests and by `cargo run -p cardvault-server --example processor-stub`.
+#![allow(dead_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -58,6 +61,10 @@ impl Drop for Stub {
 
 impl Stub {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(listen: &str) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -86,7 +93,7 @@ impl Stub {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn(accept_loop(listener, acceptor, recorded.clone()));

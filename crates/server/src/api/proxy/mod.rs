@@ -89,3 +89,39 @@ pub async fn transaction(
         .await?;
     Ok(response::wrap(upstream, &values))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+    use cardvault_core::destination::DestinationRules;
+    use proptest::prelude::*;
+
+    use super::{json_mode, raw_mode};
+
+    proptest! {
+        /// The fuzz target of the request parsers, run on every test pass: whatever a caller
+        /// sends, parsing answers Ok or a 4xx, never a panic.
+        #[test]
+        fn request_parsers_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+            json_text in "\\{(\"[a-z_]{1,14}\": ?(\"[^\"]{0,30}\"|[0-9]{1,3}|\\{\\}|null), ?){0,6}\"x\": 1\\}",
+            content_type in "(application/json|application/x-www-form-urlencoded|text/xml|text/plain)",
+            header_values in proptest::collection::vec("[ -~]{0,40}", 4),
+            query in "[ -~]{0,60}",
+        ) {
+            let rules = DestinationRules { allow_private: true, ..DestinationRules::default() };
+            let _ = json_mode::parse(&body, &rules);
+            let _ = json_mode::parse(json_text.as_bytes(), &rules);
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_str(&content_type).unwrap());
+            for (name, value) in ["x-token", "x-proxy-url", "x-cvc-session-id", "x-proxy-method"].iter().zip(&header_values) {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(HeaderName::from_static(name), value);
+                }
+            }
+            let _ = raw_mode::applies(&headers, Some(&query));
+            let _ = raw_mode::parse(&headers, Some(&query), &body, &rules);
+            let _ = raw_mode::parse(&headers, None, json_text.as_bytes(), &rules);
+        }
+    }
+}

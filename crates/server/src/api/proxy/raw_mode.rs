@@ -133,10 +133,9 @@ impl<'a> FormBody<'a> {
                 .is_some_and(|(k, _)| k == field)
         })?;
         let pair = self.pairs.remove(index);
-        let value = form_urlencoded::parse(pair.as_bytes())
+        form_urlencoded::parse(pair.as_bytes())
             .next()
-            .map(|(_, v)| v.trim().to_owned());
-        value
+            .map(|(_, v)| v.trim().to_owned())
     }
 
     fn into_body(self) -> String {
