@@ -18,10 +18,15 @@ pub enum UpstreamError {
     NonPublicAddress,
     #[error("the destination name does not resolve")]
     Unresolvable,
-    #[error("the upstream is unreachable or failed: {0}")]
+    #[error("no connection to the upstream (nothing was sent): {0}")]
+    Unreachable(String),
+    #[error("the upstream exchange failed: {0}")]
     Failed(String),
     #[error("the upstream did not answer in time")]
-    Timeout,
+    Timeout {
+        /// False when the connection itself timed out, so the request never left.
+        sent: bool,
+    },
     #[error("the upstream response is larger than {0} bytes")]
     TooLarge(usize),
     #[error("upstream client setup: {0}")]
@@ -124,9 +129,24 @@ impl UpstreamClient {
     }
 }
 
+impl UpstreamError {
+    /// Whether the processor may have received the request: callers decide on retries by it.
+    pub fn request_sent(&self) -> bool {
+        match self {
+            Self::NonPublicAddress | Self::Unresolvable | Self::Unreachable(_) | Self::Setup(_) => {
+                false
+            }
+            Self::Timeout { sent } => *sent,
+            Self::Failed(_) | Self::TooLarge(_) => true,
+        }
+    }
+}
+
 fn classify(e: reqwest::Error) -> UpstreamError {
     if e.is_timeout() {
-        return UpstreamError::Timeout;
+        return UpstreamError::Timeout {
+            sent: !e.is_connect(),
+        };
     }
     // The source chain says why (refused, reset, TLS); it names hosts, never card data.
     let mut message = e.to_string();
@@ -136,7 +156,11 @@ fn classify(e: reqwest::Error) -> UpstreamError {
         message.push_str(&s.to_string());
         source = s.source();
     }
-    UpstreamError::Failed(message)
+    if e.is_connect() {
+        UpstreamError::Unreachable(message)
+    } else {
+        UpstreamError::Failed(message)
+    }
 }
 
 fn tls_config(extra_ca_file: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamError> {

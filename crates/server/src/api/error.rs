@@ -44,10 +44,10 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
-    #[error("upstream error: {0}")]
-    Upstream(String),
+    #[error("upstream error: {cause}")]
+    Upstream { cause: String, request_sent: bool },
     #[error("upstream timeout")]
-    UpstreamTimeout,
+    UpstreamTimeout { request_sent: bool },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -129,12 +129,12 @@ impl ApiError {
                 "Method not allowed",
                 "method_not_allowed",
             ),
-            Self::Upstream(_) => fixed(
+            Self::Upstream { .. } => fixed(
                 StatusCode::BAD_GATEWAY,
                 "Failed to proxy request",
                 "upstream_error",
             ),
-            Self::UpstreamTimeout => fixed(
+            Self::UpstreamTimeout { .. } => fixed(
                 StatusCode::GATEWAY_TIMEOUT,
                 "Request timeout",
                 "upstream_timeout",
@@ -163,7 +163,13 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(code, "request refused");
         }
-        let body = json!({"success": false, "message": message, "data": null, "code": code});
+        let mut body = json!({"success": false, "message": message, "data": null, "code": code});
+        // Extension: whether the processor may have seen the request, so a caller knows if a
+        // retry could charge twice.
+        if let Self::Upstream { request_sent, .. } | Self::UpstreamTimeout { request_sent } = &self
+        {
+            body["request_sent"] = json!(request_sent);
+        }
         let mut response = (status, Json(body)).into_response();
         response
             .headers_mut()
@@ -200,13 +206,18 @@ impl From<CvcError> for ApiError {
 
 impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
+        let request_sent = e.request_sent();
         match e {
             UpstreamError::NonPublicAddress => Self::InvalidProxyUrl,
-            UpstreamError::Timeout => Self::UpstreamTimeout,
+            UpstreamError::Timeout { .. } => Self::UpstreamTimeout { request_sent },
             UpstreamError::Unresolvable
+            | UpstreamError::Unreachable(_)
             | UpstreamError::Failed(_)
             | UpstreamError::TooLarge(_)
-            | UpstreamError::Setup(_) => Self::Upstream(e.to_string()),
+            | UpstreamError::Setup(_) => Self::Upstream {
+                cause: e.to_string(),
+                request_sent,
+            },
         }
     }
 }

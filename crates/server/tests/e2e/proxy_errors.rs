@@ -176,7 +176,7 @@ async fn unreachable_and_slow_processors() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(
         body,
-        json!({"success": false, "message": "Failed to proxy request", "data": null, "code": "upstream_error"})
+        json!({"success": false, "message": "Failed to proxy request", "data": null, "code": "upstream_error", "request_sent": false})
     );
 
     let started = std::time::Instant::now();
@@ -186,7 +186,7 @@ async fn unreachable_and_slow_processors() {
     assert_eq!(status, 504, "{body}");
     assert_eq!(
         body,
-        json!({"success": false, "message": "Request timeout", "data": null, "code": "upstream_timeout"})
+        json!({"success": false, "message": "Request timeout", "data": null, "code": "upstream_timeout", "request_sent": true})
     );
     assert!(
         started.elapsed() < Duration::from_millis(2900),
