@@ -117,6 +117,112 @@ fn is_internal_name(name: &str) -> bool {
     .any(|suffix| name == *suffix || name.ends_with(&format!(".{suffix}")))
 }
 
+/// One entry of a destination allowlist: a host (`api.stripe.com`) or its subdomains
+/// (`*.adyen.com`, which does not match `adyen.com` itself), optionally with a path prefix
+/// (`api.stripe.com/v1`, matching `/v1` and `/v1/…` but not `/v10`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    host: HostPattern,
+    path_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Exact(String),
+    SubdomainsOf(String),
+}
+
+/// An allowlist entry that cannot be a host pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid destination pattern {0:?}: expected HOST, *.DOMAIN, optionally followed by /PATH")]
+pub struct InvalidAllowRule(pub String);
+
+impl AllowRule {
+    /// # Errors
+    /// [`InvalidAllowRule`] for a scheme, a port, a bare `*`, a wildcard not in first place, or
+    /// characters no host name has.
+    pub fn parse(text: &str) -> Result<Self, InvalidAllowRule> {
+        let invalid = || InvalidAllowRule(text.to_owned());
+        let text = text.trim();
+        let (host, path) = match text.find('/') {
+            Some(i) => (&text[..i], Some(&text[i..])),
+            None => (text, None),
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let (pattern, name) = match host.strip_prefix("*.") {
+            Some(rest) => (HostPattern::SubdomainsOf(rest.to_owned()), rest.to_owned()),
+            None => (HostPattern::Exact(host.clone()), host.clone()),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        // A wildcard needs a registrable-looking domain under it: `*.com` would be "anything".
+        let wildcard_too_wide =
+            matches!(pattern, HostPattern::SubdomainsOf(_)) && !name.contains('.');
+        if wildcard_too_wide || !name.split('.').all(label_ok) {
+            return Err(invalid());
+        }
+        let path_prefix = match path {
+            None | Some("/") => None,
+            Some(p) if p.chars().any(|c| c.is_whitespace() || c == '?' || c == '#') => {
+                return Err(invalid());
+            }
+            Some(p) => Some(p.trim_end_matches('/').to_owned()),
+        };
+        Ok(Self {
+            host: pattern,
+            path_prefix,
+        })
+    }
+
+    pub fn permits(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host_ok = match &self.host {
+            HostPattern::Exact(h) => host == *h,
+            HostPattern::SubdomainsOf(d) => {
+                host.len() > d.len() + 1 && host.ends_with(d.as_str()) && {
+                    host.as_bytes()[host.len() - d.len() - 1] == b'.'
+                }
+            }
+        };
+        let path_ok = match &self.path_prefix {
+            None => true,
+            Some(prefix) => {
+                let path = url.path();
+                path == prefix
+                    || path
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+        };
+        host_ok && path_ok
+    }
+}
+
+impl std::fmt::Display for AllowRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            HostPattern::Exact(h) => f.write_str(h)?,
+            HostPattern::SubdomainsOf(d) => write!(f, "*.{d}")?,
+        }
+        if let Some(p) = &self.path_prefix {
+            f.write_str(p)?;
+        }
+        Ok(())
+    }
+}
+
+/// True when some rule permits `url`. An empty list permits nothing: whether an empty list
+/// applies at all is the caller's decision, never an accidental "allow all".
+pub fn allowlist_permits(rules: &[AllowRule], url: &Url) -> bool {
+    rules.iter().any(|r| r.permits(url))
+}
+
 /// True only for globally routable unicast addresses.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use cardvault_core::destination::AllowRule;
+
 use crate::admin::{self, CreatedKeys, NewProject};
 use crate::config::{Overrides, Settings};
 use crate::crypto::{MASTER_KEY_FILE, MasterKey};
@@ -82,6 +84,23 @@ enum ProjectCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add destinations to the project's allowlist; once it has one, the proxy may call only
+    /// destinations it permits.
+    Allow(ProjectRules),
+    /// Remove destinations from the project's allowlist.
+    Disallow(ProjectRules),
+}
+
+#[derive(Args)]
+struct ProjectRules {
+    #[command(flatten)]
+    vault: VaultDir,
+    #[arg(long)]
+    project: String,
+    /// Host patterns: `api.stripe.com`, `*.adyen.com`, optionally with a path prefix
+    /// (`api.stripe.com/v1`).
+    #[arg(required = true)]
+    rules: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -170,6 +189,12 @@ async fn execute(command: Command) -> Result<(), CliError> {
             let created = admin::create_project(store.as_ref(), &keyring, new).await?;
             print_keys(&created, json, "project created")
         }
+        Command::Project {
+            command: ProjectCommand::Allow(args),
+        } => change_allowlist(args, true).await,
+        Command::Project {
+            command: ProjectCommand::Disallow(args),
+        } => change_allowlist(args, false).await,
         Command::App {
             command:
                 AppCommand::Create {
@@ -186,18 +211,64 @@ async fn execute(command: Command) -> Result<(), CliError> {
                 )
             })?;
             let (store, keyring) = open_vault(&vault.data_dir).await?;
-            let project = match store.project(&project).await {
-                Ok(p) => p,
-                Err(StoreError::NotFound) => {
-                    return Err(CliError::Usage(format!("no project {project}")));
-                }
-                Err(e) => return Err(StartError::from(e).into()),
-            };
+            let project = find_project(store.as_ref(), &project).await?;
             let created =
                 admin::create_application(store.as_ref(), &keyring, &project, &name, permissions)
                     .await?;
             print_keys(&created, json, "application created")
         }
+    }
+}
+
+async fn change_allowlist(args: ProjectRules, add: bool) -> Result<(), CliError> {
+    let rules = args
+        .rules
+        .iter()
+        .map(|r| AllowRule::parse(r).map(|rule| rule.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let (store, _) = open_vault(&args.vault.data_dir).await?;
+    let project = find_project(store.as_ref(), &args.project).await?;
+    for rule in &rules {
+        let changed = if add {
+            store.add_destination_rule(&project.id, rule).await
+        } else {
+            store.remove_destination_rule(&project.id, rule).await
+        };
+        match changed {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => {
+                return Err(CliError::Usage(format!("{rule} is not in the allowlist")));
+            }
+            Err(e) => return Err(StartError::from(e).into()),
+        }
+    }
+    let now = store
+        .destination_rules(&project.id)
+        .await
+        .map_err(StartError::from)?;
+    if now.is_empty() {
+        println!(
+            "{}: no allowlist (any destination the server policy permits)",
+            project.id
+        );
+    } else {
+        println!("{} may call:", project.id);
+        for rule in now {
+            println!("  {rule}");
+        }
+    }
+    Ok(())
+}
+
+async fn find_project(
+    store: &dyn crate::store::Store,
+    id: &str,
+) -> Result<crate::store::Project, CliError> {
+    match store.project(id).await {
+        Ok(p) => Ok(p),
+        Err(StoreError::NotFound) => Err(CliError::Usage(format!("no project {id}"))),
+        Err(e) => Err(StartError::from(e).into()),
     }
 }
 

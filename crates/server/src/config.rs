@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cardvault_core::destination::DestinationRules;
+use cardvault_core::destination::{AllowRule, DestinationRules};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -33,6 +33,11 @@ pub struct Settings {
     pub allow_http_destinations: bool,
     #[serde(deserialize_with = "port_list")]
     pub allowed_ports: Vec<u16>,
+    /// Server-wide destination allowlist (host patterns); empty means no server-wide list.
+    #[serde(deserialize_with = "string_list")]
+    pub destination_allowlist: Vec<String>,
+    /// When on, a project with no allowlist of its own (and no server-wide list) may call nothing.
+    pub require_destination_allowlist: bool,
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
     pub log_format: LogFormat,
@@ -60,6 +65,8 @@ impl Default for Settings {
             allow_private_destinations: false,
             allow_http_destinations: false,
             allowed_ports: vec![443],
+            destination_allowlist: Vec::new(),
+            require_destination_allowlist: false,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             log_format: LogFormat::Text,
@@ -123,6 +130,9 @@ impl Settings {
                 "upstream timeouts must be at least 1 ms".into(),
             ));
         }
+        for rule in &self.destination_allowlist {
+            AllowRule::parse(rule).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if self.max_request_bytes == 0 || self.max_response_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "size limits must be at least 1 byte".into(),
@@ -151,9 +161,36 @@ impl Settings {
         }
     }
 
+    /// The server-wide allowlist, parsed (validated at load, so no rule is dropped here).
+    pub fn destination_allowlist(&self) -> Vec<AllowRule> {
+        self.destination_allowlist
+            .iter()
+            .filter_map(|r| AllowRule::parse(r).ok())
+            .collect()
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("cardvault.db")
     }
+}
+
+/// Strings as a TOML array or as the comma list an environment variable carries.
+fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Many(Vec<String>),
+        Text(String),
+    }
+    Ok(match List::deserialize(deserializer)? {
+        List::Many(list) => list,
+        List::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// Ports as a TOML array or as the comma list an environment variable carries.
@@ -208,8 +245,16 @@ mod tests {
             assert_eq!(s.log_format, LogFormat::Json);
             assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
             jail.set_env("CARDVAULT_ALLOWED_PORTS", "443, 9443");
+            jail.set_env(
+                "CARDVAULT_DESTINATION_ALLOWLIST",
+                "api.stripe.com, *.adyen.com/v71",
+            );
             let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(s.allowed_ports, vec![443, 9443]);
+            assert_eq!(
+                s.destination_allowlist,
+                vec!["api.stripe.com", "*.adyen.com/v71"]
+            );
             assert_eq!(s.data_dir, PathBuf::from("/from/env"));
             Ok(())
         });
@@ -221,6 +266,9 @@ mod tests {
             jail.set_env("CARDVAULT_CVC_TTL_SECONDS", "soon");
             assert!(Settings::load(None, Overrides::default()).is_err());
             jail.set_env("CARDVAULT_CVC_TTL_SECONDS", "0");
+            assert!(Settings::load(None, Overrides::default()).is_err());
+            jail.set_env("CARDVAULT_CVC_TTL_SECONDS", "90");
+            jail.set_env("CARDVAULT_DESTINATION_ALLOWLIST", "*");
             assert!(Settings::load(None, Overrides::default()).is_err());
             Ok(())
         });

@@ -24,7 +24,7 @@ use crate::config::Settings;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::cvc::{CvcSessions, MemoryCvcStore};
 use crate::store::{SqliteStore, Store, StoreError};
-use crate::upstream::{UpstreamClient, UpstreamSettings};
+use crate::upstream::{NameLookup, SystemLookup, UpstreamClient, UpstreamSettings};
 
 /// How often expired CVC sessions are swept from memory.
 const CVC_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -70,6 +70,14 @@ pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> Result<Keyri
 
 /// Builds everything a request needs from the settings.
 pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
+    build_state_with(settings, Arc::new(SystemLookup)).await
+}
+
+/// As [`build_state`], resolving destination names through `lookup` (tests plug a fake in).
+pub async fn build_state_with(
+    settings: &Settings,
+    lookup: Arc<dyn NameLookup>,
+) -> Result<AppState, StartError> {
     let store = open_store(&settings.data_dir, false).await?;
     let master = MasterKey::load(&settings.data_dir)?;
     let keyring = Arc::new(load_keyring(store.as_ref(), &master).await?);
@@ -81,6 +89,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         total_timeout: settings.upstream_timeout(),
         max_response_bytes: settings.max_response_bytes,
         extra_ca_file: settings.upstream_ca_file.as_deref(),
+        lookup,
     })?;
     Ok(AppState {
         store,
@@ -90,6 +99,8 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         policy: Arc::new(RequestPolicy {
             cvc_ttl: settings.cvc_ttl(),
             destinations: settings.destination_rules(),
+            allowlist: settings.destination_allowlist(),
+            require_allowlist: settings.require_destination_allowlist,
             max_request_bytes: settings.max_request_bytes,
         }),
     })

@@ -107,3 +107,57 @@ fn classifies_addresses() {
         assert!(is_public(public.parse().unwrap()), "{public} is public");
     }
 }
+
+#[test]
+fn allow_rules_match_hosts_subdomains_and_path_prefixes() {
+    let url = |u: &str| Url::parse(u).unwrap();
+    let stripe = AllowRule::parse("api.stripe.com").unwrap();
+    let adyen = AllowRule::parse("*.adyen.com").unwrap();
+    let charges = AllowRule::parse("API.stripe.com./v1/charges/").unwrap();
+    assert_eq!(charges.to_string(), "api.stripe.com/v1/charges");
+    assert!(stripe.permits(&url("https://api.stripe.com/v1/charges")));
+    assert!(stripe.permits(&url("https://API.STRIPE.COM./x")));
+    for lookalike in [
+        "https://api.stripe.com.evil.test/",
+        "https://evil-api.stripe.com/",
+        "https://stripe.com/",
+        "https://xapi.stripe.com/",
+        "https://api.stripe.co/",
+    ] {
+        assert!(!stripe.permits(&url(lookalike)), "{lookalike}");
+    }
+    assert!(adyen.permits(&url("https://checkout-test.adyen.com/v71/payments")));
+    assert!(adyen.permits(&url("https://a.b.adyen.com/")));
+    assert!(!adyen.permits(&url("https://adyen.com/")));
+    assert!(!adyen.permits(&url("https://evil-adyen.com/")));
+    assert!(!adyen.permits(&url("https://adyen.com.evil.test/")));
+    assert!(charges.permits(&url("https://api.stripe.com/v1/charges")));
+    assert!(charges.permits(&url("https://api.stripe.com/v1/charges/ch_1/capture")));
+    assert!(!charges.permits(&url("https://api.stripe.com/v1/chargesx")));
+    assert!(!charges.permits(&url("https://api.stripe.com/v1/customers")));
+    assert!(!charges.permits(&url("https://api.stripe.com/v1/charges/../customers")));
+    assert!(!allowlist_permits(&[], &url("https://api.stripe.com/")));
+    // Single-label hosts can be named exactly (a local gateway with the testing relaxations).
+    assert!(
+        AllowRule::parse("localhost")
+            .unwrap()
+            .permits(&url("https://localhost:9443/x"))
+    );
+    assert!(allowlist_permits(
+        &[adyen, stripe],
+        &url("https://api.stripe.com/")
+    ));
+    for bad in [
+        "*",
+        "*.com",
+        "https://api.stripe.com",
+        "api.stripe.com:443",
+        "a*.stripe.com",
+        "*.localhost",
+        "",
+        "api.stripe.com/v1?x",
+        "a b.com",
+    ] {
+        assert!(AllowRule::parse(bad).is_err(), "{bad}");
+    }
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
-use cardvault_core::destination::DestinationRules;
+use cardvault_core::destination::{AllowRule, DestinationRules};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, BodyKind};
@@ -40,6 +40,9 @@ pub struct AppState {
 pub struct RequestPolicy {
     pub cvc_ttl: Duration,
     pub destinations: DestinationRules,
+    /// Server-wide allowlist; empty when the operator set none.
+    pub allowlist: Vec<AllowRule>,
+    pub require_allowlist: bool,
     pub max_request_bytes: usize,
 }
 

@@ -171,6 +171,13 @@ pub trait Store: Send + Sync {
         project_id: &str,
         fingerprint: &[u8],
     ) -> Result<TokenRecord, StoreError>;
+    /// The project's destination allowlist (empty when it has none).
+    async fn destination_rules(&self, project_id: &str) -> Result<Vec<String>, StoreError>;
+    async fn add_destination_rule(&self, project_id: &str, rule: &str) -> Result<(), StoreError>;
+    /// `NotFound` if the project had no such rule.
+    async fn remove_destination_rule(&self, project_id: &str, rule: &str)
+    -> Result<(), StoreError>;
+
     /// Replaces a token's sealed data (newer expiry or name on a deduplicated card).
     async fn update_token_data(
         &self,

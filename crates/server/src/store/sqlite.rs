@@ -250,6 +250,42 @@ impl Store for SqliteStore {
         token_from_row(&row)
     }
 
+    async fn destination_rules(&self, project_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows =
+            sqlx::query("SELECT rule FROM project_destinations WHERE project_id = ? ORDER BY rule")
+                .bind(project_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok(r.try_get("rule")?)).collect()
+    }
+
+    async fn add_destination_rule(&self, project_id: &str, rule: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO project_destinations (project_id, rule, created_at) VALUES (?, ?, ?)")
+            .bind(project_id)
+            .bind(rule)
+            .bind(now_unix())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_destination_rule(
+        &self,
+        project_id: &str,
+        rule: &str,
+    ) -> Result<(), StoreError> {
+        let result =
+            sqlx::query("DELETE FROM project_destinations WHERE project_id = ? AND rule = ?")
+                .bind(project_id)
+                .bind(rule)
+                .execute(&self.pool)
+                .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn update_token_data(
         &self,
         project_id: &str,

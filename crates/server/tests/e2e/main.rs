@@ -6,6 +6,7 @@ mod stub;
 
 mod auth;
 mod cvc_sessions;
+mod destinations;
 mod proxy;
 mod proxy_errors;
 mod proxy_formats;

@@ -222,10 +222,21 @@ async fn handle(
             .unwrap(),
         "/redirect" => Response::builder()
             .status(302)
-            .header("location", "http://127.0.0.1:9/internal")
+            .header(
+                "location",
+                query_param(&path, "to")
+                    .unwrap_or_else(|| "http://127.0.0.1:9/internal".to_owned()),
+            )
             .body(Full::new(Bytes::new()))
             .unwrap(),
         _ => json(404, r#"{"error":"no such route"}"#),
     };
     Ok(response)
+}
+
+fn query_param(path: &str, name: &str) -> Option<String> {
+    let query = path.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }

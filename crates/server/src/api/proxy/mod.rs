@@ -13,6 +13,7 @@ mod response;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
+use cardvault_core::destination::{AllowRule, allowlist_permits};
 use cardvault_core::template::Placeholder;
 use uuid::Uuid;
 
@@ -36,6 +37,8 @@ pub async fn transaction(
     } else {
         json_mode::parse(&body, rules)?
     };
+
+    check_allowlists(&state, &caller.project.id, &request.url).await?;
 
     let record = match state.store.token(&caller.project.id, &request.token).await {
         Ok(record) => record,
@@ -88,6 +91,36 @@ pub async fn transaction(
         .send(request.method, request.url, request.headers, outgoing)
         .await?;
     Ok(response::wrap(upstream, &values))
+}
+
+/// The server-wide list, when set, and the project's own list, when it has one, must both permit
+/// the destination. With `require_allowlist`, having neither list permits nothing.
+async fn check_allowlists(
+    state: &AppState,
+    project_id: &str,
+    url: &url::Url,
+) -> Result<(), ApiError> {
+    let policy = &state.policy;
+    if !policy.allowlist.is_empty() && !allowlist_permits(&policy.allowlist, url) {
+        return Err(ApiError::InvalidProxyUrl);
+    }
+    // A stored rule that no longer parses fails the call: dropping it could empty the list,
+    // and an empty list would permit everything.
+    let project_rules = state
+        .store
+        .destination_rules(project_id)
+        .await?
+        .iter()
+        .map(|r| AllowRule::parse(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !project_rules.is_empty() && !allowlist_permits(&project_rules, url) {
+        return Err(ApiError::InvalidProxyUrl);
+    }
+    if policy.require_allowlist && policy.allowlist.is_empty() && project_rules.is_empty() {
+        return Err(ApiError::InvalidProxyUrl);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The outbound side: one pooled HTTPS client for every processor, a resolver that refuses
 //! non-public addresses, timeouts and a response size cap.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +8,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use cardvault_core::destination::DestinationRules;
 use http::{HeaderMap, Method, StatusCode};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
+
+mod resolver;
+mod tls;
+
+pub use resolver::{NameLookup, PolicyResolver, SystemLookup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -39,6 +42,8 @@ pub struct UpstreamSettings<'a> {
     pub total_timeout: Duration,
     pub max_response_bytes: usize,
     pub extra_ca_file: Option<&'a Path>,
+    /// How names are resolved (the system resolver in production, a fake in tests).
+    pub lookup: Arc<dyn NameLookup>,
 }
 
 /// What the processor answered.
@@ -60,13 +65,11 @@ impl UpstreamClient {
     /// # Errors
     /// [`UpstreamError::Setup`] when the extra CA file cannot be read or the client not built.
     pub fn new(settings: UpstreamSettings<'_>) -> Result<Self, UpstreamError> {
-        let tls = tls_config(settings.extra_ca_file)?;
-        let resolver = Arc::new(PolicyResolver {
-            rules: settings.rules,
-        });
+        let tls = tls::client_config(settings.extra_ca_file)?;
+        let resolver = Arc::new(PolicyResolver::new(settings.rules, settings.lookup));
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
-            .dns_resolver(resolver.clone())
+            .dns_resolver(resolver::ConnectResolver(resolver.clone()))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(settings.connect_timeout)
@@ -87,12 +90,7 @@ impl UpstreamClient {
     /// destination fails before a CVC session is consumed. The connection itself resolves
     /// through the same check, so an answer that changes in between cannot slip through.
     pub async fn check_destination(&self, url: &Url) -> Result<(), UpstreamError> {
-        match url.host() {
-            Some(url::Host::Domain(name)) => self.resolver.resolve_checked(name).await.map(drop),
-            Some(url::Host::Ipv4(ip)) => self.resolver.check_ip(ip.into()),
-            Some(url::Host::Ipv6(ip)) => self.resolver.check_ip(ip.into()),
-            None => Err(UpstreamError::Unresolvable),
-        }
+        self.resolver.check_url(url).await
     }
 
     pub async fn send(
@@ -160,80 +158,5 @@ fn classify(e: reqwest::Error) -> UpstreamError {
         UpstreamError::Unreachable(message)
     } else {
         UpstreamError::Failed(message)
-    }
-}
-
-fn tls_config(extra_ca_file: Option<&Path>) -> Result<rustls::ClientConfig, UpstreamError> {
-    let setup = |e: String| UpstreamError::Setup(e);
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        // A malformed system certificate is skipped, as every TLS client does.
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = extra_ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| setup(format!("cannot read {}: {e}", path.display())))?;
-        let mut count = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert =
-                cert.map_err(|e| setup(format!("bad certificate in {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| setup(format!("unusable certificate in {}: {e}", path.display())))?;
-            count += 1;
-        }
-        if count == 0 {
-            return Err(setup(format!("no certificate in {}", path.display())));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// Resolves names with the system resolver and refuses the lot if any address is not public.
-pub struct PolicyResolver {
-    rules: DestinationRules,
-}
-
-impl PolicyResolver {
-    fn check_ip(&self, ip: std::net::IpAddr) -> Result<(), UpstreamError> {
-        if self.rules.allows_address(ip) {
-            Ok(())
-        } else {
-            Err(UpstreamError::NonPublicAddress)
-        }
-    }
-
-    async fn resolve_checked(&self, name: &str) -> Result<Vec<SocketAddr>, UpstreamError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, 0))
-            .await
-            .map_err(|_| UpstreamError::Unresolvable)?
-            .collect();
-        if addrs.is_empty() {
-            return Err(UpstreamError::Unresolvable);
-        }
-        // One bad address spoils the answer: a mixed answer is how rebinding attacks start.
-        for addr in &addrs {
-            self.check_ip(addr.ip())?;
-        }
-        Ok(addrs)
-    }
-}
-
-impl Resolve for PolicyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let rules = self.rules.clone();
-        Box::pin(async move {
-            let resolver = PolicyResolver { rules };
-            let addrs = resolver.resolve_checked(name.as_str()).await?;
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
     }
 }

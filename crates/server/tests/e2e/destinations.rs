@@ -1,0 +1,191 @@
+//! Destination allowlists (per project and server-wide) and redirects.
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn charge(token: &str, url: &str) -> Value {
+    json!({"token": token, "proxy_url": url, "request_data": {"n": "${cardNumber}"}})
+}
+
+fn allow(vault: &Vault, verb: &str, project: &str, rules: &[&str]) -> String {
+    let dir = vault.data_dir();
+    let mut args = vec![
+        "project",
+        verb,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--project",
+        project,
+    ];
+    args.extend_from_slice(rules);
+    let out = std::process::Command::new(bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_project_allowlist_permits_only_its_destinations() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (token, _) = vault.visa().await;
+    let port = stub.addr.port();
+    // No allowlist yet: any destination the server policy permits.
+    assert_eq!(
+        vault.proxy(&charge(&token, &stub.url("/echo"))).await.0,
+        200
+    );
+
+    let listed = allow(
+        &vault,
+        "allow",
+        &vault.keys.project_id,
+        &["localhost/charge", "*.stripe.com"],
+    );
+    assert!(
+        listed.contains("localhost/charge") && listed.contains("*.stripe.com"),
+        "{listed}"
+    );
+    assert_eq!(
+        vault.proxy(&charge(&token, &stub.url("/charge"))).await.0,
+        200
+    );
+    assert_eq!(
+        vault
+            .proxy(&charge(&token, &stub.url("/charge/ch_1/capture")))
+            .await
+            .0,
+        200
+    );
+    for refused in [
+        stub.url("/echo"),
+        stub.url("/chargex"),
+        format!("https://localhost.evil.test:{port}/charge"),
+        format!("https://evil-localhost:{port}/charge"),
+        format!("https://127.0.0.1:{port}/charge"),
+        format!("https://stripe.com:{port}/charge"),
+    ] {
+        let (status, body) = vault.proxy(&charge(&token, &refused)).await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (400, Some("Invalid proxy URL")),
+            "{refused}"
+        );
+    }
+    // Another project is not bound by this project's list.
+    let other = vault.create_project(&[]);
+    let (_, tok) = vault
+        .post("/tokenize", &other, &json!({"type": "card", "data": {"cardNumber": VISA, "expirationMonth": "1", "expirationYear": "2033"}}))
+        .await;
+    let (status, _) = vault
+        .post(
+            "/proxy/transaction",
+            &other,
+            &charge(tok["token"].as_str().unwrap(), &stub.url("/echo")),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Removing the rules restores the default.
+    allow(
+        &vault,
+        "disallow",
+        &vault.keys.project_id,
+        &["localhost/charge", "*.stripe.com"],
+    );
+    assert_eq!(
+        vault.proxy(&charge(&token, &stub.url("/echo"))).await.0,
+        200
+    );
+    assert_eq!(
+        stub.count("/echo"),
+        3,
+        "only the permitted calls reached the stub"
+    );
+    // Bad patterns are refused by the CLI.
+    let out = std::process::Command::new(bin())
+        .args([
+            "project",
+            "allow",
+            "--data-dir",
+            vault.data_dir().to_str().unwrap(),
+            "--project",
+            &vault.keys.project_id,
+            "*",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn the_server_wide_allowlist_and_the_required_mode() {
+    let stub = Stub::start().await;
+    let vault = Vault::start_with(
+        &stub,
+        &[(
+            "CARDVAULT_DESTINATION_ALLOWLIST",
+            "api.stripe.com,localhost/charge",
+        )],
+    )
+    .await;
+    let (token, _) = vault.visa().await;
+    assert_eq!(
+        vault.proxy(&charge(&token, &stub.url("/charge"))).await.0,
+        200
+    );
+    let (status, body) = vault.proxy(&charge(&token, &stub.url("/echo"))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_proxy_url"))
+    );
+
+    let strict = Vault::start_with(
+        &stub,
+        &[("CARDVAULT_REQUIRE_DESTINATION_ALLOWLIST", "true")],
+    )
+    .await;
+    let (token, _) = strict.visa().await;
+    let (status, _) = strict.proxy(&charge(&token, &stub.url("/charge"))).await;
+    assert_eq!(status, 400, "no allowlist at all: nothing is permitted");
+    allow(&strict, "allow", &strict.keys.project_id, &["localhost"]);
+    assert_eq!(
+        strict.proxy(&charge(&token, &stub.url("/charge"))).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_an_internal_address_is_returned_not_followed() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (token, _) = vault.visa().await;
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    target.set_nonblocking(true).unwrap();
+    let location = format!(
+        "http://127.0.0.1:{}/admin",
+        target.local_addr().unwrap().port()
+    );
+    let url = stub.url(&format!(
+        "/redirect?to={}",
+        form_urlencoded::byte_serialize(location.as_bytes()).collect::<String>()
+    ));
+    let (status, body) = vault.proxy(&charge(&token, &url)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["proxy_response"]["status_code"], 302);
+    assert_eq!(
+        body["proxy_response"]["headers"]["location"],
+        location.as_str()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        target.accept().is_err(),
+        "the redirect target was contacted"
+    );
+}
