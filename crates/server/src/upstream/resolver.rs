@@ -42,11 +42,14 @@ impl NameLookup for SystemLookup {
     }
 }
 
+/// Addresses that passed the policy, and when they were looked up.
+type CheckedAnswer = (Arc<[IpAddr]>, Instant);
+
 /// The resolver the upstream client connects through.
 pub struct PolicyResolver {
     rules: DestinationRules,
     lookup: Arc<dyn NameLookup>,
-    answers: Mutex<HashMap<String, (Arc<[IpAddr]>, Instant)>>,
+    answers: Mutex<HashMap<String, CheckedAnswer>>,
 }
 
 impl PolicyResolver {
@@ -113,7 +116,7 @@ impl PolicyResolver {
         (at.elapsed() < ANSWER_TTL).then(|| addrs.clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<[IpAddr]>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CheckedAnswer>> {
         // A poisoned lock only means a panic mid-insert of plain data; the map is still usable.
         self.answers.lock().unwrap_or_else(|e| e.into_inner())
     }
