@@ -15,6 +15,7 @@ pub const DEFAULT_CVC_TTL_SECONDS: u64 = 90;
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_CLIENT_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
 /// Test-token CVC sessions live a year (API.md, `/test-tokens`).
 pub const TEST_CVC_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -40,6 +41,8 @@ pub struct Settings {
     pub require_destination_allowlist: bool,
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
+    /// Time a client has to send its request headers, and then its whole body.
+    pub client_read_timeout_ms: u64,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -69,6 +72,7 @@ impl Default for Settings {
             require_destination_allowlist: false,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            client_read_timeout_ms: DEFAULT_CLIENT_READ_TIMEOUT_MS,
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
         }
@@ -125,7 +129,10 @@ impl Settings {
                 "cvc_ttl_seconds must be at least 1".into(),
             ));
         }
-        if self.upstream_timeout_ms == 0 || self.upstream_connect_timeout_ms == 0 {
+        if self.upstream_timeout_ms == 0
+            || self.upstream_connect_timeout_ms == 0
+            || self.client_read_timeout_ms == 0
+        {
             return Err(ConfigError::Invalid(
                 "upstream timeouts must be at least 1 ms".into(),
             ));
@@ -151,6 +158,10 @@ impl Settings {
 
     pub fn upstream_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+
+    pub fn client_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_read_timeout_ms)
     }
 
     pub fn destination_rules(&self) -> DestinationRules {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod cvc;
+pub mod http_server;
 pub mod logging;
 pub mod store;
 pub mod token_data;
@@ -102,6 +103,7 @@ pub async fn build_state_with(
             allowlist: settings.destination_allowlist(),
             require_allowlist: settings.require_destination_allowlist,
             max_request_bytes: settings.max_request_bytes,
+            body_read_timeout: settings.client_read_timeout(),
         }),
     })
 }
@@ -117,9 +119,7 @@ pub async fn serve(
     let app = api::router(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "cardvault listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    http_server::run(listener, app, settings.client_read_timeout(), shutdown).await?;
     tracing::info!("cardvault stopped");
     Ok(())
 }

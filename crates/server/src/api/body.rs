@@ -5,21 +5,24 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
-use super::{ApiError, BodyKind};
+use super::{ApiError, AppState, BodyKind};
 
-/// The raw request body, at most the configured limit (413 beyond it).
+/// The raw request body: at most the configured size (413 beyond it), read within the
+/// configured time (408 after it), so a client dribbling its body cannot hold a worker.
 pub struct RawBody(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for RawBody {
+impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Bytes::from_request(req, state).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let read = Bytes::from_request(req, state);
+        match tokio::time::timeout(state.policy.body_read_timeout, read).await {
+            Err(_) => Err(ApiError::RequestTimeout),
+            Ok(Ok(bytes)) => Ok(Self(bytes)),
+            Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::BodyTooLarge)
             }
-            Err(_) => Err(ApiError::InvalidBody(BodyKind::Json)),
+            Ok(Err(_)) => Err(ApiError::InvalidBody(BodyKind::Json)),
         }
     }
 }

@@ -40,6 +40,8 @@ pub enum ApiError {
     CvcSessionNotFound,
     #[error("request body too large")]
     BodyTooLarge,
+    #[error("request body not received in time")]
+    RequestTimeout,
     #[error("route not found")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -122,6 +124,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Request body too large",
                 "body_too_large",
+            ),
+            Self::RequestTimeout => fixed(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request timeout",
+                "request_timeout",
             ),
             Self::RouteNotFound => fixed(StatusCode::NOT_FOUND, "Not found", "not_found"),
             Self::MethodNotAllowed => fixed(

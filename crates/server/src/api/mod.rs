@@ -44,6 +44,7 @@ pub struct RequestPolicy {
     pub allowlist: Vec<AllowRule>,
     pub require_allowlist: bool,
     pub max_request_bytes: usize,
+    pub body_read_timeout: Duration,
 }
 
 pub fn router(state: AppState) -> Router {

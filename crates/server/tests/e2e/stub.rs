@@ -1,8 +1,8 @@
 //! A local HTTPS payment-processor stub with a generated certificate authority.
 //!
 //! Routes: `/charge` (200 JSON), `/decline` (402 JSON), `/echo` (answers with the request body
-//! and content type), `/slow?ms=N` (answers after N ms), `/text` (plain text), `/redirect`
-//! (302 to a loopback http URL). Every request is recorded.
+//! and content type), `/slow?ms=N` (answers after N ms), `/text` (plain text), `/big?bytes=N`,
+//! `/redirect?to=URL` (302). Every request is recorded.
 //!
 //! Used by the black-box tests and by `cargo run -p cardvault-server --example processor-stub`.
 #![allow(dead_code)]
@@ -214,6 +214,16 @@ async fn handle(
                 .unwrap_or(2000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             json(200, r#"{"slow":true}"#)
+        }
+        "/big" => {
+            let size: usize = query_param(&path, "bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1024);
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/plain")
+                .body(Full::new(Bytes::from(vec![b'x'; size])))
+                .unwrap()
         }
         "/text" => Response::builder()
             .status(200)
