@@ -89,6 +89,29 @@ enum ProjectCommand {
     Allow(ProjectRules),
     /// Remove destinations from the project's allowlist.
     Disallow(ProjectRules),
+    /// Set the TLS settings the proxy uses for one processor host: extra trusted roots and a
+    /// client certificate for processors that require mutual TLS.
+    Tls {
+        #[command(flatten)]
+        vault: VaultDir,
+        #[arg(long)]
+        project: String,
+        /// Host (`gateway.acquirer.example`) or subdomains (`*.acquirer.example`).
+        #[arg(long)]
+        host: String,
+        /// PEM file of extra roots trusted for this host.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// PEM client certificate chain (with --client-key).
+        #[arg(long, requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// PEM private key of the client certificate; stored encrypted.
+        #[arg(long, requires = "client_cert")]
+        client_key: Option<PathBuf>,
+        /// Remove the settings for this host instead.
+        #[arg(long, conflicts_with_all = ["ca_file", "client_cert", "client_key"])]
+        remove: bool,
+    },
 }
 
 #[derive(Args)]
@@ -195,6 +218,25 @@ async fn execute(command: Command) -> Result<(), CliError> {
         Command::Project {
             command: ProjectCommand::Disallow(args),
         } => change_allowlist(args, false).await,
+        Command::Project {
+            command:
+                ProjectCommand::Tls {
+                    vault,
+                    project,
+                    host,
+                    ca_file,
+                    client_cert,
+                    client_key,
+                    remove,
+                },
+        } => {
+            let files = TlsFiles {
+                ca_file,
+                client_cert,
+                client_key,
+            };
+            set_destination_tls(&vault.data_dir, &project, &host, files, remove).await
+        }
         Command::App {
             command:
                 AppCommand::Create {
@@ -258,6 +300,86 @@ async fn change_allowlist(args: ProjectRules, add: bool) -> Result<(), CliError>
             println!("  {rule}");
         }
     }
+    Ok(())
+}
+
+struct TlsFiles {
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+}
+
+async fn set_destination_tls(
+    data_dir: &Path,
+    project: &str,
+    host: &str,
+    files: TlsFiles,
+    remove: bool,
+) -> Result<(), CliError> {
+    let rule = AllowRule::parse(host).map_err(|e| CliError::Usage(e.to_string()))?;
+    let host = rule.to_string();
+    if host.contains('/') {
+        return Err(CliError::Usage("a TLS host takes no path".into()));
+    }
+    let (store, keyring) = open_vault(data_dir).await?;
+    let project = find_project(store.as_ref(), project).await?;
+    if remove {
+        return match store.remove_destination_tls(&project.id, &host).await {
+            Ok(()) => {
+                println!("{}: TLS settings for {host} removed", project.id);
+                Ok(())
+            }
+            Err(StoreError::NotFound) => {
+                Err(CliError::Usage(format!("no TLS settings for {host}")))
+            }
+            Err(e) => Err(StartError::from(e).into()),
+        };
+    }
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+    };
+    let ca_pem = files.ca_file.as_deref().map(read).transpose()?;
+    if let Some(pem) = &ca_pem {
+        crate::upstream::add_pem_roots(&mut rustls::RootCertStore::empty(), pem)
+            .map_err(CliError::Usage)?;
+    }
+    let cert_pem = files.client_cert.as_deref().map(read).transpose()?;
+    let key_pem = files
+        .client_key
+        .as_deref()
+        .map(read)
+        .transpose()?
+        .map(zeroize::Zeroizing::new);
+    let client_key = match (&cert_pem, &key_pem) {
+        (Some(cert), Some(key)) => {
+            crate::upstream::check_client_identity(cert, key).map_err(CliError::Usage)?;
+            let aad = crate::api::tls_key_aad(&project.id, &host);
+            Some(
+                keyring
+                    .seal(key.as_bytes(), &aad)
+                    .map_err(StartError::from)?,
+            )
+        }
+        _ => None,
+    };
+    if ca_pem.is_none() && client_key.is_none() {
+        return Err(CliError::Usage(
+            "give --ca-file, or --client-cert with --client-key (or --remove)".into(),
+        ));
+    }
+    let tls = crate::store::DestinationTls {
+        host: host.clone(),
+        ca_pem,
+        client_cert_pem: cert_pem,
+        client_key,
+        updated_at_ms: crate::store::now_unix_ms(),
+    };
+    store
+        .put_destination_tls(&project.id, &tls)
+        .await
+        .map_err(StartError::from)?;
+    println!("{}: TLS settings for {host} saved", project.id);
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use cardvault_core::destination::{AllowRule, DestinationRules};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, BodyKind};
+pub use proxy::tls_profile::key_aad as tls_key_aad;
 
 use crate::crypto::Keyring;
 use crate::cvc::CvcSessions;

@@ -135,6 +135,18 @@ pub struct TokenRecord {
     pub brand: Option<String>,
 }
 
+/// A project's TLS settings for one processor host (pattern as in allowlists, without a path).
+#[derive(Debug, Clone)]
+pub struct DestinationTls {
+    pub host: String,
+    pub ca_pem: Option<String>,
+    pub client_cert_pem: Option<String>,
+    /// The client certificate's private key, sealed like card data.
+    pub client_key: Option<Sealed>,
+    /// Milliseconds since the epoch; part of the profile's identity for connection pooling.
+    pub updated_at_ms: i64,
+}
+
 /// The vault's durable state.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -178,6 +190,16 @@ pub trait Store: Send + Sync {
     async fn remove_destination_rule(&self, project_id: &str, rule: &str)
     -> Result<(), StoreError>;
 
+    async fn destination_tls(&self, project_id: &str) -> Result<Vec<DestinationTls>, StoreError>;
+    /// Inserts or replaces the settings for `tls.host`.
+    async fn put_destination_tls(
+        &self,
+        project_id: &str,
+        tls: &DestinationTls,
+    ) -> Result<(), StoreError>;
+    /// `NotFound` if the project had no settings for that host.
+    async fn remove_destination_tls(&self, project_id: &str, host: &str) -> Result<(), StoreError>;
+
     /// Replaces a token's sealed data (newer expiry or name on a deduplicated card).
     async fn update_token_data(
         &self,
@@ -185,6 +207,13 @@ pub trait Store: Send + Sync {
         id: &str,
         sealed: &Sealed,
     ) -> Result<(), StoreError>;
+}
+
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub fn now_unix() -> i64 {

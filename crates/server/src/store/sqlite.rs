@@ -11,7 +11,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Application, Mode, Permissions, Project, Store, StoreError, TokenKind, TokenRecord, now_unix,
+    Application, DestinationTls, Mode, Permissions, Project, Store, StoreError, TokenKind,
+    TokenRecord, now_unix,
 };
 use crate::crypto::{Sealed, WrappedDataKey};
 
@@ -280,6 +281,74 @@ impl Store for SqliteStore {
                 .bind(rule)
                 .execute(&self.pool)
                 .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn destination_tls(&self, project_id: &str) -> Result<Vec<DestinationTls>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT host, ca_pem, client_cert_pem, key_version, key_nonce, key_ciphertext, updated_at
+             FROM destination_tls WHERE project_id = ? ORDER BY host",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let version: Option<i64> = row.try_get("key_version")?;
+                let nonce: Option<Vec<u8>> = row.try_get("key_nonce")?;
+                let ciphertext: Option<Vec<u8>> = row.try_get("key_ciphertext")?;
+                let client_key = match (version, nonce, ciphertext) {
+                    (Some(v), Some(nonce), Some(ciphertext)) => Some(Sealed {
+                        key_version: v as u32,
+                        nonce,
+                        ciphertext,
+                    }),
+                    _ => None,
+                };
+                Ok(DestinationTls {
+                    host: row.try_get("host")?,
+                    ca_pem: row.try_get("ca_pem")?,
+                    client_cert_pem: row.try_get("client_cert_pem")?,
+                    client_key,
+                    updated_at_ms: row.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_destination_tls(
+        &self,
+        project_id: &str,
+        tls: &DestinationTls,
+    ) -> Result<(), StoreError> {
+        let key = tls.client_key.as_ref();
+        sqlx::query(
+            "INSERT OR REPLACE INTO destination_tls
+             (project_id, host, ca_pem, client_cert_pem, key_version, key_nonce, key_ciphertext, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(project_id)
+        .bind(&tls.host)
+        .bind(&tls.ca_pem)
+        .bind(&tls.client_cert_pem)
+        .bind(key.map(|k| i64::from(k.key_version)))
+        .bind(key.map(|k| k.nonce.clone()))
+        .bind(key.map(|k| k.ciphertext.clone()))
+        .bind(tls.updated_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_destination_tls(&self, project_id: &str, host: &str) -> Result<(), StoreError> {
+        let result = sqlx::query("DELETE FROM destination_tls WHERE project_id = ? AND host = ?")
+            .bind(project_id)
+            .bind(host)
+            .execute(&self.pool)
+            .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

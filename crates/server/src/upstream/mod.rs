@@ -1,8 +1,9 @@
 //! The outbound side: one pooled HTTPS client for every processor, a resolver that refuses
 //! non-public addresses, timeouts and a response size cap.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -14,6 +15,7 @@ mod resolver;
 mod tls;
 
 pub use resolver::{NameLookup, PolicyResolver, SystemLookup};
+pub use tls::{TlsProfile, add_pem_roots, check_client_identity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -53,37 +55,73 @@ pub struct UpstreamResponse {
     pub body: Bytes,
 }
 
-/// One shared client: connections are pooled per host and reused across requests.
+/// Pooled clients: one shared by every destination with default TLS settings, and one per
+/// project TLS profile (its own roots or client certificate), so a pooled connection is only
+/// ever reused with the TLS settings it was made with.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: reqwest::Client,
+    default: reqwest::Client,
+    profiled: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+    roots: Arc<rustls::RootCertStore>,
     resolver: Arc<PolicyResolver>,
+    connect_timeout: Duration,
+    total_timeout: Duration,
     max_response_bytes: usize,
 }
+
+/// Bound on cached per-profile clients; beyond it the cache starts over.
+const MAX_PROFILE_CLIENTS: usize = 256;
 
 impl UpstreamClient {
     /// # Errors
     /// [`UpstreamError::Setup`] when the extra CA file cannot be read or the client not built.
     pub fn new(settings: UpstreamSettings<'_>) -> Result<Self, UpstreamError> {
-        let tls = tls::client_config(settings.extra_ca_file)?;
+        let roots = Arc::new(tls::roots(settings.extra_ca_file)?);
         let resolver = Arc::new(PolicyResolver::new(settings.rules, settings.lookup));
-        let client = reqwest::Client::builder()
+        let mut upstream = Self {
+            default: reqwest::Client::new(),
+            profiled: Arc::new(Mutex::new(HashMap::new())),
+            roots,
+            resolver,
+            connect_timeout: settings.connect_timeout,
+            total_timeout: settings.total_timeout,
+            max_response_bytes: settings.max_response_bytes,
+        };
+        upstream.default = upstream.build_client(None)?;
+        Ok(upstream)
+    }
+
+    fn build_client(&self, profile: Option<&TlsProfile>) -> Result<reqwest::Client, UpstreamError> {
+        let tls = tls::client_config(&self.roots, profile)?;
+        reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
-            .dns_resolver(resolver::ConnectResolver(resolver.clone()))
+            .dns_resolver(resolver::ConnectResolver(self.resolver.clone()))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.total_timeout)
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.total_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| UpstreamError::Setup(e.to_string()))?;
-        Ok(Self {
-            client,
-            resolver,
-            max_response_bytes: settings.max_response_bytes,
-        })
+            .map_err(|e| UpstreamError::Setup(e.to_string()))
+    }
+
+    /// The client for a TLS profile, built once and kept (its pool with it).
+    fn client_for(&self, profile: Option<&TlsProfile>) -> Result<reqwest::Client, UpstreamError> {
+        let Some(profile) = profile else {
+            return Ok(self.default.clone());
+        };
+        let mut clients = self.profiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&profile.cache_key) {
+            return Ok(client.clone());
+        }
+        let client = self.build_client(Some(profile))?;
+        if clients.len() >= MAX_PROFILE_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(profile.cache_key.clone(), client.clone());
+        Ok(client)
     }
 
     /// Resolves the destination and checks every address, without connecting, so a refused
@@ -95,12 +133,14 @@ impl UpstreamClient {
 
     pub async fn send(
         &self,
+        profile: Option<&TlsProfile>,
         method: Method,
         url: Url,
         headers: HeaderMap,
         body: Vec<u8>,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let mut request = self.client.request(method.clone(), url).headers(headers);
+        let client = self.client_for(profile)?;
+        let mut request = client.request(method.clone(), url).headers(headers);
         if !body.is_empty() || method != Method::GET {
             request = request.body(body);
         }

@@ -1,43 +1,113 @@
 //! TLS settings for processor connections: system roots plus operator-supplied ones, TLS 1.2 as
-//! the floor, HTTP/2 offered by ALPN.
+//! the floor, HTTP/2 offered by ALPN, and per-project profiles (extra roots, a client
+//! certificate for processors that require mutual TLS).
 
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use zeroize::Zeroizing;
+
 use super::UpstreamError;
 
-pub(super) fn client_config(
-    extra_ca_file: Option<&Path>,
-) -> Result<rustls::ClientConfig, UpstreamError> {
-    let setup = |e: String| UpstreamError::Setup(e);
+/// A project's TLS settings for one processor host.
+pub struct TlsProfile {
+    /// Identifies the profile and its version: a changed profile gets a new client and pool.
+    pub cache_key: String,
+    pub ca_pem: Option<String>,
+    pub client_cert_pem: Option<String>,
+    pub client_key_pem: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for TlsProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsProfile")
+            .field("cache_key", &self.cache_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The system's roots plus those in `extra_ca_file`.
+pub(super) fn roots(extra_ca_file: Option<&Path>) -> Result<rustls::RootCertStore, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
+    for cert in rustls_native_certs::load_native_certs().certs {
         // A malformed system certificate is skipped, as every TLS client does.
         let _ = roots.add(cert);
     }
     if let Some(path) = extra_ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| setup(format!("cannot read {}: {e}", path.display())))?;
-        let mut count = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert =
-                cert.map_err(|e| setup(format!("bad certificate in {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| setup(format!("unusable certificate in {}: {e}", path.display())))?;
-            count += 1;
-        }
-        if count == 0 {
-            return Err(setup(format!("no certificate in {}", path.display())));
-        }
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| UpstreamError::Setup(format!("cannot read {}: {e}", path.display())))?;
+        add_pem_roots(&mut roots, &pem)
+            .map_err(|e| UpstreamError::Setup(format!("{}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
+/// Parses PEM certificates into `roots`; fails if there is none or one is unusable.
+pub fn add_pem_roots(roots: &mut rustls::RootCertStore, pem: &str) -> Result<(), String> {
+    let certs = certificates(pem)?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("unusable certificate: {e}"))?;
+    }
+    Ok(())
+}
+
+fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate found".to_owned());
+    }
+    Ok(certs)
+}
+
+/// Checks a client certificate chain and key can be used together (at configuration time).
+pub fn check_client_identity(cert_pem: &str, key_pem: &str) -> Result<(), String> {
+    let roots = rustls::RootCertStore::empty();
+    client_config_with(&roots, None, Some((cert_pem, key_pem))).map(drop)
+}
+
+pub(super) fn client_config(
+    base_roots: &rustls::RootCertStore,
+    profile: Option<&TlsProfile>,
+) -> Result<rustls::ClientConfig, UpstreamError> {
+    let extra_roots = profile.and_then(|p| p.ca_pem.as_deref());
+    let identity = profile.and_then(|p| match (&p.client_cert_pem, &p.client_key_pem) {
+        (Some(cert), Some(key)) => Some((cert.as_str(), key.as_str())),
+        _ => None,
+    });
+    client_config_with(base_roots, extra_roots, identity).map_err(UpstreamError::Setup)
+}
+
+fn client_config_with(
+    base_roots: &rustls::RootCertStore,
+    extra_roots: Option<&str>,
+    identity: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = base_roots.clone();
+    if let Some(pem) = extra_roots {
+        add_pem_roots(&mut roots, pem)?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert_pem, key_pem)) => {
+            let chain = certificates(cert_pem)?;
+            let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+                .map_err(|_| "unreadable private key".to_owned())?
+                .ok_or_else(|| "no private key found".to_owned())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate and key do not work together: {e}"))?
+        }
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

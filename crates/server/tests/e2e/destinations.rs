@@ -189,3 +189,92 @@ async fn a_redirect_to_an_internal_address_is_returned_not_followed() {
         "the redirect target was contacted"
     );
 }
+
+#[tokio::test]
+async fn mutual_tls_uses_the_projects_client_certificate() {
+    let (stub, cert_pem, key_pem) = Stub::start_mutual_tls().await;
+    let vault = Vault::start(&stub).await;
+    let (token, _) = vault.visa().await;
+    // Without the project's certificate the processor refuses the handshake. (With TLS 1.3 the
+    // client learns it only after writing its request, so the vault cannot promise it was not
+    // sent; the processor never processed it.)
+    let (status, body) = vault.proxy(&charge(&token, &stub.url("/charge"))).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(stub.count("/charge"), 0);
+
+    let dir = vault.dir.path();
+    std::fs::write(dir.join("client.pem"), &cert_pem).unwrap();
+    std::fs::write(dir.join("client.key"), &key_pem).unwrap();
+    let data_dir = vault.data_dir();
+    let set = |extra: &[&str]| {
+        let mut args = vec![
+            "project",
+            "tls",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--project",
+            &vault.keys.project_id,
+            "--host",
+            "localhost",
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(bin())
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let out = set(&[
+        "--client-cert",
+        dir.join("client.pem").to_str().unwrap(),
+        "--client-key",
+        dir.join("client.key").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The key is stored sealed, never in the clear.
+    let db = std::fs::read(data_dir.join("cardvault.db")).unwrap();
+    let wal = std::fs::read(data_dir.join("cardvault.db-wal")).unwrap_or_default();
+    let key_body = key_pem.lines().nth(1).unwrap();
+    for bytes in [&db, &wal] {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(key_body),
+            "the client key is stored in the clear"
+        );
+    }
+
+    let (status, body) = vault.proxy(&charge(&token, &stub.url("/charge"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stub.count("/charge"), 1);
+
+    // Another project has no certificate for that host.
+    let other = vault.create_project(&[]);
+    let (_, tok) = vault
+        .post("/tokenize", &other, &json!({"type": "card", "data": {"cardNumber": VISA, "expirationMonth": "1", "expirationYear": "2033"}}))
+        .await;
+    let (status, _) = vault
+        .post(
+            "/proxy/transaction",
+            &other,
+            &charge(tok["token"].as_str().unwrap(), &stub.url("/charge")),
+        )
+        .await;
+    assert_eq!(status, 502);
+
+    // A key that does not match the certificate is refused at configuration time.
+    let wrong_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    std::fs::write(dir.join("wrong.key"), wrong_key).unwrap();
+    let out = set(&[
+        "--client-cert",
+        dir.join("client.pem").to_str().unwrap(),
+        "--client-key",
+        dir.join("wrong.key").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    // Removing the settings: refused again.
+    assert!(set(&["--remove"]).status.success());
+    let (status, _) = vault.proxy(&charge(&token, &stub.url("/charge"))).await;
+    assert_eq!(status, 502);
+}

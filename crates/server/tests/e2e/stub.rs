@@ -65,6 +65,37 @@ impl Stub {
     }
 
     pub async fn start_on(listen: &str) -> Self {
+        Self::start_inner(listen, None).await
+    }
+
+    /// A stub that refuses any client without a certificate from its own client CA; returns
+    /// that CA's client certificate and key (PEM) for the vault to present.
+    pub async fn start_mutual_tls() -> (Self, String, String) {
+        let client_ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "acquirer client CA");
+        let client_ca = CertifiedIssuer::self_signed(params, client_ca_key).unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "merchant 42");
+        let client_cert = client_params.signed_by(&client_key, &client_ca).unwrap();
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(client_ca.der().to_vec()))
+            .unwrap();
+        let stub = Self::start_inner("127.0.0.1:0", Some(roots)).await;
+        (stub, client_cert.pem(), client_key.serialize_pem())
+    }
+
+    async fn start_inner(
+        listen: &str,
+        client_roots: Option<tokio_rustls::rustls::RootCertStore>,
+    ) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -84,12 +115,23 @@ impl Stub {
         let chain = vec![CertificateDer::from(leaf.der().to_vec())];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        let builder = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
             .unwrap();
+        let builder = match client_roots {
+            None => builder.with_no_client_auth(),
+            Some(roots) => {
+                let verifier =
+                    tokio_rustls::rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider,
+                    )
+                    .build()
+                    .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).unwrap();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
 

@@ -9,6 +9,7 @@ mod json_mode;
 mod raw_mode;
 mod request;
 mod response;
+pub mod tls_profile;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
@@ -67,6 +68,7 @@ pub async fn transaction(
     }
 
     state.upstream.check_destination(&request.url).await?;
+    let tls = tls_profile::for_destination(&state, &caller.project.id, &request.url).await?;
 
     if needs_cvc {
         let session = request
@@ -88,7 +90,13 @@ pub async fn transaction(
     let outgoing = request.body.render(&values)?;
     let upstream = state
         .upstream
-        .send(request.method, request.url, request.headers, outgoing)
+        .send(
+            tls.as_ref(),
+            request.method,
+            request.url,
+            request.headers,
+            outgoing,
+        )
         .await?;
     Ok(response::wrap(upstream, &values))
 }
