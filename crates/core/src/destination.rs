@@ -84,6 +84,7 @@ impl DestinationRules {
             Host::Ipv4(_) | Host::Ipv6(_) if !self.allow_private => {
                 Err(DestinationError::IpLiteral)
             }
+            Host::Domain(name) if !is_hostname(name) => Err(DestinationError::Malformed),
             Host::Domain(name) if !self.allow_private && is_internal_name(name) => {
                 Err(DestinationError::InternalName)
             }
@@ -97,24 +98,44 @@ impl DestinationRules {
     }
 }
 
+/// A DNS host name: labels of letters, digits, `-` (and `_`, which some real hosts carry).
+/// WHATWG URL parsing lets through characters like `!` that no resolver should be handed.
+fn is_hostname(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Suffixes of names that only resolve inside a network (RFC 6761/6762/8375, ICANN's private-use
+/// `.internal`, Kubernetes' `.svc`, and common corporate ones).
+const INTERNAL_SUFFIXES: [&str; 9] = [
+    "localhost",
+    "local",
+    "internal",
+    "localdomain",
+    "home.arpa",
+    "intranet",
+    "lan",
+    "corp",
+    "svc",
+];
+
 /// Names that only mean something inside a network: never a payment processor.
 fn is_internal_name(name: &str) -> bool {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     if !name.contains('.') {
         return true;
     }
-    [
-        "localhost",
-        "local",
-        "internal",
-        "localdomain",
-        "home.arpa",
-        "intranet",
-        "lan",
-        "corp",
-    ]
-    .iter()
-    .any(|suffix| name == *suffix || name.ends_with(&format!(".{suffix}")))
+    INTERNAL_SUFFIXES
+        .iter()
+        .any(|suffix| name == *suffix || name.ends_with(&format!(".{suffix}")))
 }
 
 /// One entry of a destination allowlist: a host (`api.stripe.com`) or its subdomains

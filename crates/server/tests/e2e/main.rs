@@ -11,5 +11,6 @@ mod limits;
 mod proxy;
 mod proxy_errors;
 mod proxy_formats;
+mod ssrf;
 mod storage;
 mod tokenize;
