@@ -1,5 +1,5 @@
 //! Reading the shared SSRF corpus; used by the core's rule test and the server's end-to-end test.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used)]
 
 /// Public names whose DNS answers point inside (wildcard-DNS services and the like).
 pub const NEEDS_DNS: [&str; 5] = [
