@@ -11,7 +11,8 @@ use cardvault_core::destination::AllowRule;
 
 use crate::admin::{self, CreatedKeys, NewProject};
 use crate::config::{Overrides, Settings};
-use crate::crypto::{MASTER_KEY_FILE, MasterKey};
+use crate::crypto::{MASTER_KEY_ENV, MASTER_KEY_FILE, MasterKey};
+use crate::store::Database;
 use crate::store::{Mode, Permissions, StoreError};
 use crate::{StartError, load_keyring, open_store};
 
@@ -35,6 +36,11 @@ enum Command {
         /// Print exactly one JSON object with the ids and keys.
         #[arg(long)]
         json: bool,
+    },
+    /// Create or update the database schema (the server also does it at start).
+    Migrate {
+        #[command(flatten)]
+        vault: VaultDir,
     },
     /// Run the HTTP server.
     Serve {
@@ -63,9 +69,18 @@ enum Command {
 
 #[derive(Args)]
 struct VaultDir {
-    /// The vault's data directory.
+    /// The vault's data directory (master key file; the SQLite database unless --database-url).
     #[arg(long, env = "CARDVAULT_DATA_DIR")]
     data_dir: PathBuf,
+    /// PostgreSQL URL (`postgres://…`) shared by several instances.
+    #[arg(long, env = "CARDVAULT_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl VaultDir {
+    fn database(&self) -> Database {
+        crate::database(&self.data_dir, self.database_url.as_deref(), 4)
+    }
 }
 
 #[derive(Subcommand)]
@@ -186,7 +201,12 @@ pub async fn run() -> ExitCode {
 
 async fn execute(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Init { vault, json } => init(&vault.data_dir, json).await,
+        Command::Init { vault, json } => init(&vault, json).await,
+        Command::Migrate { vault } => {
+            open_store(&vault.database(), false).await?;
+            println!("schema up to date");
+            Ok(())
+        }
         Command::Serve {
             data_dir,
             listen,
@@ -203,7 +223,7 @@ async fn execute(command: Command) -> Result<(), CliError> {
                     json,
                 },
         } => {
-            let (store, keyring) = open_vault(&vault.data_dir).await?;
+            let (store, keyring) = open_vault(&vault).await?;
             let new = NewProject {
                 name: &name,
                 mode: mode.into(),
@@ -235,7 +255,7 @@ async fn execute(command: Command) -> Result<(), CliError> {
                 client_cert,
                 client_key,
             };
-            set_destination_tls(&vault.data_dir, &project, &host, files, remove).await
+            set_destination_tls(&vault, &project, &host, files, remove).await
         }
         Command::App {
             command:
@@ -252,7 +272,7 @@ async fn execute(command: Command) -> Result<(), CliError> {
                     "permissions are a comma list of tokenization, provisioning, reveal".into(),
                 )
             })?;
-            let (store, keyring) = open_vault(&vault.data_dir).await?;
+            let (store, keyring) = open_vault(&vault).await?;
             let project = find_project(store.as_ref(), &project).await?;
             let created =
                 admin::create_application(store.as_ref(), &keyring, &project, &name, permissions)
@@ -269,7 +289,7 @@ async fn change_allowlist(args: ProjectRules, add: bool) -> Result<(), CliError>
         .map(|r| AllowRule::parse(r).map(|rule| rule.to_string()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let (store, _) = open_vault(&args.vault.data_dir).await?;
+    let (store, _) = open_vault(&args.vault).await?;
     let project = find_project(store.as_ref(), &args.project).await?;
     for rule in &rules {
         let changed = if add {
@@ -310,7 +330,7 @@ struct TlsFiles {
 }
 
 async fn set_destination_tls(
-    data_dir: &Path,
+    vault: &VaultDir,
     project: &str,
     host: &str,
     files: TlsFiles,
@@ -321,7 +341,7 @@ async fn set_destination_tls(
     if host.contains('/') {
         return Err(CliError::Usage("a TLS host takes no path".into()));
     }
-    let (store, keyring) = open_vault(data_dir).await?;
+    let (store, keyring) = open_vault(vault).await?;
     let project = find_project(store.as_ref(), project).await?;
     if remove {
         return match store.remove_destination_tls(&project.id, &host).await {
@@ -402,7 +422,14 @@ async fn serve(
 ) -> Result<(), CliError> {
     let settings = Settings::load(config.as_deref(), Overrides { data_dir, listen })?;
     if init_first && !settings.data_dir.join(MASTER_KEY_FILE).exists() {
-        init(&settings.data_dir, false).await?;
+        let vault = VaultDir {
+            data_dir: settings.data_dir.clone(),
+            database_url: settings
+                .database_url
+                .as_ref()
+                .map(|u| u.expose().to_owned()),
+        };
+        init(&vault, false).await?;
     }
     crate::logging::init(settings.log_format, &settings.log_level);
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
@@ -436,7 +463,7 @@ async fn shutdown_signal() {
 }
 
 async fn open_vault(
-    data_dir: &Path,
+    vault: &VaultDir,
 ) -> Result<
     (
         std::sync::Arc<dyn crate::store::Store>,
@@ -444,25 +471,47 @@ async fn open_vault(
     ),
     CliError,
 > {
-    let store = open_store(data_dir, false).await?;
-    let master = MasterKey::load(data_dir).map_err(StartError::from)?;
+    let store = open_store(&vault.database(), false).await?;
+    let master = MasterKey::load(&vault.data_dir).map_err(StartError::from)?;
     let keyring = load_keyring(store.as_ref(), &master).await?;
     Ok((store, keyring))
 }
 
-async fn init(data_dir: &Path, json: bool) -> Result<(), CliError> {
+async fn init(vault: &VaultDir, json: bool) -> Result<(), CliError> {
+    let data_dir = &vault.data_dir;
     let key_path = data_dir.join(MASTER_KEY_FILE);
-    let db_path = data_dir.join("cardvault.db");
-    if key_path.exists() || db_path.exists() {
+    let database = vault.database();
+    let sqlite_exists = matches!(&database, Database::Sqlite(path) if path.exists());
+    if key_path.exists() || sqlite_exists {
         return Err(CliError::Usage(format!(
             "{} already holds a vault; refusing to touch it",
             data_dir.display()
         )));
     }
     create_private_dir(data_dir)?;
-    let master = MasterKey::generate().map_err(StartError::from)?;
-    write_private_file(&key_path, master.to_hex().as_bytes())?;
-    let store = open_store(data_dir, true).await?;
+    // Instances that share a database share its master key: given in the environment, it is
+    // used as is; otherwise a new one is written to the data directory.
+    let (master, from_env) = match std::env::var(MASTER_KEY_ENV) {
+        Ok(hex) => (
+            MasterKey::from_hex(hex.trim()).map_err(StartError::from)?,
+            true,
+        ),
+        Err(_) => (MasterKey::generate().map_err(StartError::from)?, false),
+    };
+    let store = open_store(&database, true).await?;
+    if !store
+        .data_keys()
+        .await
+        .map_err(StartError::from)?
+        .is_empty()
+    {
+        return Err(CliError::Usage(
+            "the database already holds a vault; refusing to touch it (give other instances its master key instead)".into(),
+        ));
+    }
+    if !from_env {
+        write_private_file(&key_path, master.to_hex().as_bytes())?;
+    }
     let keyring = load_keyring(store.as_ref(), &master).await?;
     let new = NewProject {
         name: "default",

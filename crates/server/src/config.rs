@@ -17,6 +17,8 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_CLIENT_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 16;
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "cardvault:";
 /// Test-token CVC sessions live a year (API.md, `/test-tokens`).
 pub const TEST_CVC_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -45,6 +47,33 @@ pub struct Settings {
     pub client_read_timeout_ms: u64,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// `postgres://…` to share tokens and keys between instances; absent: SQLite in `data_dir`.
+    pub database_url: Option<Redacted>,
+    pub database_max_connections: u32,
+    /// `redis://…` to share CVC sessions between instances; absent: in this process's memory.
+    pub redis_url: Option<Redacted>,
+    pub redis_key_prefix: String,
+}
+
+/// A setting that may carry a password (a database URL): never printed.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Redacted(String);
+
+impl Redacted {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +104,10 @@ impl Default for Settings {
             client_read_timeout_ms: DEFAULT_CLIENT_READ_TIMEOUT_MS,
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
+            database_url: None,
+            database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
+            redis_url: None,
+            redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.to_owned(),
         }
     }
 }
@@ -180,8 +213,12 @@ impl Settings {
             .collect()
     }
 
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("cardvault.db")
+    pub fn database(&self) -> crate::store::Database {
+        crate::database(
+            &self.data_dir,
+            self.database_url.as_ref().map(Redacted::expose),
+            self.database_max_connections,
+        )
     }
 }
 

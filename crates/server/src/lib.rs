@@ -23,8 +23,8 @@ use tokio::net::TcpListener;
 use crate::api::{AppState, RequestPolicy};
 use crate::config::Settings;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
-use crate::cvc::{CvcSessions, MemoryCvcStore};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::cvc::{CvcSessions, MemoryCvcStore, RedisCvcStore};
+use crate::store::{Database, SqlStore, Store, StoreError};
 use crate::upstream::{NameLookup, SystemLookup, UpstreamClient, UpstreamSettings};
 
 /// How often expired CVC sessions are swept from memory.
@@ -42,15 +42,32 @@ pub enum StartError {
     Upstream(#[from] upstream::UpstreamError),
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cvc(#[from] cvc::CvcError),
 }
 
-/// Opens the data directory's database (which `cardvault init` created).
-pub async fn open_store(data_dir: &Path, create: bool) -> Result<Arc<dyn Store>, StartError> {
-    let path = data_dir.join("cardvault.db");
-    if !create && !path.exists() {
-        return Err(StartError::NotInitialized(data_dir.display().to_string()));
+/// Where the vault's durable data lives: PostgreSQL when a URL is given, else the SQLite file in
+/// the data directory.
+pub fn database(data_dir: &Path, database_url: Option<&str>, max_connections: u32) -> Database {
+    match database_url {
+        Some(url) => Database::Postgres {
+            url: url.to_owned(),
+            max_connections,
+        },
+        None => Database::Sqlite(data_dir.join("cardvault.db")),
     }
-    Ok(Arc::new(SqliteStore::open(&path, create).await?))
+}
+
+/// Opens the database (which `cardvault init` created) and brings its schema up to date.
+pub async fn open_store(database: &Database, create: bool) -> Result<Arc<dyn Store>, StartError> {
+    if let Database::Sqlite(path) = database
+        && !create
+        && !path.exists()
+    {
+        let dir = path.parent().unwrap_or(path);
+        return Err(StartError::NotInitialized(dir.display().to_string()));
+    }
+    Ok(Arc::new(SqlStore::open(database, create).await?))
 }
 
 /// Loads the key ring, creating the first data key if the database has none yet.
@@ -79,11 +96,18 @@ pub async fn build_state_with(
     settings: &Settings,
     lookup: Arc<dyn NameLookup>,
 ) -> Result<AppState, StartError> {
-    let store = open_store(&settings.data_dir, false).await?;
+    let store = open_store(&settings.database(), false).await?;
     let master = MasterKey::load(&settings.data_dir)?;
     let keyring = Arc::new(load_keyring(store.as_ref(), &master).await?);
     drop(master);
-    let cvc = CvcSessions::new(MemoryCvcStore::start(CVC_SWEEP_INTERVAL), keyring.clone());
+    let cvc_store: Arc<dyn cvc::CvcStore> = match &settings.redis_url {
+        Some(url) => Arc::new(RedisCvcStore::new(
+            url.expose(),
+            &settings.redis_key_prefix,
+        )?),
+        None => MemoryCvcStore::start(CVC_SWEEP_INTERVAL),
+    };
+    let cvc = CvcSessions::new(cvc_store, keyring.clone());
     let upstream = UpstreamClient::new(UpstreamSettings {
         rules: settings.destination_rules(),
         connect_timeout: settings.upstream_connect_timeout(),

@@ -21,6 +21,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "unavailable"
         }
     };
+    // CVC sessions are needed only by calls that use a CVC: the instance still serves the rest.
+    let cvc_sessions = match state.cvc.ping().await {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::warn!(cause = %e, "readiness: CVC session store unreachable");
+            "unavailable"
+        }
+    };
     let ready = database == "ok";
     let status = if ready {
         StatusCode::OK
@@ -30,7 +38,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let body = json!({
         "success": ready,
         "message": if ready { "ready" } else { "Service unavailable" },
-        "data": {"database": database, "cvc_sessions": "ok"},
+        "data": {"database": database, "cvc_sessions": cvc_sessions},
     });
     (status, Json(body))
 }

@@ -1,13 +1,13 @@
 //! Durable storage of projects, applications, tokens and data keys, behind one trait so the
 //! handlers never know which database runs underneath.
 
-mod sqlite;
+mod sql;
 
 use async_trait::async_trait;
 
 use crate::crypto::{Sealed, WrappedDataKey};
 
-pub use sqlite::SqliteStore;
+pub use sql::{Database, SqlStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -3,9 +3,8 @@
 //! [`CvcSessions`] encrypts and decrypts; a [`CvcStore`] only ever sees ciphertext bound (by AAD)
 //! to the session id and project, so a store dump or a swapped entry reveals nothing.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cardvault_core::card::Cvc;
@@ -13,6 +12,12 @@ use cardvault_core::secret::SecretString;
 use uuid::Uuid;
 
 use crate::crypto::{CryptoError, Keyring};
+
+mod memory;
+mod redis;
+
+pub use self::redis::RedisCvcStore;
+pub use memory::MemoryCvcStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CvcError {
@@ -40,6 +45,10 @@ pub trait CvcStore: Send + Sync {
     async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<StoredSession>, CvcError>;
     /// Removes the session if it belongs to `project_id`; false if there was none.
     async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError>;
+    /// Whether the store answers (for readiness).
+    async fn ping(&self) -> Result<(), CvcError> {
+        Ok(())
+    }
 }
 
 /// Encrypting front of a [`CvcStore`].
@@ -94,104 +103,16 @@ impl CvcSessions {
     pub async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError> {
         self.store.delete(id, project_id).await
     }
-}
 
-struct MemoryEntry {
-    session: StoredSession,
-    expires_at: Instant,
-}
-
-/// Sessions in this process's memory: the embedded default. Expired entries are swept by a
-/// background task so memory stays bounded by the live sessions.
-#[derive(Default)]
-pub struct MemoryCvcStore {
-    entries: Mutex<HashMap<Uuid, MemoryEntry>>,
-}
-
-impl MemoryCvcStore {
-    /// A store with its sweeper running every `interval` until the returned store is dropped.
-    pub fn start(interval: Duration) -> Arc<Self> {
-        let store = Arc::new(Self::default());
-        let weak = Arc::downgrade(&store);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                match weak.upgrade() {
-                    Some(store) => store.sweep(Instant::now()),
-                    None => break,
-                }
-            }
-        });
-        store
-    }
-
-    fn sweep(&self, now: Instant) {
-        self.lock().retain(|_, entry| entry.expires_at > now);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, MemoryEntry>> {
-        // A poisoned lock only means another thread panicked mid-update of a map of plain data.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-#[async_trait]
-impl CvcStore for MemoryCvcStore {
-    async fn put(&self, id: Uuid, session: StoredSession, ttl: Duration) -> Result<(), CvcError> {
-        let expires_at = Instant::now() + ttl;
-        self.lock().insert(
-            id,
-            MemoryEntry {
-                session,
-                expires_at,
-            },
-        );
-        Ok(())
-    }
-
-    async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<StoredSession>, CvcError> {
-        let mut entries = self.lock();
-        let Some(entry) = entries.get(&id) else {
-            return Ok(None);
-        };
-        if entry.session.project_id != project_id {
-            return Ok(None);
-        }
-        if entry.expires_at <= Instant::now() {
-            entries.remove(&id);
-            return Ok(None);
-        }
-        if entry.session.reusable {
-            return Ok(Some(entry.session.clone()));
-        }
-        Ok(entries.remove(&id).map(|e| e.session))
-    }
-
-    async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError> {
-        let mut entries = self.lock();
-        match entries.get(&id) {
-            Some(entry) if entry.session.project_id == project_id => {
-                let alive = entry.expires_at > Instant::now();
-                entries.remove(&id);
-                Ok(alive)
-            }
-            _ => Ok(false),
-        }
+    pub async fn ping(&self) -> Result<(), CvcError> {
+        self.store.ping().await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::crypto::MasterKey;
     use cardvault_core::card::Brand;

@@ -1,14 +1,14 @@
-//! The embedded store: one SQLite file in WAL mode.
+//! The SQL store, for both engines through sqlx's `Any` driver: SQLite (the embedded default,
+//! one file in WAL mode) and PostgreSQL (shared by many stateless instances). The SQL is written
+//! once in the dialect both accept (`$n` parameters, `ON CONFLICT`); each engine has its own
+//! migrations.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 
 use super::{
     Application, DestinationTls, Mode, Permissions, Project, Store, StoreError, TokenKind,
@@ -16,32 +16,63 @@ use super::{
 };
 use crate::crypto::{Sealed, WrappedDataKey};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-pub struct SqliteStore {
-    pool: SqlitePool,
+/// Per-connection SQLite settings. Durability: WAL with `synchronous = NORMAL` survives a crash or
+/// kill of the process (a token answered with 201 is never lost); an OS crash or power loss may
+/// lose the last commits, never corrupt the file.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+
+/// Where the data lives.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A SQLite file (created when asked).
+    Sqlite(std::path::PathBuf),
+    /// A `postgres://` URL.
+    Postgres { url: String, max_connections: u32 },
 }
 
-impl SqliteStore {
-    /// Opens (creating if asked) the database file and brings its schema up to date.
+pub struct SqlStore {
+    pool: AnyPool,
+}
+
+impl SqlStore {
+    /// Connects and brings the schema up to date.
     ///
-    /// Durability: WAL with `synchronous = NORMAL` survives a crash of the process (a committed
-    /// token is never lost when cardvault is killed); an OS crash or power loss may lose the last
-    /// transactions before a checkpoint, never corrupt the file.
-    pub async fn open(path: &Path, create: bool) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
-            .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        MIGRATOR
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached or migrated.
+    pub async fn open(database: &Database, create: bool) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (pool, migrator) = match database {
+            Database::Sqlite(path) => {
+                let url = sqlite_url(path, create);
+                let pool = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(SQLITE_PRAGMAS).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?;
+                (pool, &SQLITE_MIGRATIONS)
+            }
+            Database::Postgres {
+                url,
+                max_connections,
+            } => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(*max_connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(url)
+                    .await?;
+                (pool, &POSTGRES_MIGRATIONS)
+            }
+        };
+        migrator
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
@@ -49,7 +80,12 @@ impl SqliteStore {
     }
 }
 
-fn project_from_row(row: &SqliteRow) -> Result<Project, StoreError> {
+fn sqlite_url(path: &Path, create: bool) -> String {
+    let mode = if create { "rwc" } else { "rw" };
+    format!("sqlite://{}?mode={mode}", path.display())
+}
+
+fn project_from_row(row: &AnyRow) -> Result<Project, StoreError> {
     let mode: String = row.try_get("mode")?;
     Ok(Project {
         id: row.try_get("id")?,
@@ -59,7 +95,7 @@ fn project_from_row(row: &SqliteRow) -> Result<Project, StoreError> {
     })
 }
 
-fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     let kind: String = row.try_get("kind")?;
     let kind = match kind.as_str() {
         "card" => TokenKind::Card,
@@ -93,7 +129,7 @@ macro_rules! select_token {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -114,7 +150,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_data_key(&self, key: &WrappedDataKey) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO data_keys (version, wrapped, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO data_keys (version, wrapped, created_at) VALUES ($1, $2, $3)")
             .bind(i64::from(key.version))
             .bind(&key.wrapped)
             .bind(now_unix())
@@ -129,7 +165,7 @@ impl Store for SqliteStore {
         pub_key_hash: &[u8],
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO projects (id, name, mode, pub_key_hash, deduplicate, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO projects (id, name, mode, pub_key_hash, deduplicate, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&project.id)
         .bind(&project.name)
@@ -148,7 +184,7 @@ impl Store for SqliteStore {
         key_hash: &[u8],
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO applications (id, project_id, name, key_hash, permissions, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO applications (id, project_id, name, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&app.id)
         .bind(&app.project_id)
@@ -162,7 +198,7 @@ impl Store for SqliteStore {
     }
 
     async fn project(&self, id: &str) -> Result<Project, StoreError> {
-        let row = sqlx::query("SELECT id, name, mode, deduplicate FROM projects WHERE id = ?")
+        let row = sqlx::query("SELECT id, name, mode, deduplicate FROM projects WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
@@ -171,7 +207,7 @@ impl Store for SqliteStore {
 
     async fn project_by_pub_key(&self, pub_key_hash: &[u8]) -> Result<Project, StoreError> {
         let row =
-            sqlx::query("SELECT id, name, mode, deduplicate FROM projects WHERE pub_key_hash = ?")
+            sqlx::query("SELECT id, name, mode, deduplicate FROM projects WHERE pub_key_hash = $1")
                 .bind(pub_key_hash)
                 .fetch_one(&self.pool)
                 .await?;
@@ -185,7 +221,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             "SELECT a.id AS app_id, a.name AS app_name, a.permissions, p.id, p.name, p.mode, p.deduplicate
              FROM applications a JOIN projects p ON p.id = a.project_id
-             WHERE a.key_hash = ? AND a.revoked = 0",
+             WHERE a.key_hash = $1 AND a.revoked = 0",
         )
         .bind(key_hash)
         .fetch_one(&self.pool)
@@ -206,7 +242,7 @@ impl Store for SqliteStore {
         let now = now_unix();
         sqlx::query(
             "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&token.id)
         .bind(&token.project_id)
@@ -227,7 +263,7 @@ impl Store for SqliteStore {
 
     async fn token(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError> {
         let row = sqlx::query(select_token!(
-            "id = ? AND project_id = ? AND deleted_at IS NULL"
+            "id = $1 AND project_id = $2 AND deleted_at IS NULL"
         ))
         .bind(id)
         .bind(project_id)
@@ -242,7 +278,7 @@ impl Store for SqliteStore {
         fingerprint: &[u8],
     ) -> Result<TokenRecord, StoreError> {
         let row = sqlx::query(select_token!(
-            "project_id = ? AND fingerprint = ? AND deleted_at IS NULL"
+            "project_id = $1 AND fingerprint = $2 AND deleted_at IS NULL"
         ))
         .bind(project_id)
         .bind(fingerprint)
@@ -252,16 +288,17 @@ impl Store for SqliteStore {
     }
 
     async fn destination_rules(&self, project_id: &str) -> Result<Vec<String>, StoreError> {
-        let rows =
-            sqlx::query("SELECT rule FROM project_destinations WHERE project_id = ? ORDER BY rule")
-                .bind(project_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT rule FROM project_destinations WHERE project_id = $1 ORDER BY rule",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| Ok(r.try_get("rule")?)).collect()
     }
 
     async fn add_destination_rule(&self, project_id: &str, rule: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR IGNORE INTO project_destinations (project_id, rule, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO project_destinations (project_id, rule, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(project_id)
             .bind(rule)
             .bind(now_unix())
@@ -276,7 +313,7 @@ impl Store for SqliteStore {
         rule: &str,
     ) -> Result<(), StoreError> {
         let result =
-            sqlx::query("DELETE FROM project_destinations WHERE project_id = ? AND rule = ?")
+            sqlx::query("DELETE FROM project_destinations WHERE project_id = $1 AND rule = $2")
                 .bind(project_id)
                 .bind(rule)
                 .execute(&self.pool)
@@ -290,7 +327,7 @@ impl Store for SqliteStore {
     async fn destination_tls(&self, project_id: &str) -> Result<Vec<DestinationTls>, StoreError> {
         let rows = sqlx::query(
             "SELECT host, ca_pem, client_cert_pem, key_version, key_nonce, key_ciphertext, updated_at
-             FROM destination_tls WHERE project_id = ? ORDER BY host",
+             FROM destination_tls WHERE project_id = $1 ORDER BY host",
         )
         .bind(project_id)
         .fetch_all(&self.pool)
@@ -326,9 +363,13 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let key = tls.client_key.as_ref();
         sqlx::query(
-            "INSERT OR REPLACE INTO destination_tls
+            "INSERT INTO destination_tls
              (project_id, host, ca_pem, client_cert_pem, key_version, key_nonce, key_ciphertext, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (project_id, host) DO UPDATE SET ca_pem = excluded.ca_pem,
+               client_cert_pem = excluded.client_cert_pem, key_version = excluded.key_version,
+               key_nonce = excluded.key_nonce, key_ciphertext = excluded.key_ciphertext,
+               updated_at = excluded.updated_at",
         )
         .bind(project_id)
         .bind(&tls.host)
@@ -344,7 +385,7 @@ impl Store for SqliteStore {
     }
 
     async fn remove_destination_tls(&self, project_id: &str, host: &str) -> Result<(), StoreError> {
-        let result = sqlx::query("DELETE FROM destination_tls WHERE project_id = ? AND host = ?")
+        let result = sqlx::query("DELETE FROM destination_tls WHERE project_id = $1 AND host = $2")
             .bind(project_id)
             .bind(host)
             .execute(&self.pool)
@@ -362,8 +403,8 @@ impl Store for SqliteStore {
         sealed: &Sealed,
     ) -> Result<(), StoreError> {
         let result = sqlx::query(
-            "UPDATE tokens SET key_version = ?, nonce = ?, ciphertext = ?, updated_at = ?
-             WHERE id = ? AND project_id = ? AND deleted_at IS NULL",
+            "UPDATE tokens SET key_version = $1, nonce = $2, ciphertext = $3, updated_at = $4
+             WHERE id = $5 AND project_id = $6 AND deleted_at IS NULL",
         )
         .bind(i64::from(sealed.key_version))
         .bind(&sealed.nonce)

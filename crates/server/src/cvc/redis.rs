@@ -1,0 +1,126 @@
+//! Sessions in Redis, shared by every instance. Values are sealed before they leave the process,
+//! Redis expires them (`PX`), and a take is one atomic script, so two instances can never both
+//! consume a single-use session. Keys are `{prefix}cvc:{project}:{session}`, so a session of
+//! another project is simply not found and never touched.
+//!
+//! The vault itself never persists sessions; the Redis serving them should run without RDB/AOF
+//! persistence for this keyspace (see the README): with persistence on, sealed codes would reach
+//! Redis's disk, still encrypted with a key only the vault holds, until they expire.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use uuid::Uuid;
+
+use super::{CvcError, CvcStore, StoredSession};
+
+/// Gets the value and deletes it unless its first byte marks it reusable: atomic in Redis.
+const TAKE_SCRIPT: &str = r"
+local value = redis.call('GET', KEYS[1])
+if value and string.sub(value, 1, 1) == '0' then
+  redis.call('DEL', KEYS[1])
+end
+return value
+";
+
+const SINGLE_USE: u8 = b'0';
+const REUSABLE: u8 = b'1';
+
+pub struct RedisCvcStore {
+    connection: ConnectionManager,
+    take: redis::Script,
+    prefix: String,
+}
+
+fn unavailable(e: redis::RedisError) -> CvcError {
+    CvcError::Unavailable(e.to_string())
+}
+
+impl RedisCvcStore {
+    /// Connects lazily (and reconnects by itself after Redis restarts): a Redis that is down
+    /// makes session calls fail fast with `Unavailable`, never hang.
+    ///
+    /// # Errors
+    /// [`CvcError::Unavailable`] for a malformed URL.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, CvcError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Ok(Self {
+            connection,
+            take: redis::Script::new(TAKE_SCRIPT),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn key(&self, id: Uuid, project_id: &str) -> String {
+        format!("{}cvc:{project_id}:{id}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl CvcStore for RedisCvcStore {
+    async fn put(&self, id: Uuid, session: StoredSession, ttl: Duration) -> Result<(), CvcError> {
+        let mut value = Vec::with_capacity(1 + session.sealed.len());
+        value.push(if session.reusable {
+            REUSABLE
+        } else {
+            SINGLE_USE
+        });
+        value.extend_from_slice(&session.sealed);
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut conn = self.connection.clone();
+        let _: () = redis::cmd("SET")
+            .arg(self.key(id, &session.project_id))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<StoredSession>, CvcError> {
+        let mut conn = self.connection.clone();
+        let value: Option<Vec<u8>> = self
+            .take
+            .key(self.key(id, project_id))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(value.and_then(|v| {
+            let (flag, sealed) = v.split_first()?;
+            Some(StoredSession {
+                project_id: project_id.to_owned(),
+                reusable: *flag == REUSABLE,
+                sealed: sealed.to_vec(),
+            })
+        }))
+    }
+
+    async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError> {
+        let mut conn = self.connection.clone();
+        let removed: u64 = conn
+            .del(self.key(id, project_id))
+            .await
+            .map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+
+    async fn ping(&self) -> Result<(), CvcError> {
+        let mut conn = self.connection.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
