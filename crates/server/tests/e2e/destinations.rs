@@ -19,10 +19,7 @@ fn allow(vault: &Vault, verb: &str, project: &str, rules: &[&str]) -> String {
         project,
     ];
     args.extend_from_slice(rules);
-    let out = std::process::Command::new(bin())
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = vault.cli().args(&args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -109,7 +106,8 @@ async fn a_project_allowlist_permits_only_its_destinations() {
         "only the permitted calls reached the stub"
     );
     // Bad patterns are refused by the CLI.
-    let out = std::process::Command::new(bin())
+    let out = vault
+        .cli()
         .args([
             "project",
             "allow",
@@ -218,10 +216,7 @@ async fn mutual_tls_uses_the_projects_client_certificate() {
             "localhost",
         ];
         args.extend_from_slice(extra);
-        std::process::Command::new(bin())
-            .args(&args)
-            .output()
-            .unwrap()
+        vault.cli().args(&args).output().unwrap()
     };
     let out = set(&[
         "--client-cert",
@@ -235,14 +230,29 @@ async fn mutual_tls_uses_the_projects_client_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The key is stored sealed, never in the clear.
-    let db = std::fs::read(data_dir.join("cardvault.db")).unwrap();
-    let wal = std::fs::read(data_dir.join("cardvault.db-wal")).unwrap_or_default();
     let key_body = key_pem.lines().nth(1).unwrap();
-    for bytes in [&db, &wal] {
-        assert!(
-            !String::from_utf8_lossy(bytes).contains(key_body),
-            "the client key is stored in the clear"
-        );
+    let stored: Vec<u8> = {
+        use sqlx::Row;
+        let row = sqlx::query("SELECT key_ciphertext FROM destination_tls")
+            .fetch_one(&mut vault.database().await)
+            .await
+            .unwrap();
+        row.get("key_ciphertext")
+    };
+    assert!(!stored.is_empty());
+    assert!(
+        !String::from_utf8_lossy(&stored).contains(key_body),
+        "the client key is stored in the clear"
+    );
+    if !vault.backend.is_scaled() {
+        let db = std::fs::read(data_dir.join("cardvault.db")).unwrap();
+        let wal = std::fs::read(data_dir.join("cardvault.db-wal")).unwrap_or_default();
+        for bytes in [&db, &wal] {
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(key_body),
+                "the client key is stored in the clear"
+            );
+        }
     }
 
     let (status, body) = vault.proxy(&charge(&token, &stub.url("/charge"))).await;

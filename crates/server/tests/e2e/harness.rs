@@ -4,8 +4,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -58,23 +59,135 @@ impl Keys {
 
 /// Runs a CLI command and parses its single JSON line.
 pub fn cli_json(args: &[&str]) -> Value {
-    let out = Command::new(bin()).args(args).output().unwrap();
+    run_json(Command::new(bin()).args(args))
+}
+
+fn run_json(command: &mut Command) -> Value {
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
-        "cardvault {args:?} failed: {}",
+        "cardvault failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Where a vault keeps its data: the embedded default, or PostgreSQL and Redis with a database
+/// and a key prefix of its own, created here and removed on drop. `CARDVAULT_TEST_BACKEND=postgres`
+/// runs the whole suite on the scale-out backends; they must be reachable, never skipped.
+pub struct Backend {
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    database_name: Option<String>,
+}
+
+pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
+impl Backend {
+    pub fn from_env() -> Self {
+        match std::env::var("CARDVAULT_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Self::scaled(),
+            Ok("sqlite") | Err(_) => Self::embedded(),
+            Ok(other) => panic!("unknown CARDVAULT_TEST_BACKEND {other}"),
+        }
+    }
+
+    pub fn embedded() -> Self {
+        Self {
+            database_url: None,
+            redis_url: None,
+            redis_prefix: String::new(),
+            database_name: None,
+        }
+    }
+
+    /// A fresh PostgreSQL database and Redis key prefix.
+    pub fn scaled() -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("cv_{}", &suffix[..16]);
+        psql(&format!("CREATE DATABASE {name}"));
+        Self {
+            database_url: Some(format!("postgres://postgres@127.0.0.1:5432/{name}")),
+            redis_url: Some(REDIS_URL.to_owned()),
+            redis_prefix: format!("cvtest:{}:", &suffix[..12]),
+            database_name: Some(name),
+        }
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(url) = &self.database_url {
+            env.push(("CARDVAULT_DATABASE_URL".to_owned(), url.clone()));
+        }
+        if let Some(url) = &self.redis_url {
+            env.push(("CARDVAULT_REDIS_URL".to_owned(), url.clone()));
+            env.push((
+                "CARDVAULT_REDIS_KEY_PREFIX".to_owned(),
+                self.redis_prefix.clone(),
+            ));
+        }
+        env
+    }
+
+    pub fn is_scaled(&self) -> bool {
+        self.database_url.is_some()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(name) = &self.database_name {
+            psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+        if self.redis_url.is_some() {
+            let keys = Command::new("redis-cli")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "--scan",
+                    "--pattern",
+                    &format!("{}*", self.redis_prefix),
+                ])
+                .output();
+            if let Ok(out) = keys {
+                for key in String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|k| !k.is_empty())
+                {
+                    let _ = Command::new("redis-cli")
+                        .args(["-h", "127.0.0.1", "DEL", key])
+                        .output();
+                }
+            }
+        }
+    }
+}
+
+/// Runs SQL on the PostgreSQL server's `test` database as the `postgres` user.
+pub fn psql(sql: &str) {
+    let out = Command::new("psql")
+        .args([POSTGRES_ADMIN_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("psql is installed");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub struct Vault {
-    pub dir: tempfile::TempDir,
+    pub dir: Arc<tempfile::TempDir>,
     pub keys: Keys,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    pub backend: Arc<Backend>,
     env: Vec<(String, String)>,
     child: Option<Child>,
     log_files: Vec<PathBuf>,
+    instance: usize,
 }
 
 impl Vault {
@@ -84,38 +197,69 @@ impl Vault {
     }
 
     pub async fn start_with(stub: &Stub, extra_env: &[(&str, &str)]) -> Self {
-        let mut env = vec![
-            ("CARDVAULT_ALLOW_PRIVATE_DESTINATIONS", "true"),
-            ("CARDVAULT_UPSTREAM_CA_FILE", stub.ca_file.to_str().unwrap()),
-        ];
-        env.extend_from_slice(extra_env);
-        Self::start_env(&env).await
+        Self::start_on(Arc::new(Backend::from_env()), &stub_env(stub, extra_env))
     }
 
     /// A vault with exactly these settings (the secure defaults otherwise).
     pub async fn start_env(env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_on(Arc::new(Backend::from_env()), &env)
+    }
+
+    /// Initializes a vault on `backend` and starts its first instance.
+    pub fn start_on(backend: Arc<Backend>, env: &[(String, String)]) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
         let data_dir = dir.path().join("data");
-        let keys = Keys::from_json(&cli_json(&[
-            "init",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--json",
-        ]));
+        let init = ["init", "--data-dir", data_dir.to_str().unwrap(), "--json"];
+        let keys = Keys::from_json(&run_json(
+            Command::new(bin()).envs(backend.env()).args(init),
+        ));
         let mut vault = Self {
             dir,
             keys,
             addr: "127.0.0.1:0".parse().unwrap(),
             http: reqwest::Client::new(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            backend,
+            env: env.to_vec(),
             child: None,
             log_files: Vec::new(),
+            instance: 0,
         };
         vault.spawn();
         vault
+    }
+
+    /// Another server process on the same data (same backend, same master key): a second
+    /// instance behind a load balancer.
+    pub fn another_instance(&self) -> Self {
+        let mut other = Self {
+            dir: self.dir.clone(),
+            keys: self.keys.clone(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            http: reqwest::Client::new(),
+            backend: self.backend.clone(),
+            env: self.env.clone(),
+            child: None,
+            log_files: Vec::new(),
+            instance: self.instance + 1,
+        };
+        other.spawn();
+        other
+    }
+
+    /// A `cardvault` command with this vault's backend settings.
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new(bin());
+        command.envs(self.backend.env());
+        command
+    }
+
+    /// Runs `cardvault ARGS` on this vault and returns its output.
+    pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli().args(args).output().unwrap()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -123,10 +267,11 @@ impl Vault {
     }
 
     fn spawn(&mut self) {
-        let log = self
-            .dir
-            .path()
-            .join(format!("server-{}.log", self.log_files.len()));
+        let log = self.dir.path().join(format!(
+            "server-{}-{}.log",
+            self.instance,
+            self.log_files.len()
+        ));
         let mut child = Command::new(bin())
             .args([
                 "serve",
@@ -138,6 +283,7 @@ impl Vault {
             .env_remove("RUST_LOG")
             .env("CARDVAULT_LOG_LEVEL", "debug")
             .env("CARDVAULT_LOG_FORMAT", "json")
+            .envs(self.backend.env())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -199,13 +345,13 @@ impl Vault {
             "--json",
         ];
         args.extend_from_slice(extra);
-        Keys::from_json(&cli_json(&args))
+        Keys::from_json(&run_json(self.cli().args(&args)))
     }
 
     /// Creates an application with the given permissions in the default project.
     pub fn create_app(&self, permissions: &str) -> String {
         let dir = self.data_dir();
-        let v = cli_json(&[
+        let v = run_json(self.cli().args([
             "app",
             "create",
             "--data-dir",
@@ -217,7 +363,7 @@ impl Vault {
             "--permissions",
             permissions,
             "--json",
-        ]);
+        ]));
         v["api_key"].as_str().unwrap().to_owned()
     }
 
@@ -262,22 +408,29 @@ impl Vault {
         self.post("/proxy/transaction", &self.keys, body).await
     }
 
-    /// Counts stored tokens by reading the database file directly.
+    /// Counts stored tokens by reading the database directly.
     pub async fn token_count(&self) -> i64 {
-        count_tokens(&self.data_dir().join("cardvault.db")).await
+        use sqlx::Row;
+        let row = sqlx::query("SELECT count(*) AS n FROM tokens")
+            .fetch_one(&mut self.database().await)
+            .await
+            .unwrap();
+        row.get::<i64, _>("n")
     }
-}
 
-pub async fn count_tokens(db: &Path) -> i64 {
-    use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM tokens")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    n
+    /// A direct connection to this vault's database (SQLite file or PostgreSQL).
+    pub async fn database(&self) -> sqlx::AnyConnection {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let url = match &self.backend.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}",
+                self.data_dir().join("cardvault.db").display()
+            ),
+        };
+        sqlx::AnyConnection::connect(&url).await.unwrap()
+    }
 }
 
 impl Drop for Vault {
@@ -312,6 +465,21 @@ pub fn assert_logs_clean(logs: &str) {
             );
         }
     }
+}
+
+fn stub_env(stub: &Stub, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "CARDVAULT_ALLOW_PRIVATE_DESTINATIONS".to_owned(),
+            "true".to_owned(),
+        ),
+        (
+            "CARDVAULT_UPSTREAM_CA_FILE".to_owned(),
+            stub.ca_file.to_str().unwrap().to_owned(),
+        ),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
 }
 
 /// Waits until `cond` holds, up to `limit` (for background effects such as TTL expiry).

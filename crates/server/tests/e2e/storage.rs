@@ -20,7 +20,8 @@ async fn init_refuses_an_existing_vault() {
     let stub = Stub::start().await;
     let vault = Vault::start(&stub).await;
     let key_before = std::fs::read(vault.data_dir().join("master.key")).unwrap();
-    let out = std::process::Command::new(bin())
+    let out = vault
+        .cli()
         .args(["init", "--data-dir", vault.data_dir().to_str().unwrap()])
         .output()
         .unwrap();
@@ -45,26 +46,20 @@ async fn init_refuses_an_existing_vault() {
 
 #[tokio::test]
 async fn tampered_or_moved_ciphertexts_fail_closed() {
-    use sqlx::Connection;
     let stub = Stub::start().await;
     let vault = Vault::start(&stub).await;
     let (tampered, _) = vault.visa().await;
     let (moved_to, _) = vault.visa().await;
-    let db = format!(
-        "sqlite://{}",
-        vault.data_dir().join("cardvault.db").display()
-    );
-    let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
-    sqlx::query(
-        "UPDATE tokens SET ciphertext = CAST(zeroblob(length(ciphertext)) AS BLOB) WHERE id = ?",
-    )
-    .bind(&tampered)
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    let mut conn = vault.database().await;
+    // The nonce's 12 bytes in place of the ciphertext: same row, wrong bytes.
+    sqlx::query("UPDATE tokens SET ciphertext = nonce WHERE id = $1")
+        .bind(&tampered)
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let (victim, _) = vault.visa().await;
     sqlx::query(
-        "UPDATE tokens SET nonce = (SELECT nonce FROM tokens WHERE id = ?1), ciphertext = (SELECT ciphertext FROM tokens WHERE id = ?1) WHERE id = ?2",
+        "UPDATE tokens SET nonce = (SELECT nonce FROM tokens WHERE id = $1), ciphertext = (SELECT ciphertext FROM tokens WHERE id = $1) WHERE id = $2",
     )
     .bind(&victim)
     .bind(&moved_to)
