@@ -143,7 +143,8 @@ async fn store_card(
         brand: Some(card.pan.brand().as_str().to_owned()),
         identity: card.pan.expose_secret().as_bytes(),
     };
-    let stored = store_token(state, project, &data, record).await?;
+    // The session first: if its store is down the call fails with nothing stored, so a retry
+    // cannot leave a duplicate token behind.
     let cvc_session_id = match &card.cvc {
         Some(cvc) => {
             let ttl = test_ttl.unwrap_or(state.policy.cvc_ttl);
@@ -157,6 +158,7 @@ async fn store_card(
         }
         None => None,
     };
+    let stored = store_token(state, project, &data, record).await?;
     let masked = card.pan.masked();
     let mut response = json!({
         "success": true,

@@ -103,6 +103,13 @@ impl Backend {
         }
     }
 
+    /// A fresh PostgreSQL database, and a key prefix on the Redis at `redis_url`.
+    pub fn scaled_with_redis(redis_url: &str) -> Self {
+        let mut backend = Self::scaled();
+        backend.redis_url = Some(redis_url.to_owned());
+        backend
+    }
+
     /// A fresh PostgreSQL database and Redis key prefix.
     pub fn scaled() -> Self {
         let suffix = uuid::Uuid::new_v4().simple().to_string();

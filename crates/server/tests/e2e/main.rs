@@ -11,6 +11,7 @@ mod limits;
 mod proxy;
 mod proxy_errors;
 mod proxy_formats;
+mod scale_out;
 mod ssrf;
 mod storage;
 mod tokenize;
