@@ -53,6 +53,8 @@ pub struct Settings {
     /// `redis://…` to share CVC sessions between instances; absent: in this process's memory.
     pub redis_url: Option<Redacted>,
     pub redis_key_prefix: String,
+    /// Data key version that encrypts new records; absent: the newest.
+    pub active_key_version: Option<u32>,
 }
 
 /// A setting that may carry a password (a database URL): never printed.
@@ -108,6 +110,7 @@ impl Default for Settings {
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
             redis_url: None,
             redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.to_owned(),
+            active_key_version: None,
         }
     }
 }

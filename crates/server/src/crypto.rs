@@ -146,6 +146,19 @@ impl Keyring {
         })
     }
 
+    /// Encrypts new records under `version` instead of the newest key: during a rotation every
+    /// instance keeps writing with the old key until all of them can read the new one.
+    ///
+    /// # Errors
+    /// [`CryptoError::UnknownKeyVersion`] when the database holds no such key.
+    pub fn with_active_version(mut self, version: u32) -> Result<Self, CryptoError> {
+        if !self.data_keys.contains_key(&version) {
+            return Err(CryptoError::UnknownKeyVersion(version));
+        }
+        self.current_version = version;
+        Ok(self)
+    }
+
     /// A fresh data key, wrapped for storage.
     pub fn wrap_new_data_key(
         master: &MasterKey,
@@ -288,6 +301,10 @@ mod tests {
         let ring = keyring();
         let sealed = ring.seal(b"4242424242424242", b"proj_a:tok_a").unwrap();
         assert_eq!(sealed.key_version, 1);
+        assert!(matches!(
+            keyring().with_active_version(2),
+            Err(CryptoError::UnknownKeyVersion(2))
+        ));
         assert_eq!(
             ring.open(&sealed, b"proj_a:tok_a").unwrap().as_slice(),
             b"4242424242424242"

@@ -98,7 +98,11 @@ pub async fn build_state_with(
 ) -> Result<AppState, StartError> {
     let store = open_store(&settings.database(), false).await?;
     let master = MasterKey::load(&settings.data_dir)?;
-    let keyring = Arc::new(load_keyring(store.as_ref(), &master).await?);
+    let mut keyring = load_keyring(store.as_ref(), &master).await?;
+    if let Some(version) = settings.active_key_version {
+        keyring = keyring.with_active_version(version)?;
+    }
+    let keyring = Arc::new(keyring);
     drop(master);
     let cvc_store: Arc<dyn cvc::CvcStore> = match &settings.redis_url {
         Some(url) => Arc::new(RedisCvcStore::new(
