@@ -178,6 +178,8 @@ pub trait Store: Send + Sync {
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     /// A live token of this project; `NotFound` for another project's or a deleted one.
     async fn token(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError>;
+    /// Inserts many tokens in one transaction (bulk imports); all or none.
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
     async fn token_by_fingerprint(
         &self,
         project_id: &str,

@@ -396,6 +396,45 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+        const COLUMNS: usize = 12;
+        const ROWS_PER_STATEMENT: usize = 400;
+        let now = now_unix();
+        let mut tx = self.pool.begin().await?;
+        for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let params: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", row * COLUMNS + c)).collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at) VALUES {}",
+                values.join(", ")
+            );
+            // Built from numbered placeholders only; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for token in chunk {
+                query = query
+                    .bind(token.id.clone())
+                    .bind(token.project_id.clone())
+                    .bind(token.kind.as_str())
+                    .bind(i64::from(token.sealed.key_version))
+                    .bind(token.sealed.nonce.clone())
+                    .bind(token.sealed.ciphertext.clone())
+                    .bind(token.fingerprint.clone())
+                    .bind(token.bin.clone())
+                    .bind(token.last4.clone())
+                    .bind(token.brand.clone())
+                    .bind(now)
+                    .bind(now);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn update_token_data(
         &self,
         project_id: &str,

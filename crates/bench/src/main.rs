@@ -1,0 +1,348 @@
+//! `cardvault-bench`: the vault measured side by side with its floor (the processor stub called
+//! directly) and its ceiling (nginx proxying to the same stub), on loopback only.
+//!
+//! Run it with `bench/run.sh` (builds the release binary, installs nginx, then runs this).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod load;
+mod procs;
+mod stub;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use load::{BodyFn, Outcome, Target};
+
+#[derive(Parser)]
+#[command(about = "Load benchmark of cardvault (loopback only)")]
+struct Args {
+    /// Short runs (3 s per measurement) to check the benchmark works.
+    #[arg(long)]
+    quick: bool,
+    /// Skip the PostgreSQL + Redis vault.
+    #[arg(long)]
+    skip_postgres: bool,
+    /// Skip nginx.
+    #[arg(long)]
+    skip_nginx: bool,
+    /// Stored-token counts for the latency-versus-size runs (comma list; 0 to skip).
+    #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+    tokens: Vec<u64>,
+    /// Processor stub delay in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Fixed rates (requests per second) for the latency runs.
+    #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
+    rates: Vec<u64>,
+}
+
+const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+const CONNECTIONS: usize = 64;
+
+fn processor_body() -> bytes::Bytes {
+    bytes::Bytes::from_static(
+        br#"{"amount":2000,"currency":"usd","source":{"number":"4242424242424242","exp_month":"07","exp_year":"2031"},"metadata":{"order_id":"A-1001"}}"#,
+    )
+}
+
+fn proxy_body(token: &str, url: &str) -> bytes::Bytes {
+    serde_json::to_vec(&serde_json::json!({
+        "token": token,
+        "proxy_url": url,
+        "request_data": {"amount": 2000, "currency": "usd",
+            "source": {"number": "${cardNumber}", "exp_month": "${expirationMonth}", "exp_year": "${expirationYear}"},
+            "metadata": {"order_id": "A-1001"}},
+        "http_headers": {"Authorization": "Bearer sk_test_bench"},
+    }))
+    .expect("JSON")
+    .into()
+}
+
+/// A Luhn-valid card number per index, so every tokenize is a new card.
+fn card(n: u64) -> String {
+    let body = format!("4{:014}", n % 100_000_000_000_000);
+    (0..10).map(|d| format!("{body}{d}")).find(|c| cardvault_core::card::luhn_valid(c)).expect("a check digit")
+}
+
+struct Row {
+    name: String,
+    saturation: Outcome,
+    rates: Vec<(u64, Outcome)>,
+    cpu_per_1000: Option<f64>,
+    peak_rss_mib: Option<f64>,
+}
+
+struct Bench {
+    args: Args,
+    duration: Duration,
+}
+
+impl Bench {
+    async fn measure(&self, name: &str, client: &reqwest::Client, target: &Target, bodies: Option<BodyFn>, server: Option<&procs::Server>) -> Row {
+        eprintln!("-- {name}");
+        // Warm up connections and caches.
+        let _ = load::saturate(client, target, bodies.clone(), CONNECTIONS, Duration::from_secs(1)).await;
+        let saturation = load::saturate(client, target, bodies.clone(), CONNECTIONS, self.duration).await;
+        eprintln!("   saturation {:.0} req/s ({} errors)", saturation.throughput(), saturation.errors);
+        let mut rates = Vec::new();
+        let mut cpu_per_1000 = None;
+        for &rate in &self.args.rates {
+            let cpu_before = server.map(procs::Server::cpu_seconds);
+            let outcome = load::fixed_rate(client, target, bodies.clone(), rate, self.duration).await;
+            if rate == 1000 || cpu_per_1000.is_none() {
+                if let (Some(before), Some(server)) = (cpu_before, server) {
+                    let used = server.cpu_seconds() - before;
+                    cpu_per_1000 = Some(used / outcome.completed.max(1) as f64 * 1000.0);
+                }
+            }
+            eprintln!("   {rate} req/s: p50 {:.3} ms p99 {:.3} ms ({} errors)", outcome.ms(0.5), outcome.ms(0.99), outcome.errors);
+            rates.push((rate, outcome));
+        }
+        Row { name: name.to_owned(), saturation, rates, cpu_per_1000, peak_rss_mib: server.map(procs::Server::peak_rss_mib) }
+    }
+}
+
+/// A vault on its own data directory (and database, when `database_url` is set).
+struct VaultUnderTest {
+    server: procs::Server,
+    keys: procs::Keys,
+    _dir: tempfile::TempDir,
+}
+
+fn start_vault(stub: &stub::Stub, backend_env: &[(String, String)]) -> VaultUnderTest {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let mut env = backend_env.to_vec();
+    env.push(("CARDVAULT_ALLOW_PRIVATE_DESTINATIONS".into(), "true".into()));
+    env.push(("CARDVAULT_UPSTREAM_CA_FILE".into(), stub.ca_file.display().to_string()));
+    let keys = procs::init_vault(&data_dir, &env);
+    let server = procs::serve_vault(&data_dir, &env);
+    VaultUnderTest { server, keys, _dir: dir }
+}
+
+async fn tokenize_one(client: &reqwest::Client, vault: &VaultUnderTest) -> String {
+    let resp: serde_json::Value = client
+        .post(format!("{}/tokenize", vault.server.url))
+        .header("X-API-Key", &vault.keys.api_key)
+        .header("X-Pub-Key", &vault.keys.publishable_key)
+        .json(&serde_json::json!({"type": "card", "data": {"cardNumber": "4242424242424242", "expirationMonth": "07", "expirationYear": "2031"}}))
+        .send()
+        .await
+        .expect("tokenize")
+        .json()
+        .await
+        .expect("tokenize JSON");
+    resp["token"].as_str().expect("token").to_owned()
+}
+
+fn proxy_target(vault: &VaultUnderTest, body: bytes::Bytes) -> Target {
+    Target {
+        url: format!("{}/proxy/transaction", vault.server.url),
+        body,
+        headers: vec![("X-API-Key".into(), vault.keys.api_key.clone()), ("Content-Type".into(), "application/json".into())],
+    }
+}
+
+fn tokenize_target(vault: &VaultUnderTest) -> (Target, BodyFn) {
+    let target = Target {
+        url: format!("{}/tokenize", vault.server.url),
+        body: bytes::Bytes::new(),
+        headers: vec![
+            ("X-API-Key".into(), vault.keys.api_key.clone()),
+            ("X-Pub-Key".into(), vault.keys.publishable_key.clone()),
+            ("Content-Type".into(), "application/json".into()),
+        ],
+    };
+    let seed = Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64;
+    let bodies: BodyFn = Arc::new(move |n| {
+        serde_json::to_vec(&serde_json::json!({"type": "card", "data": {"cardNumber": card(seed.wrapping_mul(1_000_003).wrapping_add(n)), "expirationMonth": "07", "expirationYear": "2031"}}))
+            .expect("JSON")
+            .into()
+    });
+    (target, bodies)
+}
+
+fn psql(sql: &str) {
+    let status = std::process::Command::new("psql").args([POSTGRES_ADMIN, "-qc", sql]).status().expect("psql");
+    assert!(status.success(), "psql {sql}");
+}
+
+/// Fills a fresh SQLite vault with `count` tokens and returns a sample of their ids.
+async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String> {
+    use cardvault_server::store::{Database, TokenKind, TokenRecord};
+    use cardvault_server::token_data::TokenData;
+    let store = cardvault_server::open_store(&Database::Sqlite(data_dir.join("cardvault.db")), false).await.expect("store");
+    let master = cardvault_server::crypto::MasterKey::load(data_dir).expect("master key");
+    let keyring = cardvault_server::load_keyring(store.as_ref(), &master).await.expect("keyring");
+    let data = TokenData::Card { number: "4242424242424242".into(), exp_month: "07".into(), exp_year: "2031".into(), first_name: None, last_name: None };
+    let mut sample = Vec::new();
+    let started = Instant::now();
+    let batch = 20_000u64;
+    let mut loaded = 0u64;
+    while loaded < count {
+        let n = batch.min(count - loaded);
+        let records: Vec<TokenRecord> = (0..n)
+            .map(|_| {
+                let id = format!("tok_{}", keyring.random_hex(16).expect("random"));
+                TokenRecord {
+                    sealed: data.seal(&keyring, project_id, &id).expect("seal"),
+                    id,
+                    project_id: project_id.to_owned(),
+                    kind: TokenKind::Card,
+                    fingerprint: None,
+                    bin: Some("424242".into()),
+                    last4: "4242".into(),
+                    brand: Some("visa".into()),
+                }
+            })
+            .collect();
+        sample.extend(records.iter().step_by(((count / 10_000).max(1)) as usize).map(|r| r.id.clone()));
+        store.insert_tokens(&records).await.expect("bulk insert");
+        loaded += n;
+    }
+    eprintln!("   loaded {count} tokens in {:.1} s", started.elapsed().as_secs_f64());
+    sample
+}
+
+fn latency_cells(row: &Row, rate: u64) -> String {
+    row.rates
+        .iter()
+        .find(|(r, _)| *r == rate)
+        .map(|(_, o)| format!("{:.2} / {:.2} / {:.2} / {:.2}", o.ms(0.5), o.ms(0.9), o.ms(0.99), o.ms(0.999)))
+        .unwrap_or_default()
+}
+
+fn table(rows: &[Row], rates: &[u64]) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "| target | saturation (req/s) |");
+    for r in rates {
+        let _ = write!(out, " {r} req/s p50 / p90 / p99 / p99.9 (ms) |");
+    }
+    let _ = writeln!(out, " CPU s per 1,000 req | peak RSS (MiB) |");
+    let _ = write!(out, "|---|---:|");
+    for _ in rates {
+        let _ = write!(out, "---|");
+    }
+    let _ = writeln!(out, "---:|---:|");
+    for row in rows {
+        let _ = write!(out, "| {} | {:.0} |", row.name, row.saturation.throughput());
+        for r in rates {
+            let _ = write!(out, " {} |", latency_cells(row, *r));
+        }
+        let cpu = row.cpu_per_1000.map_or_else(|| "–".to_owned(), |c| format!("{c:.3}"));
+        let rss = row.peak_rss_mib.map_or_else(|| "–".to_owned(), |m| format!("{m:.0}"));
+        let _ = writeln!(out, " {cpu} | {rss} |");
+    }
+    out
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = Args::parse();
+    let duration = Duration::from_secs(if args.quick { 3 } else { 10 });
+    let bench = Bench { duration, args };
+    let stub = stub::start(Duration::from_millis(bench.args.delay_ms));
+    let direct_client = load::client(Some(&stub.ca_file));
+    let client = load::client(None);
+    let mut proxy_rows = Vec::new();
+    let mut tokenize_rows = Vec::new();
+
+    let direct = Target { url: stub.url("/v1/charges"), body: processor_body(), headers: vec![("Content-Type".into(), "application/json".into())] };
+    proxy_rows.push(bench.measure("processor stub, direct (floor)", &direct_client, &direct, None, None).await);
+
+    let nginx_dir = tempfile::tempdir().expect("tempdir");
+    if !bench.args.skip_nginx {
+        let nginx = procs::nginx(nginx_dir.path(), stub.addr.port(), &stub.ca_file);
+        let target = Target { url: format!("{}/v1/charges", nginx.url), body: processor_body(), headers: direct.headers.clone() };
+        let row = bench.measure("nginx proxy_pass (ceiling)", &client, &target, None, Some(&nginx)).await;
+        if row.saturation.errors > 0 {
+            let log = std::fs::read_to_string(nginx_dir.path().join("error.log")).unwrap_or_default();
+            eprintln!("nginx errors:\n{}", log.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+        }
+        proxy_rows.push(row);
+    }
+
+    let vault = start_vault(&stub, &[]);
+    let token = tokenize_one(&client, &vault).await;
+    let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
+    proxy_rows.push(bench.measure("cardvault, SQLite + memory", &client, &target, None, Some(&vault.server)).await);
+    let (tok_target, bodies) = tokenize_target(&vault);
+    tokenize_rows.push(bench.measure("tokenize, SQLite", &client, &tok_target, Some(bodies), Some(&vault.server)).await);
+    drop(vault);
+
+    let database = format!("cardvault_bench_{}", std::process::id());
+    if !bench.args.skip_postgres {
+        psql(&format!("DROP DATABASE IF EXISTS {database}"));
+        psql(&format!("CREATE DATABASE {database}"));
+        let env = vec![
+            ("CARDVAULT_DATABASE_URL".to_owned(), format!("postgres://postgres@127.0.0.1:5432/{database}")),
+            ("CARDVAULT_REDIS_URL".to_owned(), "redis://127.0.0.1:6379/".to_owned()),
+            ("CARDVAULT_REDIS_KEY_PREFIX".to_owned(), format!("cardvault-bench-{}:", std::process::id())),
+        ];
+        let vault = start_vault(&stub, &env);
+        let token = tokenize_one(&client, &vault).await;
+        let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
+        proxy_rows.push(bench.measure("cardvault, PostgreSQL + Redis", &client, &target, None, Some(&vault.server)).await);
+        let (tok_target, bodies) = tokenize_target(&vault);
+        tokenize_rows.push(bench.measure("tokenize, PostgreSQL", &client, &tok_target, Some(bodies), Some(&vault.server)).await);
+        drop(vault);
+        psql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+    }
+
+    let mut size_rows = Vec::new();
+    for &count in bench.args.tokens.iter().filter(|c| **c > 0) {
+        eprintln!("-- {count} stored tokens");
+        let vault = start_vault(&stub, &[]);
+        let data_dir = vault._dir.path().join("data");
+        let sample = bulk_load(&data_dir, &vault.keys.project_id, count).await;
+        let url = stub.url("/v1/charges");
+        let bodies: BodyFn = Arc::new(move |n| proxy_body(&sample[(n as usize * 7919) % sample.len()], &url));
+        let target = proxy_target(&vault, bytes::Bytes::new());
+        let outcome = load::fixed_rate(&client, &target, Some(bodies), 1000, bench.duration).await;
+        eprintln!("   1000 req/s: p50 {:.3} ms p99 {:.3} ms ({} errors)", outcome.ms(0.5), outcome.ms(0.99), outcome.errors);
+        let rss = vault.server.peak_rss_mib();
+        size_rows.push((count, outcome, rss));
+    }
+
+    let rates = bench.args.rates.clone();
+    println!("\n## Proxy: POST /proxy/transaction (JSON mode, Stripe-like body) vs the same body sent directly and through nginx\n");
+    println!("{}", table(&proxy_rows, &rates));
+    if let Some(direct) = proxy_rows.first() {
+        println!("Added latency (target p50 minus direct p50, ms):\n");
+        for row in &proxy_rows[1..] {
+            let added: Vec<String> = rates
+                .iter()
+                .filter_map(|r| {
+                    let d = direct.rates.iter().find(|(x, _)| x == r)?.1.ms(0.5);
+                    let t = row.rates.iter().find(|(x, _)| x == r)?.1.ms(0.5);
+                    let d99 = direct.rates.iter().find(|(x, _)| x == r)?.1.ms(0.99);
+                    let t99 = row.rates.iter().find(|(x, _)| x == r)?.1.ms(0.99);
+                    Some(format!("{r} req/s: p50 +{:.2}, p99 +{:.2}", t - d, t99 - d99))
+                })
+                .collect();
+            println!("- {}: {}", row.name, added.join("; "));
+        }
+        if let Some(nginx) = proxy_rows.iter().find(|r| r.name.starts_with("nginx")) {
+            for row in proxy_rows.iter().filter(|r| r.name.starts_with("cardvault")) {
+                println!(
+                    "- {} saturation = {:.0} % of nginx",
+                    row.name,
+                    100.0 * row.saturation.throughput() / nginx.saturation.throughput()
+                );
+            }
+        }
+    }
+    println!("\n## Tokenize: POST /tokenize, a new card each time\n");
+    println!("{}", table(&tokenize_rows, &rates));
+    if !size_rows.is_empty() {
+        println!("\n## Proxy latency against the number of stored tokens (SQLite, random tokens, 1000 req/s)\n");
+        println!("| stored tokens | p50 (ms) | p90 (ms) | p99 (ms) | p99.9 (ms) | peak RSS (MiB) |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for (count, o, rss) in &size_rows {
+            println!("| {count} | {:.2} | {:.2} | {:.2} | {:.2} | {rss:.0} |", o.ms(0.5), o.ms(0.9), o.ms(0.99), o.ms(0.999));
+        }
+    }
+}
