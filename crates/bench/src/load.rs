@@ -68,20 +68,34 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// Closed loop: `connections` workers send back to back for `duration`.
-pub async fn saturate(client: &reqwest::Client, target: &Target, bodies: Option<BodyFn>, connections: usize, duration: Duration) -> Outcome {
+pub async fn saturate(
+    client: &reqwest::Client,
+    target: &Target,
+    bodies: Option<BodyFn>,
+    connections: usize,
+    duration: Duration,
+) -> Outcome {
     let shared = Arc::new(Mutex::new((histogram(), 0u64, 0u64)));
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let (client, target, shared, bodies, counter) = (client.clone(), target.clone(), shared.clone(), bodies.clone(), counter.clone());
+            let (client, target, shared, bodies, counter) = (
+                client.clone(),
+                target.clone(),
+                shared.clone(),
+                bodies.clone(),
+                counter.clone(),
+            );
             tokio::spawn(async move {
                 let mut local = histogram();
                 let (mut ok, mut failed) = (0u64, 0u64);
                 while Instant::now() < deadline {
                     let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let body = bodies.as_ref().map_or_else(|| target.body.clone(), |f| f(n));
+                    let body = bodies
+                        .as_ref()
+                        .map_or_else(|| target.body.clone(), |f| f(n));
                     let sent = Instant::now();
                     if send(&client, &target, body).await {
                         let _ = local.record(sent.elapsed().as_micros() as u64);
@@ -101,12 +115,24 @@ pub async fn saturate(client: &reqwest::Client, target: &Target, bodies: Option<
         let _ = w.await;
     }
     let elapsed = start.elapsed();
-    let (latency, completed, errors) = Arc::try_unwrap(shared).ok().expect("workers done").into_inner().expect("lock");
-    Outcome { completed, errors, elapsed, latency }
+    let (latency, completed, errors) =
+        std::mem::replace(&mut *shared.lock().expect("lock"), (histogram(), 0, 0));
+    Outcome {
+        completed,
+        errors,
+        elapsed,
+        latency,
+    }
 }
 
 /// Open loop: `rate` requests per second for `duration`, each sent on schedule.
-pub async fn fixed_rate(client: &reqwest::Client, target: &Target, bodies: Option<BodyFn>, rate: u64, duration: Duration) -> Outcome {
+pub async fn fixed_rate(
+    client: &reqwest::Client,
+    target: &Target,
+    bodies: Option<BodyFn>,
+    rate: u64,
+    duration: Duration,
+) -> Outcome {
     let total = rate * duration.as_secs();
     let shared = Arc::new(Mutex::new((histogram(), 0u64, 0u64)));
     let start = Instant::now();
@@ -119,7 +145,9 @@ pub async fn fixed_rate(client: &reqwest::Client, target: &Target, bodies: Optio
         let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
         while sent_count < due {
             let (client, target, shared) = (client.clone(), target.clone(), shared.clone());
-            let body = bodies.as_ref().map_or_else(|| target.body.clone(), |f| f(sent_count));
+            let body = bodies
+                .as_ref()
+                .map_or_else(|| target.body.clone(), |f| f(sent_count));
             tasks.push(tokio::spawn(async move {
                 let sent = Instant::now();
                 let ok = send(&client, &target, body).await;
@@ -138,6 +166,12 @@ pub async fn fixed_rate(client: &reqwest::Client, target: &Target, bodies: Optio
         let _ = t.await;
     }
     let elapsed = start.elapsed();
-    let (latency, completed, errors) = Arc::try_unwrap(shared).ok().expect("tasks done").into_inner().expect("lock");
-    Outcome { completed, errors, elapsed, latency }
+    let (latency, completed, errors) =
+        std::mem::replace(&mut *shared.lock().expect("lock"), (histogram(), 0, 0));
+    Outcome {
+        completed,
+        errors,
+        elapsed,
+        latency,
+    }
 }

@@ -64,7 +64,10 @@ fn proxy_body(token: &str, url: &str) -> bytes::Bytes {
 /// A Luhn-valid card number per index, so every tokenize is a new card.
 fn card(n: u64) -> String {
     let body = format!("4{:014}", n % 100_000_000_000_000);
-    (0..10).map(|d| format!("{body}{d}")).find(|c| cardvault_core::card::luhn_valid(c)).expect("a check digit")
+    (0..10)
+        .map(|d| format!("{body}{d}"))
+        .find(|c| cardvault_core::card::luhn_valid(c))
+        .expect("a check digit")
 }
 
 struct Row {
@@ -81,27 +84,58 @@ struct Bench {
 }
 
 impl Bench {
-    async fn measure(&self, name: &str, client: &reqwest::Client, target: &Target, bodies: Option<BodyFn>, server: Option<&procs::Server>) -> Row {
+    async fn measure(
+        &self,
+        name: &str,
+        client: &reqwest::Client,
+        target: &Target,
+        bodies: Option<BodyFn>,
+        server: Option<&procs::Server>,
+    ) -> Row {
         eprintln!("-- {name}");
         // Warm up connections and caches.
-        let _ = load::saturate(client, target, bodies.clone(), CONNECTIONS, Duration::from_secs(1)).await;
-        let saturation = load::saturate(client, target, bodies.clone(), CONNECTIONS, self.duration).await;
-        eprintln!("   saturation {:.0} req/s ({} errors)", saturation.throughput(), saturation.errors);
+        let _ = load::saturate(
+            client,
+            target,
+            bodies.clone(),
+            CONNECTIONS,
+            Duration::from_secs(1),
+        )
+        .await;
+        let saturation =
+            load::saturate(client, target, bodies.clone(), CONNECTIONS, self.duration).await;
+        eprintln!(
+            "   saturation {:.0} req/s ({} errors)",
+            saturation.throughput(),
+            saturation.errors
+        );
         let mut rates = Vec::new();
         let mut cpu_per_1000 = None;
         for &rate in &self.args.rates {
             let cpu_before = server.map(procs::Server::cpu_seconds);
-            let outcome = load::fixed_rate(client, target, bodies.clone(), rate, self.duration).await;
-            if rate == 1000 || cpu_per_1000.is_none() {
-                if let (Some(before), Some(server)) = (cpu_before, server) {
-                    let used = server.cpu_seconds() - before;
-                    cpu_per_1000 = Some(used / outcome.completed.max(1) as f64 * 1000.0);
-                }
+            let outcome =
+                load::fixed_rate(client, target, bodies.clone(), rate, self.duration).await;
+            if let (true, Some(before), Some(server)) =
+                (rate == 1000 || cpu_per_1000.is_none(), cpu_before, server)
+            {
+                let used = server.cpu_seconds() - before;
+                cpu_per_1000 = Some(used / outcome.completed.max(1) as f64 * 1000.0);
             }
-            eprintln!("   {rate} req/s: p50 {:.3} ms p99 {:.3} ms ({} errors)", outcome.ms(0.5), outcome.ms(0.99), outcome.errors);
+            eprintln!(
+                "   {rate} req/s: p50 {:.3} ms p99 {:.3} ms ({} errors)",
+                outcome.ms(0.5),
+                outcome.ms(0.99),
+                outcome.errors
+            );
             rates.push((rate, outcome));
         }
-        Row { name: name.to_owned(), saturation, rates, cpu_per_1000, peak_rss_mib: server.map(procs::Server::peak_rss_mib) }
+        Row {
+            name: name.to_owned(),
+            saturation,
+            rates,
+            cpu_per_1000,
+            peak_rss_mib: server.map(procs::Server::peak_rss_mib),
+        }
     }
 }
 
@@ -117,10 +151,17 @@ fn start_vault(stub: &stub::Stub, backend_env: &[(String, String)]) -> VaultUnde
     let data_dir = dir.path().join("data");
     let mut env = backend_env.to_vec();
     env.push(("CARDVAULT_ALLOW_PRIVATE_DESTINATIONS".into(), "true".into()));
-    env.push(("CARDVAULT_UPSTREAM_CA_FILE".into(), stub.ca_file.display().to_string()));
+    env.push((
+        "CARDVAULT_UPSTREAM_CA_FILE".into(),
+        stub.ca_file.display().to_string(),
+    ));
     let keys = procs::init_vault(&data_dir, &env);
     let server = procs::serve_vault(&data_dir, &env);
-    VaultUnderTest { server, keys, _dir: dir }
+    VaultUnderTest {
+        server,
+        keys,
+        _dir: dir,
+    }
 }
 
 async fn tokenize_one(client: &reqwest::Client, vault: &VaultUnderTest) -> String {
@@ -142,7 +183,10 @@ fn proxy_target(vault: &VaultUnderTest, body: bytes::Bytes) -> Target {
     Target {
         url: format!("{}/proxy/transaction", vault.server.url),
         body,
-        headers: vec![("X-API-Key".into(), vault.keys.api_key.clone()), ("Content-Type".into(), "application/json".into())],
+        headers: vec![
+            ("X-API-Key".into(), vault.keys.api_key.clone()),
+            ("Content-Type".into(), "application/json".into()),
+        ],
     }
 }
 
@@ -166,7 +210,10 @@ fn tokenize_target(vault: &VaultUnderTest) -> (Target, BodyFn) {
 }
 
 fn psql(sql: &str) {
-    let status = std::process::Command::new("psql").args([POSTGRES_ADMIN, "-qc", sql]).status().expect("psql");
+    let status = std::process::Command::new("psql")
+        .args([POSTGRES_ADMIN, "-qc", sql])
+        .status()
+        .expect("psql");
     assert!(status.success(), "psql {sql}");
 }
 
@@ -174,10 +221,21 @@ fn psql(sql: &str) {
 async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String> {
     use cardvault_server::store::{Database, TokenKind, TokenRecord};
     use cardvault_server::token_data::TokenData;
-    let store = cardvault_server::open_store(&Database::Sqlite(data_dir.join("cardvault.db")), false).await.expect("store");
+    let store =
+        cardvault_server::open_store(&Database::Sqlite(data_dir.join("cardvault.db")), false)
+            .await
+            .expect("store");
     let master = cardvault_server::crypto::MasterKey::load(data_dir).expect("master key");
-    let keyring = cardvault_server::load_keyring(store.as_ref(), &master).await.expect("keyring");
-    let data = TokenData::Card { number: "4242424242424242".into(), exp_month: "07".into(), exp_year: "2031".into(), first_name: None, last_name: None };
+    let keyring = cardvault_server::load_keyring(store.as_ref(), &master)
+        .await
+        .expect("keyring");
+    let data = TokenData::Card {
+        number: "4242424242424242".into(),
+        exp_month: "07".into(),
+        exp_year: "2031".into(),
+        first_name: None,
+        last_name: None,
+    };
     let mut sample = Vec::new();
     let started = Instant::now();
     let batch = 20_000u64;
@@ -199,11 +257,19 @@ async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String>
                 }
             })
             .collect();
-        sample.extend(records.iter().step_by(((count / 10_000).max(1)) as usize).map(|r| r.id.clone()));
+        sample.extend(
+            records
+                .iter()
+                .step_by(((count / 10_000).max(1)) as usize)
+                .map(|r| r.id.clone()),
+        );
         store.insert_tokens(&records).await.expect("bulk insert");
         loaded += n;
     }
-    eprintln!("   loaded {count} tokens in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "   loaded {count} tokens in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     sample
 }
 
@@ -211,7 +277,15 @@ fn latency_cells(row: &Row, rate: u64) -> String {
     row.rates
         .iter()
         .find(|(r, _)| *r == rate)
-        .map(|(_, o)| format!("{:.2} / {:.2} / {:.2} / {:.2}", o.ms(0.5), o.ms(0.9), o.ms(0.99), o.ms(0.999)))
+        .map(|(_, o)| {
+            format!(
+                "{:.2} / {:.2} / {:.2} / {:.2}",
+                o.ms(0.5),
+                o.ms(0.9),
+                o.ms(0.99),
+                o.ms(0.999)
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -232,8 +306,12 @@ fn table(rows: &[Row], rates: &[u64]) -> String {
         for r in rates {
             let _ = write!(out, " {} |", latency_cells(row, *r));
         }
-        let cpu = row.cpu_per_1000.map_or_else(|| "–".to_owned(), |c| format!("{c:.3}"));
-        let rss = row.peak_rss_mib.map_or_else(|| "–".to_owned(), |m| format!("{m:.0}"));
+        let cpu = row
+            .cpu_per_1000
+            .map_or_else(|| "–".to_owned(), |c| format!("{c:.3}"));
+        let rss = row
+            .peak_rss_mib
+            .map_or_else(|| "–".to_owned(), |m| format!("{m:.0}"));
         let _ = writeln!(out, " {cpu} | {rss} |");
     }
     out
@@ -250,17 +328,47 @@ async fn main() {
     let mut proxy_rows = Vec::new();
     let mut tokenize_rows = Vec::new();
 
-    let direct = Target { url: stub.url("/v1/charges"), body: processor_body(), headers: vec![("Content-Type".into(), "application/json".into())] };
-    proxy_rows.push(bench.measure("processor stub, direct (floor)", &direct_client, &direct, None, None).await);
+    let direct = Target {
+        url: stub.url("/v1/charges"),
+        body: processor_body(),
+        headers: vec![("Content-Type".into(), "application/json".into())],
+    };
+    proxy_rows.push(
+        bench
+            .measure(
+                "processor stub, direct (floor)",
+                &direct_client,
+                &direct,
+                None,
+                None,
+            )
+            .await,
+    );
 
     let nginx_dir = tempfile::tempdir().expect("tempdir");
     if !bench.args.skip_nginx {
         let nginx = procs::nginx(nginx_dir.path(), stub.addr.port(), &stub.ca_file);
-        let target = Target { url: format!("{}/v1/charges", nginx.url), body: processor_body(), headers: direct.headers.clone() };
-        let row = bench.measure("nginx proxy_pass (ceiling)", &client, &target, None, Some(&nginx)).await;
+        let target = Target {
+            url: format!("{}/v1/charges", nginx.url),
+            body: processor_body(),
+            headers: direct.headers.clone(),
+        };
+        let row = bench
+            .measure(
+                "nginx proxy_pass (ceiling)",
+                &client,
+                &target,
+                None,
+                Some(&nginx),
+            )
+            .await;
         if row.saturation.errors > 0 {
-            let log = std::fs::read_to_string(nginx_dir.path().join("error.log")).unwrap_or_default();
-            eprintln!("nginx errors:\n{}", log.lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+            let log =
+                std::fs::read_to_string(nginx_dir.path().join("error.log")).unwrap_or_default();
+            eprintln!(
+                "nginx errors:\n{}",
+                log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+            );
         }
         proxy_rows.push(row);
     }
@@ -268,9 +376,29 @@ async fn main() {
     let vault = start_vault(&stub, &[]);
     let token = tokenize_one(&client, &vault).await;
     let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
-    proxy_rows.push(bench.measure("cardvault, SQLite + memory", &client, &target, None, Some(&vault.server)).await);
+    proxy_rows.push(
+        bench
+            .measure(
+                "cardvault, SQLite + memory",
+                &client,
+                &target,
+                None,
+                Some(&vault.server),
+            )
+            .await,
+    );
     let (tok_target, bodies) = tokenize_target(&vault);
-    tokenize_rows.push(bench.measure("tokenize, SQLite", &client, &tok_target, Some(bodies), Some(&vault.server)).await);
+    tokenize_rows.push(
+        bench
+            .measure(
+                "tokenize, SQLite",
+                &client,
+                &tok_target,
+                Some(bodies),
+                Some(&vault.server),
+            )
+            .await,
+    );
     drop(vault);
 
     let database = format!("cardvault_bench_{}", std::process::id());
@@ -278,16 +406,45 @@ async fn main() {
         psql(&format!("DROP DATABASE IF EXISTS {database}"));
         psql(&format!("CREATE DATABASE {database}"));
         let env = vec![
-            ("CARDVAULT_DATABASE_URL".to_owned(), format!("postgres://postgres@127.0.0.1:5432/{database}")),
-            ("CARDVAULT_REDIS_URL".to_owned(), "redis://127.0.0.1:6379/".to_owned()),
-            ("CARDVAULT_REDIS_KEY_PREFIX".to_owned(), format!("cardvault-bench-{}:", std::process::id())),
+            (
+                "CARDVAULT_DATABASE_URL".to_owned(),
+                format!("postgres://postgres@127.0.0.1:5432/{database}"),
+            ),
+            (
+                "CARDVAULT_REDIS_URL".to_owned(),
+                "redis://127.0.0.1:6379/".to_owned(),
+            ),
+            (
+                "CARDVAULT_REDIS_KEY_PREFIX".to_owned(),
+                format!("cardvault-bench-{}:", std::process::id()),
+            ),
         ];
         let vault = start_vault(&stub, &env);
         let token = tokenize_one(&client, &vault).await;
         let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
-        proxy_rows.push(bench.measure("cardvault, PostgreSQL + Redis", &client, &target, None, Some(&vault.server)).await);
+        proxy_rows.push(
+            bench
+                .measure(
+                    "cardvault, PostgreSQL + Redis",
+                    &client,
+                    &target,
+                    None,
+                    Some(&vault.server),
+                )
+                .await,
+        );
         let (tok_target, bodies) = tokenize_target(&vault);
-        tokenize_rows.push(bench.measure("tokenize, PostgreSQL", &client, &tok_target, Some(bodies), Some(&vault.server)).await);
+        tokenize_rows.push(
+            bench
+                .measure(
+                    "tokenize, PostgreSQL",
+                    &client,
+                    &tok_target,
+                    Some(bodies),
+                    Some(&vault.server),
+                )
+                .await,
+        );
         drop(vault);
         psql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
     }
@@ -299,16 +456,24 @@ async fn main() {
         let data_dir = vault._dir.path().join("data");
         let sample = bulk_load(&data_dir, &vault.keys.project_id, count).await;
         let url = stub.url("/v1/charges");
-        let bodies: BodyFn = Arc::new(move |n| proxy_body(&sample[(n as usize * 7919) % sample.len()], &url));
+        let bodies: BodyFn =
+            Arc::new(move |n| proxy_body(&sample[(n as usize * 7919) % sample.len()], &url));
         let target = proxy_target(&vault, bytes::Bytes::new());
         let outcome = load::fixed_rate(&client, &target, Some(bodies), 1000, bench.duration).await;
-        eprintln!("   1000 req/s: p50 {:.3} ms p99 {:.3} ms ({} errors)", outcome.ms(0.5), outcome.ms(0.99), outcome.errors);
+        eprintln!(
+            "   1000 req/s: p50 {:.3} ms p99 {:.3} ms ({} errors)",
+            outcome.ms(0.5),
+            outcome.ms(0.99),
+            outcome.errors
+        );
         let rss = vault.server.peak_rss_mib();
         size_rows.push((count, outcome, rss));
     }
 
     let rates = bench.args.rates.clone();
-    println!("\n## Proxy: POST /proxy/transaction (JSON mode, Stripe-like body) vs the same body sent directly and through nginx\n");
+    println!(
+        "\n## Proxy: POST /proxy/transaction (JSON mode, Stripe-like body) vs the same body sent directly and through nginx\n"
+    );
     println!("{}", table(&proxy_rows, &rates));
     if let Some(direct) = proxy_rows.first() {
         println!("Added latency (target p50 minus direct p50, ms):\n");
@@ -320,13 +485,20 @@ async fn main() {
                     let t = row.rates.iter().find(|(x, _)| x == r)?.1.ms(0.5);
                     let d99 = direct.rates.iter().find(|(x, _)| x == r)?.1.ms(0.99);
                     let t99 = row.rates.iter().find(|(x, _)| x == r)?.1.ms(0.99);
-                    Some(format!("{r} req/s: p50 +{:.2}, p99 +{:.2}", t - d, t99 - d99))
+                    Some(format!(
+                        "{r} req/s: p50 +{:.2}, p99 +{:.2}",
+                        t - d,
+                        t99 - d99
+                    ))
                 })
                 .collect();
             println!("- {}: {}", row.name, added.join("; "));
         }
         if let Some(nginx) = proxy_rows.iter().find(|r| r.name.starts_with("nginx")) {
-            for row in proxy_rows.iter().filter(|r| r.name.starts_with("cardvault")) {
+            for row in proxy_rows
+                .iter()
+                .filter(|r| r.name.starts_with("cardvault"))
+            {
                 println!(
                     "- {} saturation = {:.0} % of nginx",
                     row.name,
@@ -338,11 +510,21 @@ async fn main() {
     println!("\n## Tokenize: POST /tokenize, a new card each time\n");
     println!("{}", table(&tokenize_rows, &rates));
     if !size_rows.is_empty() {
-        println!("\n## Proxy latency against the number of stored tokens (SQLite, random tokens, 1000 req/s)\n");
-        println!("| stored tokens | p50 (ms) | p90 (ms) | p99 (ms) | p99.9 (ms) | peak RSS (MiB) |");
+        println!(
+            "\n## Proxy latency against the number of stored tokens (SQLite, random tokens, 1000 req/s)\n"
+        );
+        println!(
+            "| stored tokens | p50 (ms) | p90 (ms) | p99 (ms) | p99.9 (ms) | peak RSS (MiB) |"
+        );
         println!("|---:|---:|---:|---:|---:|---:|");
         for (count, o, rss) in &size_rows {
-            println!("| {count} | {:.2} | {:.2} | {:.2} | {:.2} | {rss:.0} |", o.ms(0.5), o.ms(0.9), o.ms(0.99), o.ms(0.999));
+            println!(
+                "| {count} | {:.2} | {:.2} | {:.2} | {:.2} | {rss:.0} |",
+                o.ms(0.5),
+                o.ms(0.9),
+                o.ms(0.99),
+                o.ms(0.999)
+            );
         }
     }
 }

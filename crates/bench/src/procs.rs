@@ -23,7 +23,11 @@ impl Server {
         let pid = self.child.id();
         let mut pids = vec![pid];
         if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-            pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
         pids
     }
@@ -35,32 +39,50 @@ impl Server {
 
     /// Peak resident memory (VmHWM) in MiB, summed over the process and its children.
     pub fn peak_rss_mib(&self) -> f64 {
-        self.pids().iter().map(|pid| peak_rss_kib(*pid)).sum::<f64>() / 1024.0
+        self.pids()
+            .iter()
+            .map(|pid| peak_rss_kib(*pid))
+            .sum::<f64>()
+            / 1024.0
     }
 }
 
 fn cpu_of(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let after = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     ticks / 100.0
 }
 
 fn peak_rss_kib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0.0)
 }
 
 pub fn vault_binary() -> PathBuf {
-    std::env::var_os("CARDVAULT_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/cardvault")
-    })
+    std::env::var_os("CARDVAULT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/cardvault")
+        })
 }
 
 /// Keys printed by `cardvault init --json`.
@@ -72,35 +94,63 @@ pub struct Keys {
 
 pub fn init_vault(data_dir: &Path, env: &[(String, String)]) -> Keys {
     let out = Command::new(vault_binary())
-        .args(["init", "--data-dir", data_dir.to_str().expect("utf-8 path"), "--json"])
+        .args([
+            "init",
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+            "--json",
+        ])
         .envs(env.iter().cloned())
         .output()
         .expect("run cardvault init");
-    assert!(out.status.success(), "cardvault init: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cardvault init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("init JSON");
     Keys {
         project_id: v["project_id"].as_str().expect("project_id").to_owned(),
         api_key: v["api_key"].as_str().expect("api_key").to_owned(),
-        publishable_key: v["publishable_key"].as_str().expect("publishable_key").to_owned(),
+        publishable_key: v["publishable_key"]
+            .as_str()
+            .expect("publishable_key")
+            .to_owned(),
     }
 }
 
 pub fn serve_vault(data_dir: &Path, env: &[(String, String)]) -> Server {
     let mut child = Command::new(vault_binary())
-        .args(["serve", "--data-dir", data_dir.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .envs(env.iter().cloned())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("run cardvault serve");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let addr = line.trim().strip_prefix("cardvault listening on ").expect("listening line").to_owned();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("cardvault listening on ")
+        .expect("listening line")
+        .to_owned();
     Server { child, url: addr }
 }
 
 pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
     let conf = format!(
         "user root;\nworker_processes 2;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
          events {{ worker_connections 8192; }}\n\
@@ -115,7 +165,12 @@ pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).expect("write nginx.conf");
     let child = Command::new("nginx")
-        .args(["-p", dir.to_str().expect("utf-8 path"), "-c", conf_path.to_str().expect("utf-8 path")])
+        .args([
+            "-p",
+            dir.to_str().expect("utf-8 path"),
+            "-c",
+            conf_path.to_str().expect("utf-8 path"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -126,5 +181,8 @@ pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Server { child, url: format!("http://127.0.0.1:{port}") }
+    Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
 }

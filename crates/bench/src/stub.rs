@@ -36,7 +36,10 @@ impl Stub {
 pub fn start(delay: Duration) -> Stub {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("stub runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("stub runtime");
         runtime.block_on(async move {
             let (stub, acceptor, listener) = bind().await;
             tx.send(stub).expect("report the stub");
@@ -51,7 +54,9 @@ async fn bind() -> (Stub, TlsAcceptor, TcpListener) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     // A CA name distinct from the leaf's, or OpenSSL (nginx) takes the leaf for self-signed.
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "cardvault bench CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cardvault bench CA");
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
     let leaf_key = KeyPair::generate().expect("key");
     let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
@@ -74,16 +79,28 @@ async fn bind() -> (Stub, TlsAcceptor, TcpListener) {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    (Stub { addr, ca_file, _dir: dir }, TlsAcceptor::from(Arc::new(config)), listener)
+    (
+        Stub {
+            addr,
+            ca_file,
+            _dir: dir,
+        },
+        TlsAcceptor::from(Arc::new(config)),
+        listener,
+    )
 }
 
 async fn serve(listener: TcpListener, acceptor: TlsAcceptor, delay: Duration) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
             let service = hyper::service::service_fn(move |req| answer(req, delay));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)
@@ -92,7 +109,10 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, delay: Duration) {
     }
 }
 
-async fn answer(req: Request<Incoming>, delay: Duration) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+    delay: Duration,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let _ = req.into_body().collect().await;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

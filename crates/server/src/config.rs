@@ -19,6 +19,7 @@ pub const DEFAULT_CLIENT_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 16;
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "cardvault:";
+pub const DEFAULT_CACHE_TTL_MS: u64 = 5_000;
 /// Test-token CVC sessions live a year (API.md, `/test-tokens`).
 pub const TEST_CVC_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -53,6 +54,9 @@ pub struct Settings {
     /// `redis://…` to share CVC sessions between instances; absent: in this process's memory.
     pub redis_url: Option<Redacted>,
     pub redis_key_prefix: String,
+    /// How long API keys and project settings are cached (a revoked key or a changed allowlist
+    /// takes effect within this time); 0 disables the caches.
+    pub cache_ttl_ms: u64,
     /// Data key version that encrypts new records; absent: the newest.
     pub active_key_version: Option<u32>,
 }
@@ -111,6 +115,7 @@ impl Default for Settings {
             redis_url: None,
             redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.to_owned(),
             active_key_version: None,
+            cache_ttl_ms: DEFAULT_CACHE_TTL_MS,
         }
     }
 }
@@ -194,6 +199,10 @@ impl Settings {
 
     pub fn upstream_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.cache_ttl_ms)
     }
 
     pub fn client_read_timeout(&self) -> Duration {

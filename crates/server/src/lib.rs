@@ -121,6 +121,7 @@ pub async fn build_state_with(
         lookup,
     })?;
     Ok(AppState {
+        caches: Arc::new(api::Caches::new(settings.cache_ttl())),
         store,
         keyring,
         cvc,

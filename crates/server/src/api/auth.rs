@@ -32,11 +32,21 @@ impl Caller {
         headers: &HeaderMap,
     ) -> Result<(), ApiError> {
         let key = header_key(headers, "x-pub-key").ok_or(ApiError::InvalidApiKey)?;
-        match state
-            .store
-            .project_by_pub_key(&state.keyring.key_hash(key))
-            .await
-        {
+        let hash = state.keyring.key_hash(key);
+        let found = match state.caches.publishable_keys.get(&hash) {
+            Some(project) => Ok(project),
+            None => state
+                .store
+                .project_by_pub_key(&hash)
+                .await
+                .inspect(|project| {
+                    state
+                        .caches
+                        .publishable_keys
+                        .insert(hash.clone(), project.clone());
+                }),
+        };
+        match found {
             Ok(project) if project.id == self.project.id => Ok(()),
             Ok(_) | Err(StoreError::NotFound) => Err(ApiError::InvalidApiKey),
             Err(e) => Err(e.into()),
@@ -62,11 +72,18 @@ impl FromRequestParts<AppState> for Caller {
         let key = header_key(&parts.headers, "x-api-key").ok_or(ApiError::InvalidApiKey)?;
         // Keys are looked up by their keyed hash: an attacker cannot steer the hash, so the index
         // lookup's timing says nothing about any stored key.
-        match state
-            .store
-            .application_by_key(&state.keyring.key_hash(key))
-            .await
-        {
+        let hash = state.keyring.key_hash(key);
+        let found = match state.caches.callers.get(&hash) {
+            Some(caller) => Ok(caller),
+            None => state
+                .store
+                .application_by_key(&hash)
+                .await
+                .inspect(|caller| {
+                    state.caches.callers.insert(hash.clone(), caller.clone());
+                }),
+        };
+        match found {
             Ok((app, project)) => {
                 tracing::Span::current().record("app", app.id.as_str());
                 Ok(Self { app, project })

@@ -3,6 +3,7 @@
 mod applications;
 mod auth;
 mod body;
+pub mod cache;
 mod cvc_sessions;
 mod error;
 mod health;
@@ -24,7 +25,7 @@ pub use proxy::tls_profile::key_aad as tls_key_aad;
 
 use crate::crypto::Keyring;
 use crate::cvc::CvcSessions;
-use crate::store::Store;
+use crate::store::{Application, DestinationTls, Project, Store};
 use crate::upstream::UpstreamClient;
 
 /// The handles every request may use; each is cheap to clone and does its own locking.
@@ -35,6 +36,63 @@ pub struct AppState {
     pub cvc: CvcSessions,
     pub upstream: UpstreamClient,
     pub policy: Arc<RequestPolicy>,
+    pub caches: Arc<Caches>,
+}
+
+/// Answers kept for a few seconds (`cache_ttl_ms`) so a request does not ask the database again.
+pub struct Caches {
+    /// API key hash → its application and project.
+    pub callers: cache::TtlCache<Vec<u8>, (Application, Project)>,
+    /// Publishable key hash → its project.
+    pub publishable_keys: cache::TtlCache<Vec<u8>, Project>,
+    /// Project id → its destination allowlist and TLS settings.
+    pub destinations: cache::TtlCache<String, Arc<ProjectDestinations>>,
+}
+
+impl Caches {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            callers: cache::TtlCache::new(ttl),
+            publishable_keys: cache::TtlCache::new(ttl),
+            destinations: cache::TtlCache::new(ttl),
+        }
+    }
+}
+
+/// A project's outbound settings, parsed.
+pub struct ProjectDestinations {
+    pub allow: Vec<AllowRule>,
+    pub tls: Vec<DestinationTls>,
+}
+
+impl AppState {
+    /// The project's destination settings, from the cache or the database.
+    pub async fn project_destinations(
+        &self,
+        project_id: &str,
+    ) -> Result<Arc<ProjectDestinations>, ApiError> {
+        if let Some(found) = self.caches.destinations.get(&project_id.to_owned()) {
+            return Ok(found);
+        }
+        // A stored rule that no longer parses fails the call: dropping it could empty the list,
+        // and an empty list would permit everything.
+        let allow = self
+            .store
+            .destination_rules(project_id)
+            .await?
+            .iter()
+            .map(|r| AllowRule::parse(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut tls = self.store.destination_tls(project_id).await?;
+        // Exact hosts before wildcards.
+        tls.sort_by_key(|t| t.host.starts_with("*."));
+        let found = Arc::new(ProjectDestinations { allow, tls });
+        self.caches
+            .destinations
+            .insert(project_id.to_owned(), found.clone());
+        Ok(found)
+    }
 }
 
 /// Per-request rules fixed at start.

@@ -404,7 +404,9 @@ impl Store for SqlStore {
         for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len())
                 .map(|row| {
-                    let params: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", row * COLUMNS + c)).collect();
+                    let params: Vec<String> = (1..=COLUMNS)
+                        .map(|c| format!("${}", row * COLUMNS + c))
+                        .collect();
                     format!("({})", params.join(", "))
                 })
                 .collect();

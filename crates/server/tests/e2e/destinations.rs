@@ -31,7 +31,7 @@ fn allow(vault: &Vault, verb: &str, project: &str, rules: &[&str]) -> String {
 #[tokio::test]
 async fn a_project_allowlist_permits_only_its_destinations() {
     let stub = Stub::start().await;
-    let vault = Vault::start(&stub).await;
+    let vault = Vault::start_with(&stub, &[("CARDVAULT_CACHE_TTL_MS", "0")]).await;
     let (token, _) = vault.visa().await;
     let port = stub.addr.port();
     // No allowlist yet: any destination the server policy permits.
@@ -146,7 +146,10 @@ async fn the_server_wide_allowlist_and_the_required_mode() {
 
     let strict = Vault::start_with(
         &stub,
-        &[("CARDVAULT_REQUIRE_DESTINATION_ALLOWLIST", "true")],
+        &[
+            ("CARDVAULT_REQUIRE_DESTINATION_ALLOWLIST", "true"),
+            ("CARDVAULT_CACHE_TTL_MS", "0"),
+        ],
     )
     .await;
     let (token, _) = strict.visa().await;
@@ -162,7 +165,7 @@ async fn the_server_wide_allowlist_and_the_required_mode() {
 #[tokio::test]
 async fn a_redirect_to_an_internal_address_is_returned_not_followed() {
     let stub = Stub::start().await;
-    let vault = Vault::start(&stub).await;
+    let vault = Vault::start_with(&stub, &[("CARDVAULT_CACHE_TTL_MS", "0")]).await;
     let (token, _) = vault.visa().await;
     let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     target.set_nonblocking(true).unwrap();
@@ -191,7 +194,7 @@ async fn a_redirect_to_an_internal_address_is_returned_not_followed() {
 #[tokio::test]
 async fn mutual_tls_uses_the_projects_client_certificate() {
     let (stub, cert_pem, key_pem) = Stub::start_mutual_tls().await;
-    let vault = Vault::start(&stub).await;
+    let vault = Vault::start_with(&stub, &[("CARDVAULT_CACHE_TTL_MS", "0")]).await;
     let (token, _) = vault.visa().await;
     // Without the project's certificate the processor refuses the handshake. (With TLS 1.3 the
     // client learns it only after writing its request, so the vault cannot promise it was not

@@ -14,13 +14,13 @@ pub mod tls_profile;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use cardvault_core::destination::{AllowRule, allowlist_permits};
+use cardvault_core::destination::allowlist_permits;
 use cardvault_core::template::Placeholder;
 use uuid::Uuid;
 
 use super::auth::Caller;
 use super::body::RawBody;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ProjectDestinations};
 use crate::store::StoreError;
 use crate::token_data::TokenData;
 
@@ -39,7 +39,8 @@ pub async fn transaction(
         json_mode::parse(&body, rules)?
     };
 
-    check_allowlists(&state, &caller.project.id, &request.url).await?;
+    let destinations = state.project_destinations(&caller.project.id).await?;
+    check_allowlists(&state, &destinations, &request.url)?;
 
     let record = match state.store.token(&caller.project.id, &request.token).await {
         Ok(record) => record,
@@ -68,7 +69,12 @@ pub async fn transaction(
     }
 
     state.upstream.check_destination(&request.url).await?;
-    let tls = tls_profile::for_destination(&state, &caller.project.id, &request.url).await?;
+    let tls = tls_profile::for_destination(
+        &state.keyring,
+        &caller.project.id,
+        &destinations,
+        &request.url,
+    )?;
 
     if needs_cvc {
         let session = request
@@ -103,29 +109,19 @@ pub async fn transaction(
 
 /// The server-wide list, when set, and the project's own list, when it has one, must both permit
 /// the destination. With `require_allowlist`, having neither list permits nothing.
-async fn check_allowlists(
+fn check_allowlists(
     state: &AppState,
-    project_id: &str,
+    project: &ProjectDestinations,
     url: &url::Url,
 ) -> Result<(), ApiError> {
     let policy = &state.policy;
     if !policy.allowlist.is_empty() && !allowlist_permits(&policy.allowlist, url) {
         return Err(ApiError::InvalidProxyUrl);
     }
-    // A stored rule that no longer parses fails the call: dropping it could empty the list,
-    // and an empty list would permit everything.
-    let project_rules = state
-        .store
-        .destination_rules(project_id)
-        .await?
-        .iter()
-        .map(|r| AllowRule::parse(r))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    if !project_rules.is_empty() && !allowlist_permits(&project_rules, url) {
+    if !project.allow.is_empty() && !allowlist_permits(&project.allow, url) {
         return Err(ApiError::InvalidProxyUrl);
     }
-    if policy.require_allowlist && policy.allowlist.is_empty() && project_rules.is_empty() {
+    if policy.require_allowlist && policy.allowlist.is_empty() && project.allow.is_empty() {
         return Err(ApiError::InvalidProxyUrl);
     }
     Ok(())

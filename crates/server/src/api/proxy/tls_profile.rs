@@ -4,7 +4,7 @@ use cardvault_core::destination::AllowRule;
 use url::Url;
 use zeroize::Zeroizing;
 
-use crate::api::{ApiError, AppState};
+use crate::api::{ApiError, ProjectDestinations};
 use crate::crypto::Keyring;
 use crate::store::DestinationTls;
 use crate::upstream::TlsProfile;
@@ -14,18 +14,17 @@ pub fn key_aad(project_id: &str, host: &str) -> Vec<u8> {
     format!("cardvault:tls-key:v1:{project_id}:{host}").into_bytes()
 }
 
-/// The settings whose host pattern matches `url`: an exact host before a wildcard.
-pub async fn for_destination(
-    state: &AppState,
+/// The settings whose host pattern matches `url` (exact hosts are listed before wildcards).
+pub fn for_destination(
+    keyring: &Keyring,
     project_id: &str,
+    destinations: &ProjectDestinations,
     url: &Url,
 ) -> Result<Option<TlsProfile>, ApiError> {
-    let mut candidates = state.store.destination_tls(project_id).await?;
-    candidates.sort_by_key(|t| t.host.starts_with("*."));
-    for tls in candidates {
+    for tls in &destinations.tls {
         let rule = AllowRule::parse(&tls.host).map_err(|e| ApiError::Internal(e.to_string()))?;
         if rule.permits(url) {
-            return open(&state.keyring, project_id, tls).map(Some);
+            return open(keyring, project_id, tls.clone()).map(Some);
         }
     }
     Ok(None)
