@@ -125,6 +125,44 @@ pub async fn saturate(
     }
 }
 
+/// Closed loop: exactly `total` requests over `connections` workers; returns how many succeeded.
+pub async fn count(
+    client: &reqwest::Client,
+    target: &Target,
+    bodies: BodyFn,
+    connections: usize,
+    total: u64,
+) -> u64 {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (client, target, bodies, next, ok) = (
+                client.clone(),
+                target.clone(),
+                bodies.clone(),
+                next.clone(),
+                ok.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    if send(&client, &target, bodies(n)).await {
+                        ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    ok.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Open loop: `rate` requests per second for `duration`, each sent on schedule.
 pub async fn fixed_rate(
     client: &reqwest::Client,

@@ -31,6 +31,10 @@ struct Args {
     /// Stored-token counts for the latency-versus-size runs (comma list; 0 to skip).
     #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
     tokens: Vec<u64>,
+    /// Live CVC sessions created (by tokenizing cards with a CVC) before the largest
+    /// stored-token run, whose peak RSS then covers both.
+    #[arg(long, default_value_t = 100_000)]
+    cvc_sessions: u64,
     /// Processor stub delay in milliseconds.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
@@ -191,6 +195,10 @@ fn proxy_target(vault: &VaultUnderTest, body: bytes::Bytes) -> Target {
 }
 
 fn tokenize_target(vault: &VaultUnderTest) -> (Target, BodyFn) {
+    tokenize_target_with(vault, false)
+}
+
+fn tokenize_target_with(vault: &VaultUnderTest, with_cvc: bool) -> (Target, BodyFn) {
     let target = Target {
         url: format!("{}/tokenize", vault.server.url),
         body: bytes::Bytes::new(),
@@ -202,7 +210,11 @@ fn tokenize_target(vault: &VaultUnderTest) -> (Target, BodyFn) {
     };
     let seed = Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64;
     let bodies: BodyFn = Arc::new(move |n| {
-        serde_json::to_vec(&serde_json::json!({"type": "card", "data": {"cardNumber": card(seed.wrapping_mul(1_000_003).wrapping_add(n)), "expirationMonth": "07", "expirationYear": "2031"}}))
+        let mut data = serde_json::json!({"cardNumber": card(seed.wrapping_mul(1_000_003).wrapping_add(n)), "expirationMonth": "07", "expirationYear": "2031"});
+        if with_cvc {
+            data["cvv"] = serde_json::json!("123");
+        }
+        serde_json::to_vec(&serde_json::json!({"type": "card", "data": data}))
             .expect("JSON")
             .into()
     });
@@ -450,11 +462,28 @@ async fn main() {
     }
 
     let mut size_rows = Vec::new();
+    let largest = bench.args.tokens.iter().copied().max().unwrap_or(0);
     for &count in bench.args.tokens.iter().filter(|c| **c > 0) {
         eprintln!("-- {count} stored tokens");
-        let vault = start_vault(&stub, &[]);
+        let vault = start_vault(
+            &stub,
+            &[("CARDVAULT_CVC_TTL_SECONDS".to_owned(), "3600".to_owned())],
+        );
         let data_dir = vault._dir.path().join("data");
         let sample = bulk_load(&data_dir, &vault.keys.project_id, count).await;
+        let mut sessions = 0;
+        if count == largest && bench.args.cvc_sessions > 0 {
+            let (target, bodies) = tokenize_target_with(&vault, true);
+            sessions = load::count(
+                &client,
+                &target,
+                bodies,
+                CONNECTIONS,
+                bench.args.cvc_sessions,
+            )
+            .await;
+            eprintln!("   {sessions} live CVC sessions created");
+        }
         let url = stub.url("/v1/charges");
         let bodies: BodyFn =
             Arc::new(move |n| proxy_body(&sample[(n as usize * 7919) % sample.len()], &url));
@@ -467,7 +496,7 @@ async fn main() {
             outcome.errors
         );
         let rss = vault.server.peak_rss_mib();
-        size_rows.push((count, outcome, rss));
+        size_rows.push((count, sessions, outcome, rss));
     }
 
     let rates = bench.args.rates.clone();
@@ -514,12 +543,12 @@ async fn main() {
             "\n## Proxy latency against the number of stored tokens (SQLite, random tokens, 1000 req/s)\n"
         );
         println!(
-            "| stored tokens | p50 (ms) | p90 (ms) | p99 (ms) | p99.9 (ms) | peak RSS (MiB) |"
+            "| stored tokens | live CVC sessions | p50 (ms) | p90 (ms) | p99 (ms) | p99.9 (ms) | peak RSS (MiB) |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|");
-        for (count, o, rss) in &size_rows {
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        for (count, sessions, o, rss) in &size_rows {
             println!(
-                "| {count} | {:.2} | {:.2} | {:.2} | {:.2} | {rss:.0} |",
+                "| {count} | {sessions} | {:.2} | {:.2} | {:.2} | {:.2} | {rss:.0} |",
                 o.ms(0.5),
                 o.ms(0.9),
                 o.ms(0.99),

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The load benchmark, one command on a fresh machine: installs nginx (the ceiling), makes sure
+# PostgreSQL and Redis are up, builds the release binaries, and prints the table of figures.
+#   bench/run.sh                  full run (about 10 minutes)
+#   bench/run.sh --quick          3-second measurements, to check it works
+#   bench/run.sh --tokens 10000,1000000,10000000   add the 10 M stored-token case (slow to load)
+# Loopback only: the processor stub, nginx and the vault all listen on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v nginx >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+fi
+
+cargo build --release --locked -p cardvault-server -p cardvault-bench
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)" >&2
+exec target/release/cardvault-bench "$@"
