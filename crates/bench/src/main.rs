@@ -25,6 +25,9 @@ struct Args {
     /// Skip the PostgreSQL + Redis vault.
     #[arg(long)]
     skip_postgres: bool,
+    /// Only the stored-token runs (skips the proxy and tokenize comparisons).
+    #[arg(long)]
+    only_tokens: bool,
     /// Skip nginx.
     #[arg(long)]
     skip_nginx: bool,
@@ -340,104 +343,59 @@ async fn main() {
     let mut proxy_rows = Vec::new();
     let mut tokenize_rows = Vec::new();
 
-    let direct = Target {
-        url: stub.url("/v1/charges"),
-        body: processor_body(),
-        headers: vec![("Content-Type".into(), "application/json".into())],
-    };
-    proxy_rows.push(
-        bench
-            .measure(
-                "processor stub, direct (floor)",
-                &direct_client,
-                &direct,
-                None,
-                None,
-            )
-            .await,
-    );
-
-    let nginx_dir = tempfile::tempdir().expect("tempdir");
-    if !bench.args.skip_nginx {
-        let nginx = procs::nginx(nginx_dir.path(), stub.addr.port(), &stub.ca_file);
-        let target = Target {
-            url: format!("{}/v1/charges", nginx.url),
+    if !bench.args.only_tokens {
+        let direct = Target {
+            url: stub.url("/v1/charges"),
             body: processor_body(),
-            headers: direct.headers.clone(),
+            headers: vec![("Content-Type".into(), "application/json".into())],
         };
-        let row = bench
-            .measure(
-                "nginx proxy_pass (ceiling)",
-                &client,
-                &target,
-                None,
-                Some(&nginx),
-            )
-            .await;
-        if row.saturation.errors > 0 {
-            let log =
-                std::fs::read_to_string(nginx_dir.path().join("error.log")).unwrap_or_default();
-            eprintln!(
-                "nginx errors:\n{}",
-                log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
-            );
+        proxy_rows.push(
+            bench
+                .measure(
+                    "processor stub, direct (floor)",
+                    &direct_client,
+                    &direct,
+                    None,
+                    None,
+                )
+                .await,
+        );
+
+        let nginx_dir = tempfile::tempdir().expect("tempdir");
+        if !bench.args.skip_nginx {
+            let nginx = procs::nginx(nginx_dir.path(), stub.addr.port(), &stub.ca_file);
+            let target = Target {
+                url: format!("{}/v1/charges", nginx.url),
+                body: processor_body(),
+                headers: direct.headers.clone(),
+            };
+            let row = bench
+                .measure(
+                    "nginx proxy_pass (ceiling)",
+                    &client,
+                    &target,
+                    None,
+                    Some(&nginx),
+                )
+                .await;
+            if row.saturation.errors > 0 {
+                let log =
+                    std::fs::read_to_string(nginx_dir.path().join("error.log")).unwrap_or_default();
+                eprintln!(
+                    "nginx errors:\n{}",
+                    log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+                );
+            }
+            proxy_rows.push(row);
         }
-        proxy_rows.push(row);
-    }
 
-    let vault = start_vault(&stub, &[]);
-    let token = tokenize_one(&client, &vault).await;
-    let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
-    proxy_rows.push(
-        bench
-            .measure(
-                "cardvault, SQLite + memory",
-                &client,
-                &target,
-                None,
-                Some(&vault.server),
-            )
-            .await,
-    );
-    let (tok_target, bodies) = tokenize_target(&vault);
-    tokenize_rows.push(
-        bench
-            .measure(
-                "tokenize, SQLite",
-                &client,
-                &tok_target,
-                Some(bodies),
-                Some(&vault.server),
-            )
-            .await,
-    );
-    drop(vault);
-
-    let database = format!("cardvault_bench_{}", std::process::id());
-    if !bench.args.skip_postgres {
-        psql(&format!("DROP DATABASE IF EXISTS {database}"));
-        psql(&format!("CREATE DATABASE {database}"));
-        let env = vec![
-            (
-                "CARDVAULT_DATABASE_URL".to_owned(),
-                format!("postgres://postgres@127.0.0.1:5432/{database}"),
-            ),
-            (
-                "CARDVAULT_REDIS_URL".to_owned(),
-                "redis://127.0.0.1:6379/".to_owned(),
-            ),
-            (
-                "CARDVAULT_REDIS_KEY_PREFIX".to_owned(),
-                format!("cardvault-bench-{}:", std::process::id()),
-            ),
-        ];
-        let vault = start_vault(&stub, &env);
+        let vault = start_vault(&stub, &[]);
         let token = tokenize_one(&client, &vault).await;
         let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
         proxy_rows.push(
             bench
                 .measure(
-                    "cardvault, PostgreSQL + Redis",
+                    "cardvault, SQLite + memory",
                     &client,
                     &target,
                     None,
@@ -449,7 +407,7 @@ async fn main() {
         tokenize_rows.push(
             bench
                 .measure(
-                    "tokenize, PostgreSQL",
+                    "tokenize, SQLite",
                     &client,
                     &tok_target,
                     Some(bodies),
@@ -458,7 +416,54 @@ async fn main() {
                 .await,
         );
         drop(vault);
-        psql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+
+        let database = format!("cardvault_bench_{}", std::process::id());
+        if !bench.args.skip_postgres {
+            psql(&format!("DROP DATABASE IF EXISTS {database}"));
+            psql(&format!("CREATE DATABASE {database}"));
+            let env = vec![
+                (
+                    "CARDVAULT_DATABASE_URL".to_owned(),
+                    format!("postgres://postgres@127.0.0.1:5432/{database}"),
+                ),
+                (
+                    "CARDVAULT_REDIS_URL".to_owned(),
+                    "redis://127.0.0.1:6379/".to_owned(),
+                ),
+                (
+                    "CARDVAULT_REDIS_KEY_PREFIX".to_owned(),
+                    format!("cardvault-bench-{}:", std::process::id()),
+                ),
+            ];
+            let vault = start_vault(&stub, &env);
+            let token = tokenize_one(&client, &vault).await;
+            let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
+            proxy_rows.push(
+                bench
+                    .measure(
+                        "cardvault, PostgreSQL + Redis",
+                        &client,
+                        &target,
+                        None,
+                        Some(&vault.server),
+                    )
+                    .await,
+            );
+            let (tok_target, bodies) = tokenize_target(&vault);
+            tokenize_rows.push(
+                bench
+                    .measure(
+                        "tokenize, PostgreSQL",
+                        &client,
+                        &tok_target,
+                        Some(bodies),
+                        Some(&vault.server),
+                    )
+                    .await,
+            );
+            drop(vault);
+            psql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+        }
     }
 
     let mut size_rows = Vec::new();
