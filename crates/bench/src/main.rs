@@ -146,6 +146,42 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// The proxy and tokenize measurements of one vault on the given backend.
+    async fn measure_vault(
+        &self,
+        stub: &stub::Stub,
+        client: &reqwest::Client,
+        proxy_label: &str,
+        tokenize_label: &str,
+        backend_env: &[(String, String)],
+    ) -> (Row, Row) {
+        let vault = start_vault(stub, backend_env);
+        let token = tokenize_one(client, &vault).await;
+        let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
+        let proxy = self
+            .measure(
+                &format!("cardvault, {proxy_label}"),
+                client,
+                &target,
+                None,
+                Some(&vault.server),
+            )
+            .await;
+        let (tok_target, bodies) = tokenize_target(&vault);
+        let tokenize = self
+            .measure(
+                &format!("tokenize, {tokenize_label}"),
+                client,
+                &tok_target,
+                Some(bodies),
+                Some(&vault.server),
+            )
+            .await;
+        (proxy, tokenize)
+    }
+}
+
 /// A vault on its own data directory (and database, when `database_url` is set).
 struct VaultUnderTest {
     server: procs::Server,
@@ -389,36 +425,14 @@ async fn main() {
             proxy_rows.push(row);
         }
 
-        let vault = start_vault(&stub, &[]);
-        let token = tokenize_one(&client, &vault).await;
-        let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
-        proxy_rows.push(
-            bench
-                .measure(
-                    "cardvault, SQLite + memory",
-                    &client,
-                    &target,
-                    None,
-                    Some(&vault.server),
-                )
-                .await,
-        );
-        let (tok_target, bodies) = tokenize_target(&vault);
-        tokenize_rows.push(
-            bench
-                .measure(
-                    "tokenize, SQLite",
-                    &client,
-                    &tok_target,
-                    Some(bodies),
-                    Some(&vault.server),
-                )
-                .await,
-        );
-        drop(vault);
+        let (proxy, tokenize) = bench
+            .measure_vault(&stub, &client, "SQLite + memory", "SQLite", &[])
+            .await;
+        proxy_rows.push(proxy);
+        tokenize_rows.push(tokenize);
 
-        let database = format!("cardvault_bench_{}", std::process::id());
         if !bench.args.skip_postgres {
+            let database = format!("cardvault_bench_{}", std::process::id());
             psql(&format!("DROP DATABASE IF EXISTS {database}"));
             psql(&format!("CREATE DATABASE {database}"));
             let env = vec![
@@ -435,33 +449,11 @@ async fn main() {
                     format!("cardvault-bench-{}:", std::process::id()),
                 ),
             ];
-            let vault = start_vault(&stub, &env);
-            let token = tokenize_one(&client, &vault).await;
-            let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
-            proxy_rows.push(
-                bench
-                    .measure(
-                        "cardvault, PostgreSQL + Redis",
-                        &client,
-                        &target,
-                        None,
-                        Some(&vault.server),
-                    )
-                    .await,
-            );
-            let (tok_target, bodies) = tokenize_target(&vault);
-            tokenize_rows.push(
-                bench
-                    .measure(
-                        "tokenize, PostgreSQL",
-                        &client,
-                        &tok_target,
-                        Some(bodies),
-                        Some(&vault.server),
-                    )
-                    .await,
-            );
-            drop(vault);
+            let (proxy, tokenize) = bench
+                .measure_vault(&stub, &client, "PostgreSQL + Redis", "PostgreSQL", &env)
+                .await;
+            proxy_rows.push(proxy);
+            tokenize_rows.push(tokenize);
             psql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
         }
     }

@@ -67,16 +67,11 @@ impl DestinationRules {
             return Err(DestinationError::Userinfo);
         }
         let host = url.host().ok_or(DestinationError::Malformed)?;
+        // 443 is always allowed (an https URL without a port means 443); others only if listed.
         if let Some(port) = url.port()
+            && port != 443
             && !self.allow_private
             && !self.allowed_ports.contains(&port)
-        {
-            return Err(DestinationError::Port);
-        }
-        if url.port().is_none()
-            && url.scheme() == "https"
-            && !self.allow_private
-            && !self.allowed_ports.contains(&443)
         {
             return Err(DestinationError::Port);
         }
@@ -297,7 +292,14 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(tail); // ::ffff:a.b.c.d and ::a.b.c.d
     }
     if s[0] == 0x0064 && s[1] == 0xff9b {
-        return Some(tail); // NAT64 64:ff9b::/96 and 64:ff9b:1::/48
+        // The well-known NAT64 prefix 64:ff9b::/96 carries the IPv4 address in its last 32 bits;
+        // anything else under 64:ff9b::/32 (the local-use 64:ff9b:1::/48 puts it elsewhere) is
+        // treated as the loopback it may translate to: never public.
+        return Some(if s[2..6] == [0, 0, 0, 0] {
+            tail
+        } else {
+            Ipv4Addr::LOCALHOST
+        });
     }
     if s[0] == 0x2002 {
         return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])); // 6to4

@@ -2,10 +2,12 @@
 //!
 //! Two kinds of secret are looked for. Long digit strings (card and account numbers) are found
 //! in the forms a processor may print them: plain, grouped with spaces, dashes or `+`,
-//! percent-encoded (`%34%32…`, `4242%204242…`) or JSON-escaped (`\u0034…`), and only where they
-//! are not part of a longer run of digits. Short codes (the CVC) are three or four digits, which
-//! any body is full of, so they are masked only where they are a whole value: `"739"`, `'739'`,
-//! `>739<` (an XML text node) or `=739&` (a form value).
+//! percent-encoded (`%34%32…`, `4242%204242…`) or JSON-escaped (`\u0034…`), wherever they are,
+//! even inside a longer run of digits (a caller could otherwise prefix a digit to a card number
+//! and read the echo back whole). Short codes (the CVC, short account numbers) are three to seven
+//! digits, which any body is full of, so they are masked where they are a whole value: `"739"`,
+//! `'739'`, `>739<` (an XML text node) or `=739&` (a form value); templates may only place them
+//! there (see `Template::short_secrets_stand_alone`).
 
 /// A secret to look for and what to put in its place.
 pub struct Echo<'a> {
@@ -45,16 +47,7 @@ pub fn scrub_text(text: &str, echoes: &[Echo<'_>]) -> Option<String> {
 fn replace_numbers(text: &str, echo: &Echo<'_>) -> Option<String> {
     let bytes = text.as_bytes();
     let secret = echo.secret.as_bytes();
-    replace_matches(text, &echo.mask, |i| {
-        if i > 0 && bytes[i - 1].is_ascii_digit() {
-            return None;
-        }
-        let len = match_number(&bytes[i..], secret)?;
-        match bytes.get(i + len) {
-            Some(b) if b.is_ascii_digit() => None,
-            _ => Some(len),
-        }
-    })
+    replace_matches(text, &echo.mask, |i| match_number(&bytes[i..], secret))
 }
 
 fn replace_codes(text: &str, echo: &Echo<'_>) -> Option<String> {
@@ -214,10 +207,17 @@ mod tests {
     }
 
     #[test]
-    fn leaves_longer_digit_runs_and_clean_text_alone() {
+    fn card_numbers_inside_longer_digit_runs_are_masked_too() {
         let echoes = echoes();
-        assert_eq!(scrub_text("id 14242424242424242 ok", &echoes), None);
-        assert_eq!(scrub_text("42424242424242421", &echoes), None);
+        // "0${cardNumber}" echoed back must not give the number away.
+        assert_eq!(
+            scrub_text("id 04242424242424242 ok", &echoes).unwrap(),
+            "id 0424242******4242 ok"
+        );
+        assert_eq!(
+            scrub_text("42424242424242421", &echoes).unwrap(),
+            "424242******42421"
+        );
         assert_eq!(scrub_text("nothing here, ünïcödé", &echoes), None);
     }
 }

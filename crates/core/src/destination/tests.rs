@@ -161,3 +161,33 @@ fn allow_rules_match_hosts_subdomains_and_path_prefixes() {
         assert!(AllowRule::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn local_use_nat64_is_never_public() {
+    for ip in [
+        "64:ff9b:1:a00:0:100:808:808",
+        "64:ff9b:1::808:808",
+        "64:ff9b:0:1::808:808",
+    ] {
+        assert!(!is_public(ip.parse().unwrap()), "{ip}");
+    }
+    assert!(
+        is_public("64:ff9b::808:808".parse().unwrap()),
+        "well-known prefix, public IPv4"
+    );
+}
+
+#[test]
+fn port_443_stays_allowed_when_others_are_added() {
+    let rules = DestinationRules {
+        allowed_ports: vec![8443],
+        ..DestinationRules::default()
+    };
+    assert!(rules.check_url("https://api.stripe.com/v1").is_ok());
+    assert!(rules.check_url("https://api.stripe.com:443/v1").is_ok());
+    assert!(rules.check_url("https://api.stripe.com:8443/v1").is_ok());
+    assert_eq!(
+        rules.check_url("https://api.stripe.com:9443/v1").err(),
+        Some(DestinationError::Port)
+    );
+}

@@ -42,6 +42,16 @@ impl FormTemplate {
         Ok(Self { pairs })
     }
 
+    /// True when each CVC or account number placeholder is a whole form value.
+    pub fn short_secrets_stand_alone(&self) -> bool {
+        self.pairs.iter().all(|(_, v)| match v {
+            FormValue::Template(t) => t
+                .placeholders()
+                .all(|p| !p.must_stand_alone() || t.is_exactly(p)),
+            FormValue::Literal(_) => true,
+        })
+    }
+
     pub fn placeholders(&self) -> impl Iterator<Item = Placeholder> + '_ {
         self.pairs.iter().flat_map(|(_, v)| match v {
             FormValue::Template(t) => t.placeholders().collect::<Vec<_>>(),

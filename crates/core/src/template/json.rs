@@ -10,6 +10,7 @@ use super::{Placeholder, Substitutions, Template, UnknownPlaceholder};
 pub struct JsonTemplate {
     value: Value,
     used: Vec<Placeholder>,
+    short_secrets_stand_alone: bool,
 }
 
 impl JsonTemplate {
@@ -17,14 +18,29 @@ impl JsonTemplate {
     /// [`UnknownPlaceholder`] for a `${…}` that names no value in any string of the document.
     pub fn parse(value: Value) -> Result<Self, UnknownPlaceholder> {
         let mut used = Vec::new();
+        let mut short_secrets_stand_alone = true;
         visit_strings(&value, &mut |s| {
             let template = Template::parse(s)?;
-            used.extend(template.placeholders());
+            for p in template.placeholders() {
+                used.push(p);
+                if p.must_stand_alone() && !template.is_exactly(p) {
+                    short_secrets_stand_alone = false;
+                }
+            }
             Ok(())
         })?;
         used.sort_unstable();
         used.dedup();
-        Ok(Self { value, used })
+        Ok(Self {
+            value,
+            used,
+            short_secrets_stand_alone,
+        })
+    }
+
+    /// True when each CVC or account number placeholder is a whole string value.
+    pub fn short_secrets_stand_alone(&self) -> bool {
+        self.short_secrets_stand_alone
     }
 
     pub fn placeholders(&self) -> impl Iterator<Item = Placeholder> + '_ {

@@ -63,6 +63,13 @@ impl Placeholder {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// Short secrets (the CVC, an account number that may be 4 digits) cannot be found in a
+    /// response by their digits alone without masking every amount and id that shares them, so
+    /// templates must place them as whole values, where scrubbing recognises an echo.
+    pub fn must_stand_alone(self) -> bool {
+        matches!(self, Self::Cvc | Self::AccountNumber)
+    }
 }
 
 /// Compatibility aliases, matched as whole words. `expirationYearPlaceholder2` must be tried
@@ -116,24 +123,36 @@ impl Template {
         let mut literal_start = 0;
         let mut i = 0;
         let bytes = text.as_bytes();
+        // Once no closing brace follows an opener, none follows any later opener either: stop
+        // searching, so a body full of openers costs linear time, not quadratic.
+        let (mut braces_closed, mut encoded_closed) = (true, true);
         while i < bytes.len() {
-            let found = if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
+            let found = if braces_closed && bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
                 match text[i + 2..].find('}') {
                     Some(end) => {
                         let name = &text[i + 2..i + 2 + end];
                         let placeholder = Placeholder::from_name(name).ok_or(UnknownPlaceholder)?;
                         Some((placeholder, end + 3))
                     }
-                    None => None,
+                    None => {
+                        braces_closed = false;
+                        None
+                    }
                 }
-            } else if percent_encoded && starts_with_ignore_case(&bytes[i..], b"%24%7B") {
+            } else if percent_encoded
+                && encoded_closed
+                && starts_with_ignore_case(&bytes[i..], b"%24%7B")
+            {
                 match find_ignore_case(&bytes[i + 6..], b"%7D") {
                     Some(end) => {
                         let name = &text[i + 6..i + 6 + end];
                         let placeholder = Placeholder::from_name(name).ok_or(UnknownPlaceholder)?;
                         Some((placeholder, end + 9))
                     }
-                    None => None,
+                    None => {
+                        encoded_closed = false;
+                        None
+                    }
                 }
             } else if is_word_start(bytes, i) {
                 alias_at(text, i)
@@ -167,6 +186,39 @@ impl Template {
         self.parts.iter().filter_map(|p| match p {
             Part::Value(v) => Some(*v),
             Part::Literal(_) => None,
+        })
+    }
+
+    /// True when this text is exactly one placeholder and nothing else.
+    pub fn is_exactly(&self, placeholder: Placeholder) -> bool {
+        self.parts == [Part::Value(placeholder)]
+    }
+
+    /// True when every short secret (see [`Placeholder::must_stand_alone`]) is a whole value
+    /// of the text: the entire text, or delimited as `"…"`, `'…'`, `>…<` or `=…` (up to `&`,
+    /// `;`, a line end or the end) — where response scrubbing recognises it.
+    pub fn short_secrets_stand_alone(&self) -> bool {
+        self.parts.iter().enumerate().all(|(i, part)| {
+            let Part::Value(p) = part else { return true };
+            if !p.must_stand_alone() {
+                return true;
+            }
+            let before = match i.checked_sub(1).map(|j| &self.parts[j]) {
+                None => None,
+                Some(Part::Literal(text)) => text.chars().last(),
+                Some(Part::Value(_)) => return false,
+            };
+            let after = match self.parts.get(i + 1) {
+                None => None,
+                Some(Part::Literal(text)) => text.chars().next(),
+                Some(Part::Value(_)) => return false,
+            };
+            match (before, after) {
+                (None, None) => true,
+                (Some('"'), Some('"')) | (Some('\''), Some('\'')) | (Some('>'), Some('<')) => true,
+                (Some('='), None | Some('&' | ';' | '\r' | '\n')) => true,
+                _ => false,
+            }
         })
     }
 

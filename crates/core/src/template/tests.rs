@@ -113,6 +113,64 @@ fn values_are_escaped_for_their_format() {
 }
 
 #[test]
+fn short_secrets_must_stand_alone() {
+    for ok in [
+        "${cvv}",
+        "{\"cvc\":\"${cvv}\"}",
+        "<cvc>${cvv}</cvc>",
+        "<c v='${cvv}'/>",
+        "a=1&cvc=${cvv}&b=2",
+        "cvc=${cvv}",
+        "n=${cardNumber}7",
+    ] {
+        assert!(
+            Template::parse(ok).unwrap().short_secrets_stand_alone(),
+            "{ok}"
+        );
+    }
+    for bad in [
+        "0${cvv}",
+        "cvc ${cvv}",
+        "\"${cvv}${cvv}\"",
+        "\"${expirationMonth}${cvv}\"",
+        "<a>x${accountNumber}</a>",
+        "=${cvv}0",
+    ] {
+        assert!(
+            !Template::parse(bad).unwrap().short_secrets_stand_alone(),
+            "{bad}"
+        );
+    }
+    assert!(
+        JsonTemplate::parse(json!({"c": "${cvv}", "n": "x${cardNumber}"}))
+            .unwrap()
+            .short_secrets_stand_alone()
+    );
+    assert!(
+        !JsonTemplate::parse(json!({"c": "cvc ${cvv}"}))
+            .unwrap()
+            .short_secrets_stand_alone()
+    );
+    assert!(
+        FormTemplate::from_json(&json!({"card": {"cvc": "${cvv}"}}))
+            .unwrap()
+            .short_secrets_stand_alone()
+    );
+    assert!(
+        !FormTemplate::from_json(&json!({"card": {"cvc": "0${cvv}"}}))
+            .unwrap()
+            .short_secrets_stand_alone()
+    );
+}
+
+#[test]
+fn parsing_many_unclosed_openers_stays_linear() {
+    let text = "${".repeat(200_000) + &"%24%7B".repeat(100_000);
+    // Quadratic parsing would take minutes here; linear parsing takes milliseconds.
+    assert!(Template::parse_form(&text).unwrap().is_literal());
+}
+
+#[test]
 fn missing_reports_the_first_value_not_held() {
     let t = Template::parse("${cardNumber} ${accountNumber}").unwrap();
     assert_eq!(

@@ -1,9 +1,9 @@
 //! `DELETE /proxy/delete-cvc-session/{id}` (the id may also come in the query or a JSON body).
 
-use std::collections::HashMap;
-
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::Uri;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -14,19 +14,29 @@ use super::{ApiError, AppState};
 pub async fn delete_by_path(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    // A path that does not even decode names no session.
+    let Ok(Path(id)) = id else {
+        caller.require_tokenization()?;
+        return Err(ApiError::CvcSessionNotFound);
+    };
     delete(&state, &caller, &id).await
 }
 
 pub async fn delete_from_query_or_body(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
-    let id = match query.get("cvc_session_id") {
-        Some(id) => Some(id.clone()),
+    let from_query = uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "cvc_session_id")
+            .map(|(_, v)| v.into_owned())
+    });
+    let id = match from_query {
+        Some(id) => Some(id),
         None if body.iter().all(u8::is_ascii_whitespace) => None,
         None => optional_text(&json_object(&body)?, "cvc_session_id")?,
     };

@@ -24,13 +24,28 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// lose the last commits, never corrupt the file.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
 
-/// Where the data lives.
-#[derive(Debug, Clone)]
+/// Where the data lives. (`Debug` hides the PostgreSQL URL: it may carry a password.)
+#[derive(Clone)]
 pub enum Database {
     /// A SQLite file (created when asked).
     Sqlite(std::path::PathBuf),
     /// A `postgres://` URL.
     Postgres { url: String, max_connections: u32 },
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Postgres {
+                max_connections, ..
+            } => f
+                .debug_struct("Postgres")
+                .field("url", &"[redacted]")
+                .field("max_connections", max_connections)
+                .finish(),
+        }
+    }
 }
 
 pub struct SqlStore {

@@ -181,6 +181,8 @@ impl UpstreamError {
 }
 
 fn classify(e: reqwest::Error) -> UpstreamError {
+    // The URL may carry a processor's credentials in its query: never into a log line.
+    let e = e.without_url();
     if e.is_timeout() {
         return UpstreamError::Timeout {
             sent: !e.is_connect(),

@@ -91,6 +91,12 @@ async fn sessions_can_be_deleted_in_every_form() {
         (status, body["message"].as_str()),
         (400, Some("Missing required field: cvc_session_id"))
     );
+    let (status, body) = del(vault
+        .http
+        .delete(vault.url("/proxy/delete-cvc-session/%FF%FE"))
+        .header("X-API-Key", &key))
+    .await;
+    assert_eq!((status, body["message"].as_str()), (404, Some(GONE)));
     let (status, _) = del(vault.http.delete(vault.url(&format!(
         "/proxy/delete-cvc-session/{}",
         uuid::Uuid::new_v4()

@@ -191,3 +191,54 @@ async fn redirects_are_returned_not_followed() {
     );
     assert_eq!(stub.count("/redirect"), 1);
 }
+
+#[tokio::test]
+async fn tricks_to_read_an_echo_back_whole_are_defeated() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (token, session) = vault.visa().await;
+    // A digit glued to the card number: the echo is still masked.
+    let (status, body) = vault
+        .proxy(&json!({"token": token, "proxy_url": stub.url("/echo"), "request_data": {"d": "0${cardNumber}", "e": "${cardNumber}${cardNumber}"}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.to_string().contains(VISA), "{body}");
+    assert_eq!(body["proxy_response"]["body"]["d"], "0424242******4242");
+    // Short secrets must be whole values, where an echo can be recognised.
+    for data in [
+        json!({"c": "cvc ${cvv}"}),
+        json!({"c": "0${cvv}"}),
+        json!({"c": "${expirationMonth}${cvv}"}),
+    ] {
+        let (status, body) = vault
+            .proxy(&json!({"token": token, "cvc_session_id": session, "proxy_url": stub.url("/echo"), "request_data": data}))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_template")),
+            "{data}"
+        );
+    }
+    // A short account number as a whole value is masked in the echo.
+    let (_, bank) = vault
+        .post("/tokenize", &vault.keys, &json!({"type": "bank", "data": {"accountNumber": "12345", "routingNumber": "110000000"}}))
+        .await;
+    let (status, body) = vault
+        .proxy(&json!({"token": bank["token"], "proxy_url": stub.url("/echo"), "request_data": {"account": "${accountNumber}", "amount": "12345x"}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stub.last().json()["account"], "12345");
+    assert_eq!(body["proxy_response"]["body"]["account"], "*2345");
+    let (status, body) = vault
+        .proxy(&json!({"token": bank["token"], "proxy_url": stub.url("/echo"), "request_data": {"account": "00${accountNumber}"}}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_template"))
+    );
+    // The CVC session survived the refused calls.
+    let (status, _) = vault
+        .proxy(&json!({"token": token, "cvc_session_id": session, "proxy_url": stub.url("/echo"), "request_data": {"c": "${cvv}"}}))
+        .await;
+    assert_eq!(status, 200);
+}

@@ -29,6 +29,15 @@ impl BodyTemplate {
         Ok(Self::Text { template, encoding })
     }
 
+    /// See [`Template::short_secrets_stand_alone`].
+    pub fn short_secrets_stand_alone(&self) -> bool {
+        match self {
+            Self::Json(t) => t.short_secrets_stand_alone(),
+            Self::Form(t) => t.short_secrets_stand_alone(),
+            Self::Text { template, .. } => template.short_secrets_stand_alone(),
+        }
+    }
+
     pub fn placeholders(&self) -> Box<dyn Iterator<Item = Placeholder> + '_> {
         match self {
             Self::Json(t) => Box::new(t.placeholders()),
@@ -73,6 +82,11 @@ impl ProxyRequest {
         headers: HeaderMap,
         body: BodyTemplate,
     ) -> Result<Self, ApiError> {
+        // A CVC or account number glued to other characters could be echoed back in a form
+        // the response scrubber cannot tell from ordinary digits.
+        if !body.short_secrets_stand_alone() {
+            return Err(ApiError::InvalidTemplate);
+        }
         if cvc_session_id.is_none() && body.placeholders().any(|p| p == Placeholder::Cvc) {
             return Err(ApiError::missing("cvc_session_id"));
         }

@@ -25,8 +25,9 @@ const DROPPED_HEADERS: [&str; 10] = [
     "content-encoding",
 ];
 
-/// Shortest account number masked in free text; shorter digit runs are too common to be sure.
-const MIN_SCRUBBED_ACCOUNT_DIGITS: usize = 6;
+/// Account numbers this long are specific enough to mask wherever their digits appear; shorter
+/// ones are masked where they are a whole value (templates may only place them there).
+const LONG_ACCOUNT_DIGITS: usize = 8;
 
 pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
     let echoes = echoes(values);
@@ -81,14 +82,16 @@ fn echoes(values: &Substitutions) -> Vec<Echo<'_>> {
             kind: EchoKind::Number,
         });
     }
-    if let Some(account) = values.get(Placeholder::AccountNumber)
-        && account.len() >= MIN_SCRUBBED_ACCOUNT_DIGITS
-    {
-        let mask = mask::account_number(account);
+    if let Some(account) = values.get(Placeholder::AccountNumber) {
+        let kind = if account.len() >= LONG_ACCOUNT_DIGITS {
+            EchoKind::Number
+        } else {
+            EchoKind::Code
+        };
         echoes.push(Echo {
             secret: account,
-            mask,
-            kind: EchoKind::Number,
+            mask: mask::account_number(account),
+            kind,
         });
     }
     if let Some(cvc) = values.get(Placeholder::Cvc) {
