@@ -213,12 +213,14 @@ impl Template {
                 Some(Part::Literal(text)) => text.chars().next(),
                 Some(Part::Value(_)) => return false,
             };
-            match (before, after) {
-                (None, None) => true,
-                (Some('"'), Some('"')) | (Some('\''), Some('\'')) | (Some('>'), Some('<')) => true,
-                (Some('='), None | Some('&' | ';' | '\r' | '\n')) => true,
-                _ => false,
-            }
+            matches!(
+                (before, after),
+                (None, None)
+                    | (Some('"'), Some('"'))
+                    | (Some('\''), Some('\''))
+                    | (Some('>'), Some('<'))
+                    | (Some('='), None | Some('&' | ';' | '\r' | '\n'))
+            )
         })
     }
 
