@@ -15,7 +15,11 @@ pub fn corpus() -> Vec<String> {
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/testdata/ssrf-deny-urls.txt"
     );
-    let vendored = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ssrf-deny-urls.txt");
+    // Both crates sit two levels below the workspace root, so one relative path serves both.
+    let vendored = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../core/tests/data/ssrf-deny-urls.txt"
+    );
     let text = std::fs::read_to_string(shared)
         .or_else(|_| std::fs::read_to_string(vendored))
         .expect("the SSRF corpus");
