@@ -63,6 +63,21 @@ async fn send(client: &reqwest::Client, target: &Target, body: bytes::Bytes) -> 
     }
 }
 
+/// Latencies, successes and failures gathered by the workers of one run.
+type Tally = Mutex<(Histogram<u64>, u64, u64)>;
+
+fn outcome(shared: &Tally, start: Instant) -> Outcome {
+    let elapsed = start.elapsed();
+    let (latency, completed, errors) =
+        std::mem::replace(&mut *shared.lock().expect("lock"), (histogram(), 0, 0));
+    Outcome {
+        completed,
+        errors,
+        elapsed,
+        latency,
+    }
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
@@ -114,15 +129,7 @@ pub async fn saturate(
     for w in workers {
         let _ = w.await;
     }
-    let elapsed = start.elapsed();
-    let (latency, completed, errors) =
-        std::mem::replace(&mut *shared.lock().expect("lock"), (histogram(), 0, 0));
-    Outcome {
-        completed,
-        errors,
-        elapsed,
-        latency,
-    }
+    outcome(&shared, start)
 }
 
 /// Closed loop: exactly `total` requests over `connections` workers; returns how many succeeded.
@@ -203,13 +210,5 @@ pub async fn fixed_rate(
     for t in tasks {
         let _ = t.await;
     }
-    let elapsed = start.elapsed();
-    let (latency, completed, errors) =
-        std::mem::replace(&mut *shared.lock().expect("lock"), (histogram(), 0, 0));
-    Outcome {
-        completed,
-        errors,
-        elapsed,
-        latency,
-    }
+    outcome(&shared, start)
 }

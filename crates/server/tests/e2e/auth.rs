@@ -9,15 +9,11 @@ async fn call(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> (u16, Value) {
-    let mut req = vault.http.request(method, vault.url(path)).json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
+    send_with(
+        vault.http.request(method, vault.url(path)).json(body),
+        headers,
     )
+    .await
 }
 
 #[tokio::test]

@@ -489,6 +489,18 @@ fn stub_env(stub: &Stub, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     env
 }
 
+/// Sends `req` with extra `headers`; returns the status and the JSON body (null if none).
+pub async fn send_with(mut req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> (u16, Value) {
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
 /// Waits until `cond` holds, up to `limit` (for background effects such as TTL expiry).
 pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();

@@ -25,19 +25,12 @@ fn decoded_pairs(body: &[u8]) -> Vec<(String, String)> {
 
 /// Sends a raw-mode request: `headers` plus the API key, `body` as is.
 async fn raw(vault: &Vault, query: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-    let mut req = vault
+    let req = vault
         .http
         .post(vault.url(&format!("/proxy/transaction{query}")))
         .header("X-API-Key", &vault.keys.api_key)
         .body(body.to_owned());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
+    send_with(req, headers).await
 }
 
 #[tokio::test]
