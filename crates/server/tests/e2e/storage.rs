@@ -83,3 +83,36 @@ async fn tampered_or_moved_ciphertexts_fail_closed() {
         "the cause is logged once"
     );
 }
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let stub = Stub::start().await;
+    let mut vault = Vault::start(&stub).await;
+    let (token, _) = vault.visa().await;
+    let call = {
+        let (http, url) = (vault.http.clone(), vault.url("/proxy/transaction"));
+        let body = json!({"token": token, "proxy_url": stub.url("/slow?ms=1500"), "request_data": {"n": "${cardNumber}"}});
+        let key = vault.keys.api_key.clone();
+        tokio::spawn(async move {
+            http.post(url)
+                .header("X-API-Key", key)
+                .json(&body)
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let exited_cleanly = tokio::task::spawn_blocking(move || {
+        let ok = vault.terminate();
+        (ok, vault)
+    })
+    .await
+    .unwrap();
+    let resp = call
+        .await
+        .unwrap()
+        .expect("the in-flight call was answered");
+    assert_eq!(resp.status(), 200);
+    assert!(exited_cleanly.0, "the server exited with an error");
+    assert!(exited_cleanly.1.logs().contains("cardvault stopped"));
+}
