@@ -242,3 +242,23 @@ async fn tricks_to_read_an_echo_back_whole_are_defeated() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_json_body_sent_without_its_content_type_is_still_json_mode() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let (token, _) = vault.visa().await;
+    // What `curl -d '{…}'` sends: a JSON object labelled as a form.
+    let body = json!({"token": token, "proxy_url": stub.url("/echo"), "request_data": {"n": "${cardNumber}"}});
+    let resp = vault
+        .http
+        .post(vault.url("/proxy/transaction"))
+        .header("X-API-Key", &vault.keys.api_key)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(stub.last().json(), json!({"n": VISA}));
+}

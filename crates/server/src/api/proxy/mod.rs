@@ -33,7 +33,7 @@ pub async fn transaction(
 ) -> Result<Response, ApiError> {
     caller.require_tokenization()?;
     let rules = &state.policy.destinations;
-    let request = if raw_mode::applies(&headers, uri.query()) {
+    let request = if raw_mode::applies(&headers, uri.query(), &body) {
         raw_mode::parse(&headers, uri.query(), &body, rules)?
     } else {
         json_mode::parse(&body, rules)?
@@ -156,7 +156,7 @@ mod tests {
                     headers.insert(HeaderName::from_static(name), value);
                 }
             }
-            let _ = raw_mode::applies(&headers, Some(&query));
+            let _ = raw_mode::applies(&headers, Some(&query), &body);
             let _ = raw_mode::parse(&headers, Some(&query), &body, &rules);
             let _ = raw_mode::parse(&headers, None, json_text.as_bytes(), &rules);
         }

@@ -14,11 +14,17 @@ use super::request::{
 use crate::api::{ApiError, BodyKind};
 
 /// True when the request describes a raw-mode call.
-pub fn applies(headers: &HeaderMap, query: Option<&str>) -> bool {
+pub fn applies(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> bool {
     if headers.contains_key("x-proxy-url") || query_value(query, "proxy_url").is_some() {
         return true;
     }
-    media_type(headers).is_some_and(|ct| ct == FORM || is_xml(&ct))
+    match media_type(headers).as_deref() {
+        // A JSON object labelled as a form is a JSON-mode call from a client that forgot its
+        // Content-Type (`curl -d` labels everything a form); no form body starts with `{`.
+        Some(FORM) => !body.trim_ascii_start().starts_with(b"{"),
+        Some(ct) => is_xml(ct),
+        None => false,
+    }
 }
 
 /// # Errors
