@@ -62,7 +62,8 @@ impl Caches {
 /// A project's outbound settings, parsed.
 pub struct ProjectDestinations {
     pub allow: Vec<AllowRule>,
-    pub tls: Vec<DestinationTls>,
+    /// TLS settings with their host pattern parsed, exact hosts before wildcards.
+    pub tls: Vec<(AllowRule, DestinationTls)>,
 }
 
 impl AppState {
@@ -84,9 +85,16 @@ impl AppState {
             .map(|r| AllowRule::parse(r))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let mut tls = self.store.destination_tls(project_id).await?;
+        let mut tls = self
+            .store
+            .destination_tls(project_id)
+            .await?
+            .into_iter()
+            .map(|t| AllowRule::parse(&t.host).map(|rule| (rule, t)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         // Exact hosts before wildcards.
-        tls.sort_by_key(|t| t.host.starts_with("*."));
+        tls.sort_by_key(|(_, t)| t.host.starts_with("*."));
         let found = Arc::new(ProjectDestinations { allow, tls });
         self.caches
             .destinations

@@ -112,14 +112,12 @@ async fn another_projects_session_is_not_found() {
     let vault = Vault::start(&stub).await;
     let (_, session) = vault.visa().await;
     let other = vault.create_project(&[]);
-    let (_, tok) = vault
-        .post("/tokenize", &other, &json!({"type": "card", "data": {"cardNumber": MASTERCARD, "expirationMonth": "1", "expirationYear": "2033"}}))
-        .await;
+    let other_token = vault.token_in(&other, MASTERCARD).await;
     let (status, body) = vault
         .post(
             "/proxy/transaction",
             &other,
-            &charge(&stub, tok["token"].as_str().unwrap(), &session),
+            &charge(&stub, &other_token, &session),
         )
         .await;
     assert_eq!((status, body["message"].as_str()), (404, Some(GONE)));

@@ -78,14 +78,12 @@ async fn a_project_allowlist_permits_only_its_destinations() {
     }
     // Another project is not bound by this project's list.
     let other = vault.create_project(&[]);
-    let (_, tok) = vault
-        .post("/tokenize", &other, &json!({"type": "card", "data": {"cardNumber": VISA, "expirationMonth": "1", "expirationYear": "2033"}}))
-        .await;
+    let other_token = vault.token_in(&other, VISA).await;
     let (status, _) = vault
         .post(
             "/proxy/transaction",
             &other,
-            &charge(tok["token"].as_str().unwrap(), &stub.url("/echo")),
+            &charge(&other_token, &stub.url("/echo")),
         )
         .await;
     assert_eq!(status, 200);
@@ -264,14 +262,12 @@ async fn mutual_tls_uses_the_projects_client_certificate() {
 
     // Another project has no certificate for that host.
     let other = vault.create_project(&[]);
-    let (_, tok) = vault
-        .post("/tokenize", &other, &json!({"type": "card", "data": {"cardNumber": VISA, "expirationMonth": "1", "expirationYear": "2033"}}))
-        .await;
+    let other_token = vault.token_in(&other, VISA).await;
     let (status, _) = vault
         .post(
             "/proxy/transaction",
             &other,
-            &charge(tok["token"].as_str().unwrap(), &stub.url("/charge")),
+            &charge(&other_token, &stub.url("/charge")),
         )
         .await;
     assert_eq!(status, 502);

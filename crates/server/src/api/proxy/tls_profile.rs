@@ -1,6 +1,5 @@
 //! The project's TLS settings for a destination, opened for one call.
 
-use cardvault_core::destination::AllowRule;
 use url::Url;
 use zeroize::Zeroizing;
 
@@ -21,8 +20,7 @@ pub fn for_destination(
     destinations: &ProjectDestinations,
     url: &Url,
 ) -> Result<Option<TlsProfile>, ApiError> {
-    for tls in &destinations.tls {
-        let rule = AllowRule::parse(&tls.host).map_err(|e| ApiError::Internal(e.to_string()))?;
+    for (rule, tls) in &destinations.tls {
         if rule.permits(url) {
             return open(keyring, project_id, tls.clone()).map(Some);
         }
