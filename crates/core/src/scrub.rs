@@ -5,9 +5,15 @@
 //! percent-encoded (`%34%32…`, `4242%204242…`) or JSON-escaped (`\u0034…`), wherever they are,
 //! even inside a longer run of digits (a caller could otherwise prefix a digit to a card number
 //! and read the echo back whole). Short codes (the CVC, short account numbers) are three to seven
-//! digits, which any body is full of, so they are masked where they are a whole value: `"739"`,
-//! `'739'`, `>739<` (an XML text node) or `=739&` (a form value); templates may only place them
-//! there (see `Template::short_secrets_stand_alone`).
+//! digits, which any body is full of, so they are masked where they are a whole value: between
+//! `"…"`, `'…'`, `>…<`, after `=` up to `&`, `;`, a line end or the end of the text, or the whole
+//! text; templates may only place them there (see `Template::short_secrets_stand_alone`).
+//!
+//! A processor may carry the body it received inside its own answer: as a JSON string (where
+//! `"` arrives as `\"`, `\\\"` one level deeper, or `\u0022`), percent-encoded (`%22`, `%2522`),
+//! as XML text (`&quot;`, `&amp;quot;`) or any nesting of these. The delimiters around a short
+//! code are therefore read through those escapes, so the whole-value rule holds however deep the
+//! echo is carried; the digits themselves are never escaped by any of these encodings.
 
 /// A secret to look for and what to put in its place.
 pub struct Echo<'a> {
@@ -54,19 +60,175 @@ fn replace_codes(text: &str, echo: &Echo<'_>) -> Option<String> {
     let bytes = text.as_bytes();
     let secret = echo.secret.as_bytes();
     replace_matches(text, &echo.mask, |i| {
-        if i == 0 || !bytes[i..].starts_with(secret) {
-            return None;
-        }
-        let after = bytes.get(i + secret.len()).copied();
-        let whole_value = match bytes[i - 1] {
-            b'"' => after == Some(b'"'),
-            b'\'' => after == Some(b'\''),
-            b'>' => after == Some(b'<'),
-            b'=' => matches!(after, None | Some(b'&' | b';' | b'\r' | b'\n')),
-            _ => false,
-        };
+        let end = i + secret.len();
+        let whole_value =
+            bytes[i..].starts_with(secret) && opens_value(bytes, i) && closes_value(bytes, end);
         whole_value.then_some(secret.len())
     })
+}
+
+/// Characters that may stand right before a whole value: a quote, the end of an XML start tag,
+/// a form key's `=`.
+const OPENERS: &[u8] = b"\"'>=";
+/// Characters that may stand right after one: a quote, an XML end tag, the end of a form value.
+const CLOSERS: &[u8] = b"\"'<&;\r\n";
+/// How many escapes may be nested around one delimiter: three carriers deep, each of which may
+/// escape the escape character of the one inside it, with room to spare.
+const MAX_ESCAPE_DEPTH: usize = 6;
+
+/// Whether the text before `at` ends in an opening delimiter (however escaped) or is empty.
+fn opens_value(bytes: &[u8], at: usize) -> bool {
+    match char_before(bytes, at, 0) {
+        None => true,
+        Some((c, _)) => OPENERS.contains(&c),
+    }
+}
+
+/// Whether the text from `at` starts with a closing delimiter (however escaped) or is empty.
+/// JSON escapes a quote as `\"`, so backslashes (themselves escaped one level deeper) are
+/// skipped; `\n` and `\r` are the escaped line ends.
+fn closes_value(bytes: &[u8], mut at: usize) -> bool {
+    let mut escaped = false;
+    for _ in 0..=MAX_ESCAPE_DEPTH * 2 {
+        match char_after(bytes, at) {
+            None => return true,
+            Some((b'\\', next)) => {
+                escaped = true;
+                at = next;
+            }
+            Some((c, _)) => {
+                return CLOSERS.contains(&c) || (escaped && matches!(c, b'n' | b'r'));
+            }
+        }
+    }
+    false
+}
+
+/// The character that ends at `end`, decoded through percent-encoding (`%22`, `%2522`), JSON
+/// unicode escapes (`\u0022`) and XML entities (`&quot;`, `&#34;`, `&amp;quot;`), with the
+/// index where its encoded form starts. `None` at the start of the text.
+fn char_before(bytes: &[u8], end: usize, depth: usize) -> Option<(u8, usize)> {
+    let (c, start) = escape_before(bytes, end, depth)?;
+    if c == b';'
+        && depth < MAX_ESCAPE_DEPTH
+        && let Some(decoded) = entity_before(bytes, start, depth + 1)
+    {
+        return Some(decoded);
+    }
+    Some((c, start))
+}
+
+/// A percent or `\u00XX` escape ending at `end`, else the literal byte there.
+fn escape_before(bytes: &[u8], end: usize, depth: usize) -> Option<(u8, usize)> {
+    let last = end.checked_sub(1)?;
+    if depth < MAX_ESCAPE_DEPTH && end >= 3 {
+        let hex_start = end - 2;
+        if let Some(value) = hex_pair(&bytes[hex_start..end]) {
+            // `%HH`, where the `%` may itself be encoded (`%25HH`).
+            if let Some((b'%', start)) = char_before(bytes, hex_start, depth + 1) {
+                return Some((value, start));
+            }
+            // `\u00HH`, where the backslash may itself be encoded (`%5Cu00HH`).
+            if hex_start >= 4
+                && bytes[hex_start - 3..hex_start].eq_ignore_ascii_case(b"u00")
+                && let Some((b'\\', start)) = char_before(bytes, hex_start - 3, depth + 1)
+            {
+                return Some((value, start));
+            }
+        }
+    }
+    Some((bytes[last], last))
+}
+
+/// XML entities for the delimiters and for `&` itself; numeric ones follow a `#`.
+const NAMED_ENTITIES: [(&[u8], u8); 5] = [
+    (b"quot", b'"'),
+    (b"apos", b'\''),
+    (b"gt", b'>'),
+    (b"lt", b'<'),
+    (b"amp", b'&'),
+];
+const NUMERIC_ENTITIES: [(&[u8], u8); 10] = [
+    (b"34", b'"'),
+    (b"39", b'\''),
+    (b"62", b'>'),
+    (b"61", b'='),
+    (b"38", b'&'),
+    (b"x22", b'"'),
+    (b"x27", b'\''),
+    (b"x3e", b'>'),
+    (b"x3d", b'='),
+    (b"x26", b'&'),
+];
+
+/// The entity whose `;` starts at `semicolon`: its character and where its `&` starts.
+fn entity_before(bytes: &[u8], semicolon: usize, depth: usize) -> Option<(u8, usize)> {
+    let before = &bytes[..semicolon];
+    let ends_with = |name: &[u8]| {
+        before.len() >= name.len() && before[before.len() - name.len()..].eq_ignore_ascii_case(name)
+    };
+    let ampersand = |at: usize| match char_before(bytes, at, depth) {
+        Some((b'&', start)) => Some(start),
+        _ => None,
+    };
+    for (name, value) in NAMED_ENTITIES {
+        if ends_with(name)
+            && let Some(start) = ampersand(semicolon - name.len())
+        {
+            return Some((value, start));
+        }
+    }
+    for (name, value) in NUMERIC_ENTITIES {
+        if ends_with(name)
+            && let Some((b'#', hash)) = char_before(bytes, semicolon - name.len(), depth)
+            && let Some(start) = ampersand(hash)
+        {
+            return Some((value, start));
+        }
+    }
+    None
+}
+
+/// The character that starts at `at`, decoded through percent-encoding and `\u00XX` (whose
+/// backslash may itself be percent-encoded), with the index after its encoded form. An XML
+/// entity starts with `&`, which is a closer already.
+fn char_after(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+    let first = *bytes.get(at)?;
+    let (c, next) = match first {
+        b'%' => percent_after(bytes, at).unwrap_or((first, at + 1)),
+        _ => (first, at + 1),
+    };
+    if c == b'\\'
+        && let Some(value) = bytes
+            .get(next..next + 3)
+            .filter(|u| u.eq_ignore_ascii_case(b"u00"))
+            .and_then(|_| bytes.get(next + 3..next + 5))
+            .and_then(hex_pair)
+    {
+        return Some((value, next + 5));
+    }
+    Some((c, next))
+}
+
+/// `%HH` at `at`, where `%25` followed by two more hex digits is an encoded `%` (any depth).
+fn percent_after(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+    let mut value = bytes.get(at + 1..at + 3).and_then(hex_pair)?;
+    let mut end = at + 3;
+    while value == b'%'
+        && let Some(inner) = bytes.get(end..end + 2).and_then(hex_pair)
+    {
+        value = inner;
+        end += 2;
+    }
+    Some((value, end))
+}
+
+fn hex_pair(pair: &[u8]) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    match pair {
+        [high, low] => u8::try_from(digit(*high)? * 16 + digit(*low)?).ok(),
+        _ => None,
+    }
 }
 
 /// Copies `text`, replacing each span `matcher` reports (its length, from a start index).
@@ -201,6 +363,64 @@ mod tests {
             "id=a739b",
             "ref 1739",
             "ch_739x",
+        ] {
+            assert_eq!(scrub_text(clean, &echoes), None, "{clean}");
+        }
+    }
+
+    #[test]
+    fn codes_are_masked_however_their_delimiters_are_escaped() {
+        let echoes = echoes();
+        for (echoed, masked) in [
+            (
+                r#"{"body":"{\"c\":\"739\"}"}"#,
+                r#"{"body":"{\"c\":\"***\"}"}"#,
+            ),
+            (
+                r#""{\\\"c\\\":\\\"739\\\"}""#,
+                r#""{\\\"c\\\":\\\"***\\\"}""#,
+            ),
+            (
+                r#"{"b":"card[cvc]=739&x=1"}"#,
+                r#"{"b":"card[cvc]=***&x=1"}"#,
+            ),
+            (r#"{"b":"card[cvc]=739"}"#, r#"{"b":"card[cvc]=***"}"#),
+            ("card%5Bcvc%5D%3D739%26x%3D1", "card%5Bcvc%5D%3D***%26x%3D1"),
+            (
+                "%257B%2522c%2522%253A%2522739%2522%257D",
+                "%257B%2522c%2522%253A%2522***%2522%257D",
+            ),
+            (
+                r#"{"b":"\u003ccvc\u003e739\u003c/cvc\u003e"}"#,
+                r#"{"b":"\u003ccvc\u003e***\u003c/cvc\u003e"}"#,
+            ),
+            (
+                "<b>&lt;x cvc=&quot;739&quot;/&gt;</b>",
+                "<b>&lt;x cvc=&quot;***&quot;/&gt;</b>",
+            ),
+            (
+                "<b>&amp;lt;cvc&amp;gt;739&amp;lt;/cvc&amp;gt;</b>",
+                "<b>&amp;lt;cvc&amp;gt;***&amp;lt;/cvc&amp;gt;</b>",
+            ),
+            ("<b>a=1&amp;cvc=739</b>", "<b>a=1&amp;cvc=***</b>"),
+            ("x=%26%2334%3B739%26%2334%3B", "x=%26%2334%3B***%26%2334%3B"),
+            (r#"{"b":"cvc=739\r\nb"}"#, r#"{"b":"cvc=***\r\nb"}"#),
+            ("739", "***"),
+        ] {
+            assert_eq!(
+                scrub_text(echoed, &echoes).as_deref(),
+                Some(masked),
+                "{echoed}"
+            );
+        }
+        for clean in [
+            r#"{"body":"{\"amount\":739,\"n\":[739]}"}"#,
+            "%7B%22amount%22%3A739%7D",
+            "&quot;amount&quot;: 739,",
+            "%22a739%22",
+            "%227390%22",
+            "u00739",
+            "%25%25739x",
         ] {
             assert_eq!(scrub_text(clean, &echoes), None, "{clean}");
         }

@@ -7,6 +7,7 @@ mod stub;
 mod auth;
 mod cvc_sessions;
 mod destinations;
+mod echo_carriers;
 mod limits;
 mod proxy;
 mod proxy_errors;

@@ -1,7 +1,8 @@
 //! A local HTTPS payment-processor stub with a generated certificate authority.
 //!
 //! Routes: `/charge` (200 JSON), `/decline` (402 JSON), `/echo` (answers with the request body
-//! and content type), `/slow?ms=N` (answers after N ms), `/text` (plain text), `/big?bytes=N`,
+//! and content type), `/echo-in-json` (the request body as a JSON string value), `/echo-in-header`
+//! (the request body in an `x-echo` header), `/slow?ms=N` (answers after N ms), `/text` (plain text), `/big?bytes=N`,
 //! `/redirect?to=URL` (302). Every request is recorded.
 //!
 //! Used by the black-box tests and by `cargo run -p cardvault-server --example processor-stub`.
@@ -247,6 +248,17 @@ async fn handle(
                 builder = builder.header("content-type", ct);
             }
             builder.body(Full::new(Bytes::from(body))).unwrap()
+        }
+        "/echo-in-json" => {
+            let text = String::from_utf8_lossy(&body);
+            json(200, &serde_json::json!({"received": text}).to_string())
+        }
+        "/echo-in-header" => {
+            let mut builder = Response::builder().status(200);
+            if let Ok(value) = hyper::header::HeaderValue::from_bytes(&body) {
+                builder = builder.header("x-echo", value);
+            }
+            builder.body(Full::new(Bytes::from_static(b"ok"))).unwrap()
         }
         "/slow" => {
             let ms = path
