@@ -17,7 +17,13 @@ pub struct DestinationRules {
     pub allow_private: bool,
     /// Ports allowed besides the scheme's default.
     pub allowed_ports: Vec<u16>,
+    /// Longest URL accepted, in bytes: the HTTP client cannot send a longer request line anyway,
+    /// so it is refused before anything else happens.
+    pub max_url_bytes: usize,
 }
+
+/// Longer than any processor endpoint needs, far below what an HTTP request line can carry.
+pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
 
 impl Default for DestinationRules {
     fn default() -> Self {
@@ -25,6 +31,7 @@ impl Default for DestinationRules {
             allow_http: false,
             allow_private: false,
             allowed_ports: vec![443],
+            max_url_bytes: DEFAULT_MAX_URL_BYTES,
         }
     }
 }
@@ -34,6 +41,8 @@ impl Default for DestinationRules {
 pub enum DestinationError {
     #[error("the URL does not parse")]
     Malformed,
+    #[error("the URL is longer than the limit")]
+    TooLong,
     #[error("the scheme is not allowed")]
     Scheme,
     #[error("the URL carries credentials")]
@@ -54,6 +63,9 @@ impl DestinationRules {
     /// # Errors
     /// A [`DestinationError`] naming the first rule the URL breaks.
     pub fn check_url(&self, raw: &str) -> Result<Url, DestinationError> {
+        if raw.len() > self.max_url_bytes {
+            return Err(DestinationError::TooLong);
+        }
         if raw.chars().any(|c| c.is_control() || c == '\\') {
             return Err(DestinationError::Malformed);
         }

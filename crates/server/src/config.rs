@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cardvault_core::destination::{AllowRule, DestinationRules};
+use cardvault_core::destination::{AllowRule, DEFAULT_MAX_URL_BYTES, DestinationRules};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -44,6 +44,8 @@ pub struct Settings {
     pub require_destination_allowlist: bool,
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
+    /// Longest `proxy_url` accepted (400 `Invalid proxy URL` beyond it).
+    pub max_url_bytes: usize,
     /// Time a client has to send its request headers, and then its whole body.
     pub client_read_timeout_ms: u64,
     pub log_format: LogFormat,
@@ -107,6 +109,7 @@ impl Default for Settings {
             require_destination_allowlist: false,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_url_bytes: DEFAULT_MAX_URL_BYTES,
             client_read_timeout_ms: DEFAULT_CLIENT_READ_TIMEOUT_MS,
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
@@ -181,7 +184,7 @@ impl Settings {
         for rule in &self.destination_allowlist {
             AllowRule::parse(rule).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
-        if self.max_request_bytes == 0 || self.max_response_bytes == 0 {
+        if self.max_request_bytes == 0 || self.max_response_bytes == 0 || self.max_url_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "size limits must be at least 1 byte".into(),
             ));
@@ -214,6 +217,7 @@ impl Settings {
             allow_http: self.allow_http_destinations,
             allow_private: self.allow_private_destinations,
             allowed_ports: self.allowed_ports.clone(),
+            max_url_bytes: self.max_url_bytes,
         }
     }
 

@@ -55,6 +55,7 @@ fn local_testing_relaxations_are_explicit() {
         allow_http: true,
         allow_private: true,
         allowed_ports: vec![443],
+        ..DestinationRules::default()
     };
     assert!(relaxed.check_url("http://127.0.0.1:8080/x").is_ok());
     assert!(relaxed.check_url("https://localhost:9443/").is_ok());
@@ -190,4 +191,21 @@ fn port_443_stays_allowed_when_others_are_added() {
         rules.check_url("https://api.stripe.com:9443/v1").err(),
         Some(DestinationError::Port)
     );
+}
+
+#[test]
+fn urls_over_the_length_limit_are_refused_before_parsing() {
+    let rules = DestinationRules {
+        max_url_bytes: 64,
+        ..DestinationRules::default()
+    };
+    let base = "https://api.processor.example/v1/charges?x=";
+    let at_limit = format!("{base}{}", "a".repeat(64 - base.len()));
+    assert!(rules.check_url(&at_limit).is_ok());
+    assert_eq!(
+        rules.check_url(&format!("{at_limit}a")),
+        Err(DestinationError::TooLong)
+    );
+    let long = format!("{base}{}", "a".repeat(70_000));
+    assert_eq!(strict().check_url(&long), Err(DestinationError::TooLong));
 }

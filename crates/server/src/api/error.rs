@@ -221,7 +221,8 @@ impl From<UpstreamError> for ApiError {
             | UpstreamError::Unreachable(_)
             | UpstreamError::Failed(_)
             | UpstreamError::TooLarge(_)
-            | UpstreamError::Setup(_) => Self::Upstream {
+            | UpstreamError::Setup(_)
+            | UpstreamError::Unbuildable(_) => Self::Upstream {
                 cause: e.to_string(),
                 request_sent,
             },

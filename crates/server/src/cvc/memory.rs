@@ -12,6 +12,8 @@ use super::{CvcError, CvcStore, StoredSession};
 struct MemoryEntry {
     session: StoredSession,
     expires_at: Instant,
+    /// Taken by a call that has not finished yet.
+    held: bool,
 }
 
 /// Sessions in this process's memory: the embedded default. Expired entries are swept by a
@@ -67,6 +69,7 @@ impl CvcStore for MemoryCvcStore {
             MemoryEntry {
                 session,
                 expires_at,
+                held: false,
             },
         );
         Ok(())
@@ -74,20 +77,38 @@ impl CvcStore for MemoryCvcStore {
 
     async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<StoredSession>, CvcError> {
         let mut entries = self.lock();
-        let Some(entry) = entries.get(&id) else {
+        let Some(entry) = entries.get_mut(&id) else {
             return Ok(None);
         };
-        if entry.session.project_id != project_id {
+        if entry.session.project_id != project_id || entry.held {
             return Ok(None);
         }
         if entry.expires_at <= Instant::now() {
             entries.remove(&id);
             return Ok(None);
         }
-        if entry.session.reusable {
-            return Ok(Some(entry.session.clone()));
+        entry.held = !entry.session.reusable;
+        Ok(Some(entry.session.clone()))
+    }
+
+    async fn release(&self, id: Uuid, project_id: &str) -> Result<(), CvcError> {
+        if let Some(entry) = self.lock().get_mut(&id)
+            && entry.session.project_id == project_id
+        {
+            entry.held = false;
         }
-        Ok(entries.remove(&id).map(|e| e.session))
+        Ok(())
+    }
+
+    async fn consume(&self, id: Uuid, project_id: &str) -> Result<(), CvcError> {
+        let mut entries = self.lock();
+        if entries
+            .get(&id)
+            .is_some_and(|e| e.session.project_id == project_id)
+        {
+            entries.remove(&id);
+        }
+        Ok(())
     }
 
     async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError> {

@@ -37,12 +37,21 @@ pub struct StoredSession {
 }
 
 /// Where sealed sessions live; `take` must be atomic across every server sharing the store.
+///
+/// A single-use session is not removed by `take` but held: no other take gets it until the
+/// taker either `consume`s it (the processor may have seen the code) or `release`s it (the call
+/// ended before anything was sent), which makes it usable again with the TTL it had left.
 #[async_trait]
 pub trait CvcStore: Send + Sync {
     async fn put(&self, id: Uuid, session: StoredSession, ttl: Duration) -> Result<(), CvcError>;
-    /// Returns the session if it exists, is alive and belongs to `project_id`; removes it unless
-    /// it is reusable. Two concurrent takes never both get a single-use session.
+    /// Returns the session if it exists, is alive, is not held and belongs to `project_id`;
+    /// holds it unless it is reusable. Two concurrent takes never both get a single-use session.
     async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<StoredSession>, CvcError>;
+    /// Makes a held session usable again, its expiry unchanged; a session deleted or expired in
+    /// the meantime stays gone.
+    async fn release(&self, id: Uuid, project_id: &str) -> Result<(), CvcError>;
+    /// Removes a held session for good.
+    async fn consume(&self, id: Uuid, project_id: &str) -> Result<(), CvcError>;
     /// Removes the session if it belongs to `project_id`; false if there was none.
     async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError>;
     /// Whether the store answers (for readiness).
@@ -88,16 +97,28 @@ impl CvcSessions {
         Ok(id)
     }
 
-    /// Takes the code out of the session (consuming a single-use one).
-    pub async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<Cvc>, CvcError> {
+    /// Takes the code out of the session. A single-use session is held by the returned
+    /// [`CvcLease`] until the caller says whether the code may have reached the processor.
+    pub async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<CvcLease>, CvcError> {
         let Some(session) = self.store.take(id, project_id).await? else {
             return Ok(None);
         };
+        let mut lease = CvcLease {
+            code: None,
+            held: (!session.reusable).then(|| HeldSession {
+                store: self.store.clone(),
+                id,
+                project_id: project_id.to_owned(),
+            }),
+        };
+        // On a failure to open, the lease is dropped and the session consumed: a session that
+        // cannot be opened never will be.
         let plain = self
             .keyring
             .open_session(&session.sealed, &aad(id, project_id))?;
         let code = String::from_utf8(plain.to_vec()).map_err(|_| CryptoError::Decrypt)?;
-        Ok(Some(Cvc::from_stored(SecretString::new(code))))
+        lease.code = Some(Cvc::from_stored(SecretString::new(code)));
+        Ok(Some(lease))
     }
 
     pub async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError> {
@@ -106,6 +127,60 @@ impl CvcSessions {
 
     pub async fn ping(&self) -> Result<(), CvcError> {
         self.store.ping().await
+    }
+}
+
+/// A taken CVC. For a single-use session, the session stays held (unusable by anyone else)
+/// until [`CvcLease::finish`] says whether the request was sent; a lease dropped without that
+/// answer counts as sent, since nothing then proves the processor did not see the code.
+pub struct CvcLease {
+    code: Option<Cvc>,
+    held: Option<HeldSession>,
+}
+
+struct HeldSession {
+    store: Arc<dyn CvcStore>,
+    id: Uuid,
+    project_id: String,
+}
+
+impl CvcLease {
+    pub fn code(&self) -> Option<&Cvc> {
+        self.code.as_ref()
+    }
+
+    /// Consumes the session if the request may have reached the processor (`sent`), else makes
+    /// it usable again for the merchant's retry.
+    ///
+    /// # Errors
+    /// [`CvcError::Unavailable`] when the store cannot be reached; a held session then expires
+    /// with its TTL, unused.
+    pub async fn finish(mut self, sent: bool) -> Result<(), CvcError> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        if sent {
+            held.store.consume(held.id, &held.project_id).await
+        } else {
+            held.store.release(held.id, &held.project_id).await
+        }
+    }
+}
+
+impl Drop for CvcLease {
+    fn drop(&mut self) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        // Dropped mid-call (the client went away, a later stage failed unexpectedly): whether
+        // the code was sent is unknown, so the session is used up.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = held.store.consume(held.id, &held.project_id).await {
+                    tracing::warn!(error = %e, "a held CVC session could not be removed; it expires with its TTL");
+                }
+            });
+        }
     }
 }
 
@@ -139,19 +214,62 @@ mod tests {
             sessions.take(id, "p2").await.unwrap().is_none(),
             "other project"
         );
-        assert_eq!(
-            sessions
-                .take(id, "p1")
-                .await
-                .unwrap()
-                .unwrap()
-                .expose_secret(),
-            "123"
+        let lease = sessions.take(id, "p1").await.unwrap().unwrap();
+        assert_eq!(lease.code().unwrap().expose_secret(), "123");
+        assert!(
+            sessions.take(id, "p1").await.unwrap().is_none(),
+            "held by the first call"
         );
+        lease.finish(true).await.unwrap();
         assert!(
             sessions.take(id, "p1").await.unwrap().is_none(),
             "second use"
         );
+    }
+
+    #[tokio::test]
+    async fn a_session_released_unsent_is_usable_again_with_its_ttl() {
+        let (sessions, _) = sessions();
+        let id = sessions
+            .create("p1", &cvc(), Duration::from_millis(400), false)
+            .await
+            .unwrap();
+        let lease = sessions.take(id, "p1").await.unwrap().unwrap();
+        lease.finish(false).await.unwrap();
+        let lease = sessions.take(id, "p1").await.unwrap().unwrap();
+        assert_eq!(lease.code().unwrap().expose_secret(), "123");
+        lease.finish(false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            sessions.take(id, "p1").await.unwrap().is_none(),
+            "released, the session still expires when it was due to"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_deleted_while_held_is_not_brought_back() {
+        let (sessions, _) = sessions();
+        let id = sessions
+            .create("p1", &cvc(), Duration::from_secs(60), false)
+            .await
+            .unwrap();
+        let lease = sessions.take(id, "p1").await.unwrap().unwrap();
+        assert!(sessions.delete(id, "p1").await.unwrap());
+        lease.finish(false).await.unwrap();
+        assert!(sessions.take(id, "p1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lease_dropped_unfinished_uses_the_session_up() {
+        let (sessions, store) = sessions();
+        let id = sessions
+            .create("p1", &cvc(), Duration::from_secs(60), false)
+            .await
+            .unwrap();
+        drop(sessions.take(id, "p1").await.unwrap().unwrap());
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(store.is_empty());
     }
 
     #[tokio::test]

@@ -16,13 +16,24 @@ use uuid::Uuid;
 
 use super::{CvcError, CvcStore, StoredSession};
 
-/// Gets the value and deletes it unless its first byte marks it reusable: atomic in Redis.
+/// Gets the value; a single-use one is marked held (its flag byte set, its TTL untouched) and a
+/// held one is not returned: atomic in Redis.
 const TAKE_SCRIPT: &str = r"
 local value = redis.call('GET', KEYS[1])
-if value and string.sub(value, 1, 1) == '0' then
-  redis.call('DEL', KEYS[1])
-end
+if not value then return nil end
+local flag = string.sub(value, 1, 1)
+if flag == '2' then return nil end
+if flag == '0' then redis.call('SETRANGE', KEYS[1], 0, '2') end
 return value
+";
+
+/// Makes a held session usable again; its TTL is untouched, and a key deleted or expired in the
+/// meantime is not recreated.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GETRANGE', KEYS[1], 0, 0) == '2' then
+  redis.call('SETRANGE', KEYS[1], 0, '0')
+end
+return 0
 ";
 
 const SINGLE_USE: u8 = b'0';
@@ -31,6 +42,7 @@ const REUSABLE: u8 = b'1';
 pub struct RedisCvcStore {
     connection: ConnectionManager,
     take: redis::Script,
+    release: redis::Script,
     prefix: String,
 }
 
@@ -56,6 +68,7 @@ impl RedisCvcStore {
         Ok(Self {
             connection,
             take: redis::Script::new(TAKE_SCRIPT),
+            release: redis::Script::new(RELEASE_SCRIPT),
             prefix: prefix.to_owned(),
         })
     }
@@ -104,6 +117,26 @@ impl CvcStore for RedisCvcStore {
                 sealed: sealed.to_vec(),
             })
         }))
+    }
+
+    async fn release(&self, id: Uuid, project_id: &str) -> Result<(), CvcError> {
+        let mut conn = self.connection.clone();
+        let _: i64 = self
+            .release
+            .key(self.key(id, project_id))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn consume(&self, id: Uuid, project_id: &str) -> Result<(), CvcError> {
+        let mut conn = self.connection.clone();
+        let _: u64 = conn
+            .del(self.key(id, project_id))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError> {

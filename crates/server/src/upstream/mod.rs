@@ -36,6 +36,8 @@ pub enum UpstreamError {
     TooLarge(usize),
     #[error("upstream client setup: {0}")]
     Setup(String),
+    #[error("the request could not be built (nothing was sent): {0}")]
+    Unbuildable(String),
 }
 
 pub struct UpstreamSettings<'a> {
@@ -171,9 +173,11 @@ impl UpstreamError {
     /// Whether the processor may have received the request: callers decide on retries by it.
     pub fn request_sent(&self) -> bool {
         match self {
-            Self::NonPublicAddress | Self::Unresolvable | Self::Unreachable(_) | Self::Setup(_) => {
-                false
-            }
+            Self::NonPublicAddress
+            | Self::Unresolvable
+            | Self::Unreachable(_)
+            | Self::Setup(_)
+            | Self::Unbuildable(_) => false,
             Self::Timeout { sent } => *sent,
             Self::Failed(_) | Self::TooLarge(_) => true,
         }
@@ -196,7 +200,9 @@ fn classify(e: reqwest::Error) -> UpstreamError {
         message.push_str(&s.to_string());
         source = s.source();
     }
-    if e.is_connect() {
+    if e.is_builder() {
+        UpstreamError::Unbuildable(message)
+    } else if e.is_connect() {
         UpstreamError::Unreachable(message)
     } else {
         UpstreamError::Failed(message)

@@ -121,6 +121,12 @@ async fn bad_proxy_inputs_get_exact_messages_and_keep_the_cvc_session() {
             "invalid_proxy_url",
         ),
         (
+            json!({"token": token, "proxy_url": format!("{url}?pad={}", "a".repeat(70_000)), "request_data": data, "cvc_session_id": session}),
+            400,
+            "Invalid proxy URL",
+            "invalid_proxy_url",
+        ),
+        (
             json!({"token": "tok_doesnotexist", "proxy_url": url, "request_data": data, "cvc_session_id": session}),
             404,
             "Token not found",
@@ -239,4 +245,69 @@ async fn secure_defaults_refuse_http_ip_literals_and_internal_names() {
         stub.requests().is_empty(),
         "a refused destination was contacted"
     );
+}
+
+/// A port on this machine that nothing listens on.
+fn closed_port() -> u16 {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closed.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_call_that_sent_nothing_gives_the_cvc_session_back() {
+    let stub = Stub::start().await;
+    let vault = Vault::start_with(
+        &stub,
+        &[
+            ("CARDVAULT_UPSTREAM_TIMEOUT_MS", "700"),
+            ("CARDVAULT_CVC_TTL_SECONDS", "4"),
+        ],
+    )
+    .await;
+    let (token, session) = vault.visa().await;
+    let data = json!({"c": "${cvv}"});
+    let call = |url: String| json!({"token": token, "cvc_session_id": session, "proxy_url": url, "request_data": data});
+
+    // Connection refused, twice: nothing was sent, the session stays usable.
+    for _ in 0..2 {
+        let (status, body) = vault
+            .proxy(&call(format!("https://localhost:{}/x", closed_port())))
+            .await;
+        assert_eq!(status, 502, "{body}");
+        assert_eq!(body["request_sent"], false, "{body}");
+    }
+    let (status, body) = vault.proxy(&call(stub.url("/charge"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stub.last().json()["c"], CVC);
+    // That call reached the processor: the session is used up.
+    let (status, body) = vault.proxy(&call(stub.url("/charge"))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("cvc_session_not_found"))
+    );
+
+    // A call that may have reached the processor (it timed out after sending) uses it up too.
+    let (token, session) = vault.visa().await;
+    let slow = json!({"token": token, "cvc_session_id": session, "proxy_url": stub.url("/slow?ms=3000"), "request_data": data});
+    let (status, body) = vault.proxy(&slow).await;
+    assert_eq!(
+        (status, &body["request_sent"]),
+        (504, &json!(true)),
+        "{body}"
+    );
+    let charge = json!({"token": token, "cvc_session_id": session, "proxy_url": stub.url("/charge"), "request_data": data});
+    assert_eq!(vault.proxy(&charge).await.0, 404);
+
+    // Given back, a session keeps the expiry it had: it does not live longer for being retried.
+    let (token, session) = vault.visa().await;
+    let created = std::time::Instant::now();
+    let refused = json!({"token": token, "cvc_session_id": session, "proxy_url": format!("https://localhost:{}/x", closed_port()), "request_data": data});
+    assert_eq!(vault.proxy(&refused).await.0, 502);
+    tokio::time::sleep(
+        Duration::from_secs(4).saturating_sub(created.elapsed()) + Duration::from_millis(300),
+    )
+    .await;
+    let charge = json!({"token": token, "cvc_session_id": session, "proxy_url": stub.url("/charge"), "request_data": data});
+    let (status, body) = vault.proxy(&charge).await;
+    assert_eq!(status, 404, "the session outlived its TTL: {body}");
 }

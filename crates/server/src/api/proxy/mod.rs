@@ -21,8 +21,10 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::body::RawBody;
 use super::{ApiError, AppState, ProjectDestinations};
+use crate::cvc::CvcLease;
 use crate::store::StoreError;
 use crate::token_data::TokenData;
+use crate::upstream::UpstreamError;
 
 pub async fn transaction(
     State(state): State<AppState>,
@@ -76,25 +78,38 @@ pub async fn transaction(
         &request.url,
     )?;
 
-    if needs_cvc {
+    // From here a single-use session is held: a call that ends before anything was sent gives
+    // it back, so the merchant's retry can still use it.
+    let lease = if needs_cvc {
         let session = request
             .cvc_session_id
             .as_deref()
             .ok_or(ApiError::missing("cvc_session_id"))?;
         let session = Uuid::parse_str(session.trim()).map_err(|_| ApiError::CvcSessionNotFound)?;
-        let cvc = state
+        let lease = state
             .cvc
             .take(session, &caller.project.id)
             .await?
             .ok_or(ApiError::CvcSessionNotFound)?;
-        values.set(
-            Placeholder::Cvc,
-            cardvault_core::secret::SecretString::new(cvc.expose_secret().to_owned()),
-        );
-    }
+        if let Some(cvc) = lease.code() {
+            values.set(
+                Placeholder::Cvc,
+                cardvault_core::secret::SecretString::new(cvc.expose_secret().to_owned()),
+            );
+        }
+        Some(lease)
+    } else {
+        None
+    };
 
-    let outgoing = request.body.render(&values)?;
-    let upstream = state
+    let outgoing = match request.body.render(&values) {
+        Ok(outgoing) => outgoing,
+        Err(e) => {
+            finish_lease(lease, false).await;
+            return Err(e);
+        }
+    };
+    let sent = state
         .upstream
         .send(
             tls.as_ref(),
@@ -103,8 +118,23 @@ pub async fn transaction(
             request.headers,
             outgoing,
         )
-        .await?;
+        .await;
+    let request_sent = sent
+        .as_ref()
+        .map_or_else(UpstreamError::request_sent, |_| true);
+    finish_lease(lease, request_sent).await;
+    let upstream = sent?;
     Ok(response::wrap(upstream, &values))
+}
+
+/// Gives a held CVC session back (nothing was sent) or uses it up. A store that cannot be
+/// reached leaves it held until its TTL ends: never usable twice, at worst not usable again.
+async fn finish_lease(lease: Option<CvcLease>, sent: bool) {
+    if let Some(lease) = lease
+        && let Err(e) = lease.finish(sent).await
+    {
+        tracing::warn!(error = %e, sent, "CVC session could not be finished");
+    }
 }
 
 /// The server-wide list, when set, and the project's own list, when it has one, must both permit
