@@ -432,6 +432,8 @@ async fn serve(
         init(&vault, false).await?;
     }
     crate::logging::init(settings.log_format, &settings.log_level);
+    // Before the first connection, so none is ever refused for a limit the system would lift.
+    crate::http_server::raise_open_file_limit();
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     // Harnesses that bind port 0 read the real address from this line.
     println!("cardvault listening on http://{}", listener.local_addr()?);

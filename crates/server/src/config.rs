@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use cardvault_core::destination::{AllowRule, DEFAULT_MAX_URL_BYTES, DestinationRules};
 use figment::Figment;
+
+use crate::http_server::ConnectionLimits;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -20,6 +22,9 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 16;
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "cardvault:";
 pub const DEFAULT_CACHE_TTL_MS: u64 = 5_000;
+/// Longer than the 60 s idle timeout common load balancers use, so the balancer closes first.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 75_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Test-token CVC sessions live a year (API.md, `/test-tokens`).
 pub const TEST_CVC_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -48,6 +53,10 @@ pub struct Settings {
     pub max_url_bytes: usize,
     /// Time a client has to send its request headers, and then its whole body.
     pub client_read_timeout_ms: u64,
+    /// A client connection (HTTP/1 keep-alive or HTTP/2) with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Open client connections at most; one more is answered 503 and closed.
+    pub max_connections: usize,
     pub log_format: LogFormat,
     pub log_level: String,
     /// `postgres://…` to share tokens and keys between instances; absent: SQLite in `data_dir`.
@@ -111,6 +120,8 @@ impl Default for Settings {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_url_bytes: DEFAULT_MAX_URL_BYTES,
             client_read_timeout_ms: DEFAULT_CLIENT_READ_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             database_url: None,
@@ -176,13 +187,19 @@ impl Settings {
         if self.upstream_timeout_ms == 0
             || self.upstream_connect_timeout_ms == 0
             || self.client_read_timeout_ms == 0
+            || self.idle_timeout_ms == 0
         {
             return Err(ConfigError::Invalid(
-                "upstream timeouts must be at least 1 ms".into(),
+                "timeouts must be at least 1 ms".into(),
             ));
         }
         for rule in &self.destination_allowlist {
             AllowRule::parse(rule).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections must be at least 1".into(),
+            ));
         }
         if self.max_request_bytes == 0 || self.max_response_bytes == 0 || self.max_url_bytes == 0 {
             return Err(ConfigError::Invalid(
@@ -210,6 +227,14 @@ impl Settings {
 
     pub fn client_read_timeout(&self) -> Duration {
         Duration::from_millis(self.client_read_timeout_ms)
+    }
+
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.client_read_timeout(),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+        }
     }
 
     pub fn destination_rules(&self) -> DestinationRules {

@@ -1,48 +1,119 @@
 //! The listening side: accepts connections and serves the router over HTTP/1.1 and HTTP/2, with
-//! the connection-level limits `axum::serve` does not set (a slow client cannot hold a
-//! connection open by dribbling its headers), and a graceful shutdown that lets in-flight
-//! requests finish.
+//! the connection-level bounds `axum::serve` does not set: a slow client cannot hold a
+//! connection open by dribbling its headers, an idle connection is closed (HTTP/1 keep-alive and
+//! HTTP/2 alike), the number of open connections is capped with a clear refusal beyond it, and a
+//! graceful shutdown lets in-flight requests finish.
+//!
+//! Header limits come in two tiers. The API's own (at most [`MAX_HEADERS`] headers and
+//! [`MAX_HEADER_BYTES`], a request target of at most [`MAX_URI_BYTES`]) are checked per request
+//! in the router, so the answer is the API's JSON envelope (`414`, `431`) on both protocols.
+//! The protocol libraries' hard limits sit a few times above them, as a backstop against
+//! requests too large to parse at all; past those the connection gets a bare status line.
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tower::ServiceExt;
 
-/// Most headers a request may carry (HTTP/1.1); HTTP/2 is bounded by the header list size.
+/// Most headers a request may carry, on either protocol (API answer: 431).
 pub const MAX_HEADERS: usize = 64;
-pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// Most bytes of header names and values a request may carry (API answer: 431).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Longest request target (path and query) accepted (API answer: 414).
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// The protocol libraries' own limits, beyond which a request cannot even be parsed.
+const HARD_MAX_HEADERS: usize = 4 * MAX_HEADERS;
+const HARD_MAX_HEADER_BYTES: usize = 4 * MAX_HEADER_BYTES;
 /// In-flight requests get this long to finish after shutdown is requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Refusals at the connection cap in progress at once; beyond that a connection is just closed.
+const MAX_PENDING_REFUSALS: usize = 256;
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// File descriptors kept back from the connection cap: each request may hold an upstream
+/// connection too, and the database, logs and listener need their own.
+const RESERVED_FILES: u64 = 256;
 
-/// Serves `app` until `shutdown` completes. `header_read_timeout` is the time a client has to
-/// send its request line and headers.
+/// The per-connection bounds, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time a client has to send its request line and headers.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections at most; one more is answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// Lowers the connection cap if the open-file limit cannot hold it (two descriptors a
+    /// connection: the client's and an upstream one), so accepting never fails for everyone for
+    /// lack of descriptors.
+    pub fn fit_to_open_file_limit(mut self) -> Self {
+        let Some(files) = raise_open_file_limit() else {
+            return self;
+        };
+        let fits = usize::try_from(files.saturating_sub(RESERVED_FILES) / 2).unwrap_or(usize::MAX);
+        if fits < self.max_connections {
+            tracing::warn!(
+                open_files = files,
+                max_connections = fits,
+                "the open-file limit is too low for max_connections: serving fewer connections"
+            );
+            self.max_connections = fits.max(1);
+        }
+        self
+    }
+}
+
+/// Raises this process's open-file limit to the most the system allows; returns the limit
+/// now in force (`None` if it cannot be read).
+pub fn raise_open_file_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(files) => Some(files),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read or raise the open-file limit");
+            None
+        }
+    }
+}
+
+/// Serves `app` until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
     app: Router,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .max_headers(MAX_HEADERS);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(HARD_MAX_HEADERS)
+        .max_buf_size(HARD_MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_header_list_size(u32::try_from(HARD_MAX_HEADER_BYTES).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
+    let (stop, stopping) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
@@ -57,26 +128,183 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = app.clone().map_request(|req: hyper::Request<Incoming>| req.map(Body::new));
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                match connections.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let connection = serve_connection(
+                            builder.clone(),
+                            stream,
+                            app.clone(),
+                            limits.idle_timeout,
+                            stopping.clone(),
+                        );
+                        tokio::spawn(async move {
+                            connection.await;
+                            drop(permit);
+                        });
                     }
-                });
+                    Err(_) => {
+                        if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                            tokio::spawn(async move {
+                                refuse(stream).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let _ = stop.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("shutdown grace period over: closing the remaining connections");
     }
     Ok(())
+}
+
+/// One connection, until the client closes it, it has been idle for `idle_timeout`, or the
+/// server stops (then in-flight requests get [`SHUTDOWN_GRACE`] to finish).
+async fn serve_connection(
+    builder: Arc<Builder<TokioExecutor>>,
+    stream: TcpStream,
+    app: Router,
+    idle_timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let service = Tracked {
+        app,
+        activity: activity.clone(),
+    };
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    let mut connection = pin!(connection);
+    let mut closing_by: Option<Instant> = None;
+    loop {
+        let idle_check = activity.idle_deadline(idle_timeout);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            changed = stopping.changed(), if closing_by.is_none() => {
+                if changed.is_err() || *stopping.borrow() {
+                    connection.as_mut().graceful_shutdown();
+                    closing_by = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+            }
+            () = tokio::time::sleep_until(idle_check), if closing_by.is_none() => {
+                if activity.is_idle_for(idle_timeout) {
+                    tracing::debug!("closing an idle connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing_by = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+            }
+            () = tokio::time::sleep_until(closing_by.unwrap_or_else(Instant::now)), if closing_by.is_some() => {
+                return;
+            }
+        }
+    }
+}
+
+/// Answers a connection over the cap with the API's 503 and closes it; a client that does not
+/// read its answer within a second is simply closed.
+async fn refuse(mut stream: TcpStream) {
+    const BODY: &str =
+        r#"{"success":false,"message":"Service unavailable","data":null,"code":"unavailable"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\ncache-control: no-store\r\n\
+         connection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    tracing::debug!("connection refused: at the connection cap");
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Whether a connection has a request in flight, and since when it has had none.
+struct Activity {
+    in_flight: AtomicUsize,
+    last_finished: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            last_finished: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn last_finished(&self) -> Instant {
+        *self.last_finished.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the connection may next have been idle long enough.
+    fn idle_deadline(&self, idle_timeout: Duration) -> Instant {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            Instant::now() + idle_timeout
+        } else {
+            self.last_finished() + idle_timeout
+        }
+    }
+
+    fn is_idle_for(&self, idle_timeout: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.last_finished().elapsed() >= idle_timeout
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+}
+
+/// A request in flight on its connection; dropping it marks the request finished.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self
+            .0
+            .last_finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The router, counting the requests in flight on one connection.
+#[derive(Clone)]
+struct Tracked {
+    app: Router,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.begin();
+        let response = self.app.clone().oneshot(request.map(Body::new));
+        Box::pin(async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        })
+    }
 }

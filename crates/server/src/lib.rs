@@ -148,7 +148,8 @@ pub async fn serve(
     let app = api::router(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "cardvault listening");
-    http_server::run(listener, app, settings.client_read_timeout(), shutdown).await?;
+    let limits = settings.connection_limits().fit_to_open_file_limit();
+    http_server::run(listener, app, limits, shutdown).await?;
     tracing::info!("cardvault stopped");
     Ok(())
 }

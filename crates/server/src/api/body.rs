@@ -3,6 +3,10 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::{ApiError, AppState, BodyKind};
@@ -27,16 +31,75 @@ impl FromRequest<AppState> for RawBody {
     }
 }
 
-/// Parses a JSON object; anything else is `Invalid JSON`.
+/// Parses a JSON object; anything else is `Invalid JSON`, and so is an object with a key given
+/// twice at any depth: parsers disagree on which one wins, so a front proxy that reads the first
+/// would check a different request from the one the vault runs.
 pub fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if serde_json::from_slice::<UniqueKeys>(bytes).is_err() {
+        return Err(ApiError::InvalidBody(BodyKind::Json));
+    }
     match serde_json::from_slice(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(ApiError::InvalidBody(BodyKind::Json)),
     }
 }
 
-/// A text field that may be absent (or null). Integers are accepted as their decimal text,
-/// because some clients send `"expirationMonth": 12`.
+/// A JSON document read only to check that no object repeats a key.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+}
+
+/// A text field that may be absent (or null). Card, CVC, account and routing numbers must be
+/// JSON strings: as numbers they lose leading zeros and, past 2^53, digits in many clients.
 pub fn optional_text(
     obj: &Map<String, Value>,
     field: &'static str,
@@ -44,11 +107,69 @@ pub fn optional_text(
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) if n.is_u64() => Ok(Some(n.to_string())),
         Some(_) => Err(ApiError::invalid(field)),
     }
 }
 
 pub fn required_text(obj: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
     optional_text(obj, field)?.ok_or(ApiError::missing(field))
+}
+
+/// A required field that may also be a non-negative JSON integer, taken as its decimal text:
+/// some clients send `"expirationMonth": 12`, which is unambiguous.
+pub fn required_text_or_integer(
+    obj: &Map<String, Value>,
+    field: &'static str,
+) -> Result<String, ApiError> {
+    match obj.get(field) {
+        Some(Value::Number(n)) if n.is_u64() => Ok(n.to_string()),
+        _ => required_text(obj, field),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_given_twice_at_any_depth_is_invalid_json() {
+        for body in [
+            r#"{"token": "tok_a", "token": "tok_b"}"#,
+            r#"{"data": {"cardNumber": "4242424242424242", "cardNumber": "5555555555554444"}}"#,
+            r#"{"request_data": [{"a": 1}, {"b": 2, "b": 3}]}"#,
+            r#"{"a": 1, "\u0061": 2}"#,
+        ] {
+            assert!(
+                matches!(
+                    json_object(body.as_bytes()),
+                    Err(ApiError::InvalidBody(BodyKind::Json))
+                ),
+                "{body}"
+            );
+        }
+        let fine = json_object(
+            br#"{"a": {"x": 1.5e3, "y": [1, 2, {"x": 18446744073709551616}]}, "b": {"x": null}}"#,
+        )
+        .unwrap();
+        assert_eq!(fine.len(), 2);
+    }
+
+    #[test]
+    fn numbers_are_text_only_where_unambiguous() {
+        let obj =
+            json_object(br#"{"cardNumber": 4242424242424242, "expirationMonth": 7, "cvv": 123}"#)
+                .unwrap();
+        assert!(matches!(
+            required_text(&obj, "cardNumber"),
+            Err(ApiError::Validation(_))
+        ));
+        assert!(matches!(
+            optional_text(&obj, "cvv"),
+            Err(ApiError::Validation(_))
+        ));
+        assert_eq!(
+            required_text_or_integer(&obj, "expirationMonth").unwrap(),
+            "7"
+        );
+    }
 }

@@ -42,6 +42,10 @@ pub enum ApiError {
     BodyTooLarge,
     #[error("request body not received in time")]
     RequestTimeout,
+    #[error("request target too long")]
+    UriTooLong,
+    #[error("request headers too large")]
+    HeadersTooLarge,
     #[error("route not found")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -129,6 +133,16 @@ impl ApiError {
                 StatusCode::REQUEST_TIMEOUT,
                 "Request timeout",
                 "request_timeout",
+            ),
+            Self::UriTooLong => fixed(
+                StatusCode::URI_TOO_LONG,
+                "Request URI too long",
+                "uri_too_long",
+            ),
+            Self::HeadersTooLarge => fixed(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request headers too large",
+                "headers_too_large",
             ),
             Self::RouteNotFound => fixed(StatusCode::NOT_FOUND, "Not found", "not_found"),
             Self::MethodNotAllowed => fixed(

@@ -6,8 +6,11 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
+
+use super::ApiError;
+use crate::http_server::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES};
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -27,7 +30,10 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let span =
         tracing::info_span!("request", request_id = %id, %method, app = tracing::field::Empty);
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = match within_header_limits(&request) {
+        Ok(()) => next.run(request).instrument(span.clone()).await,
+        Err(refused) => span.in_scope(|| refused.into_response()),
+    };
     let route = response
         .extensions()
         .get::<RouteName>()
@@ -49,6 +55,27 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
+}
+
+/// The API's limits on the request line and headers, the same on HTTP/1 and HTTP/2 (whose
+/// libraries would otherwise allow different amounts, and answer without the envelope).
+fn within_header_limits(request: &Request) -> Result<(), ApiError> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Err(ApiError::UriTooLong);
+    }
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::HeadersTooLarge);
+    }
+    Ok(())
 }
 
 /// Runs inside the router, where the matched route is known, and hands it out to the logger.

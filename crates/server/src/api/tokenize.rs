@@ -9,7 +9,7 @@ use cardvault_core::date::YearMonth;
 use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
-use super::body::{RawBody, json_object, optional_text, required_text};
+use super::body::{RawBody, json_object, optional_text, required_text, required_text_or_integer};
 use super::{ApiError, AppState};
 use crate::config::TEST_CVC_TTL;
 use crate::store::{Mode, Project, StoreError, TokenKind, TokenRecord, now_unix};
@@ -84,8 +84,8 @@ impl CardInput {
     ) -> Result<Self, ApiError> {
         let number = required_text(data, "cardNumber")?;
         let pan = Pan::parse(&number)?;
-        let month = required_text(data, "expirationMonth")?;
-        let year = required_text(data, "expirationYear")?;
+        let month = required_text_or_integer(data, "expirationMonth")?;
+        let year = required_text_or_integer(data, "expirationYear")?;
         let expiry = Expiry::parse(&month, &year, YearMonth::from_unix(now_unix() as u64))?;
         let cvc = match (optional_text(data, "cvv")?, optional_text(data, "cvc")?) {
             (Some(code), _) => Some(Cvc::parse(&code, pan.brand(), "cvv")?),

@@ -195,6 +195,8 @@ pub struct Vault {
     child: Option<Child>,
     log_files: Vec<PathBuf>,
     instance: usize,
+    /// A program the server is started under (e.g. `prlimit` with its options); empty: none.
+    launcher: Vec<String>,
 }
 
 impl Vault {
@@ -234,9 +236,26 @@ impl Vault {
             child: None,
             log_files: Vec::new(),
             instance: 0,
+            launcher: Vec::new(),
         };
         vault.spawn();
         vault
+    }
+
+    /// A vault started under `launcher` (a program and its options, the server's command line
+    /// appended), with the stub's settings.
+    pub fn start_under(stub: &Stub, launcher: &[&str]) -> Self {
+        let backend = Arc::new(Backend::from_env());
+        let mut vault = Self::start_on(backend, &stub_env(stub, &[]));
+        vault.terminate();
+        vault.launcher = launcher.iter().map(|s| s.to_string()).collect();
+        vault.spawn();
+        vault
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
     }
 
     /// Another server process on the same data (same backend, same master key): a second
@@ -252,6 +271,7 @@ impl Vault {
             child: None,
             log_files: Vec::new(),
             instance: self.instance + 1,
+            launcher: self.launcher.clone(),
         };
         other.spawn();
         other
@@ -279,7 +299,15 @@ impl Vault {
             self.instance,
             self.log_files.len()
         ));
-        let mut child = Command::new(bin())
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin());
+                command
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--data-dir",

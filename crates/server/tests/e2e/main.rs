@@ -4,7 +4,9 @@
 mod harness;
 mod stub;
 
+mod ambiguous_input;
 mod auth;
+mod connections;
 mod cvc_sessions;
 mod destinations;
 mod echo_carriers;

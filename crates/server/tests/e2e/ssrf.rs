@@ -5,7 +5,6 @@
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use cardvault_server::config::Settings;
@@ -61,7 +60,7 @@ async fn the_corpus_is_refused_before_any_connection() {
     tokio::spawn(cardvault_server::http_server::run(
         listener,
         app,
-        Duration::from_secs(10),
+        settings.connection_limits(),
         std::future::pending(),
     ));
 
