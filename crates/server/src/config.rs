@@ -25,6 +25,7 @@ pub const DEFAULT_CACHE_TTL_MS: u64 = 5_000;
 /// Longer than the 60 s idle timeout common load balancers use, so the balancer closes first.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 75_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_TEST_CVC_SESSIONS_PER_PROJECT: usize = 10_000;
 /// Test-token CVC sessions live a year (API.md, `/test-tokens`).
 pub const TEST_CVC_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -65,6 +66,8 @@ pub struct Settings {
     /// `redis://…` to share CVC sessions between instances; absent: in this process's memory.
     pub redis_url: Option<Redacted>,
     pub redis_key_prefix: String,
+    /// Test-mode CVC sessions (a year long, reusable) a project keeps at most; the oldest go.
+    pub test_cvc_sessions_per_project: usize,
     /// How long API keys and project settings are cached (a revoked key or a changed allowlist
     /// takes effect within this time); 0 disables the caches.
     pub cache_ttl_ms: u64,
@@ -128,6 +131,7 @@ impl Default for Settings {
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
             redis_url: None,
             redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.to_owned(),
+            test_cvc_sessions_per_project: DEFAULT_TEST_CVC_SESSIONS_PER_PROJECT,
             active_key_version: None,
             cache_ttl_ms: DEFAULT_CACHE_TTL_MS,
         }
@@ -195,6 +199,11 @@ impl Settings {
         }
         for rule in &self.destination_allowlist {
             AllowRule::parse(rule).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if self.test_cvc_sessions_per_project == 0 {
+            return Err(ConfigError::Invalid(
+                "test_cvc_sessions_per_project must be at least 1".into(),
+            ));
         }
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid(

@@ -108,8 +108,9 @@ pub async fn build_state_with(
         Some(url) => Arc::new(RedisCvcStore::new(
             url.expose(),
             &settings.redis_key_prefix,
+            settings.test_cvc_sessions_per_project,
         )?),
-        None => MemoryCvcStore::start(CVC_SWEEP_INTERVAL),
+        None => MemoryCvcStore::start(CVC_SWEEP_INTERVAL, settings.test_cvc_sessions_per_project),
     };
     let cvc = CvcSessions::new(cvc_store, keyring.clone());
     let upstream = UpstreamClient::new(UpstreamSettings {

@@ -195,7 +195,7 @@ mod tests {
     fn sessions() -> (CvcSessions, Arc<MemoryCvcStore>) {
         let master = MasterKey::generate().unwrap();
         let keyring = Arc::new(Keyring::new(&master, &[]).unwrap());
-        let store = MemoryCvcStore::start(Duration::from_millis(20));
+        let store = MemoryCvcStore::start(Duration::from_millis(20), 3);
         (CvcSessions::new(store.clone(), keyring), store)
     }
 

@@ -36,6 +36,20 @@ end
 return 0
 ";
 
+/// Stores a reusable (test) session and appends it to its project's list; past the cap the
+/// oldest go, list entry and session both. `ARGV[5]` is the session key without its id.
+const PUT_REUSABLE_SCRIPT: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local excess = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[4])
+for i = 1, excess do
+  local old = redis.call('LPOP', KEYS[2])
+  redis.call('DEL', ARGV[5] .. old)
+end
+return 0
+";
+
 const SINGLE_USE: u8 = b'0';
 const REUSABLE: u8 = b'1';
 
@@ -43,7 +57,9 @@ pub struct RedisCvcStore {
     connection: ConnectionManager,
     take: redis::Script,
     release: redis::Script,
+    put_reusable: redis::Script,
     prefix: String,
+    max_reusable_per_project: usize,
 }
 
 fn unavailable(e: redis::RedisError) -> CvcError {
@@ -56,7 +72,7 @@ impl RedisCvcStore {
     ///
     /// # Errors
     /// [`CvcError::Unavailable`] for a malformed URL.
-    pub fn new(url: &str, prefix: &str) -> Result<Self, CvcError> {
+    pub fn new(url: &str, prefix: &str, max_reusable_per_project: usize) -> Result<Self, CvcError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -69,12 +85,19 @@ impl RedisCvcStore {
             connection,
             take: redis::Script::new(TAKE_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
+            put_reusable: redis::Script::new(PUT_REUSABLE_SCRIPT),
             prefix: prefix.to_owned(),
+            max_reusable_per_project: max_reusable_per_project.max(1),
         })
     }
 
     fn key(&self, id: Uuid, project_id: &str) -> String {
         format!("{}cvc:{project_id}:{id}", self.prefix)
+    }
+
+    /// The list of a project's reusable (test) sessions, oldest first.
+    fn reusable_list(&self, project_id: &str) -> String {
+        format!("{}cvc-reusable:{project_id}", self.prefix)
     }
 }
 
@@ -90,6 +113,21 @@ impl CvcStore for RedisCvcStore {
         value.extend_from_slice(&session.sealed);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut conn = self.connection.clone();
+        if session.reusable {
+            let _: i64 = self
+                .put_reusable
+                .key(self.key(id, &session.project_id))
+                .key(self.reusable_list(&session.project_id))
+                .arg(value)
+                .arg(ttl_ms)
+                .arg(id.to_string())
+                .arg(self.max_reusable_per_project)
+                .arg(format!("{}cvc:{}:", self.prefix, session.project_id))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            return Ok(());
+        }
         let _: () = redis::cmd("SET")
             .arg(self.key(id, &session.project_id))
             .arg(value)
@@ -141,8 +179,11 @@ impl CvcStore for RedisCvcStore {
 
     async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError> {
         let mut conn = self.connection.clone();
-        let removed: u64 = conn
+        let (removed, _): (u64, u64) = redis::pipe()
+            .atomic()
             .del(self.key(id, project_id))
+            .lrem(self.reusable_list(project_id), 1, id.to_string())
+            .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
         Ok(removed > 0)

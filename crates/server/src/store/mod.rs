@@ -2,6 +2,8 @@
 //! handlers never know which database runs underneath.
 
 mod sql;
+mod sqlite_files;
+mod sqlite_upkeep;
 
 use async_trait::async_trait;
 

@@ -4,12 +4,15 @@
 //! migrations.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Connection, Executor, Row};
 
+use super::sqlite_files::FileProblem;
+use super::sqlite_upkeep::SqliteUpkeep;
 use super::{
     Application, DestinationTls, Mode, Permissions, Project, Store, StoreError, TokenKind,
     TokenRecord, now_unix,
@@ -22,7 +25,12 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// Per-connection SQLite settings. Durability: WAL with `synchronous = NORMAL` survives a crash or
 /// kill of the process (a token answered with 201 is never lost); an OS crash or power loss may
 /// lose the last commits, never corrupt the file.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+/// `journal_size_limit` trims the write-ahead log back to its bound whenever the log restarts
+/// (see `sqlite_upkeep`).
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 16777216;";
+
+/// The readiness probe's write, the same on both engines.
+pub(super) const PROBE_WRITE: &str = "INSERT INTO readiness_probe (id, checked_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at";
 
 /// Where the data lives. (`Debug` hides the PostgreSQL URL: it may carry a password.)
 #[derive(Clone)]
@@ -50,6 +58,8 @@ impl std::fmt::Debug for Database {
 
 pub struct SqlStore {
     pool: AnyPool,
+    /// The embedded database's file watch and log bound; none on PostgreSQL.
+    sqlite: Option<Arc<SqliteUpkeep>>,
 }
 
 impl SqlStore {
@@ -59,7 +69,7 @@ impl SqlStore {
     /// [`StoreError::Unavailable`] when the database cannot be reached or migrated.
     pub async fn open(database: &Database, create: bool) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let (pool, migrator) = match database {
+        let (pool, migrator, sqlite) = match database {
             Database::Sqlite(path) => {
                 let url = sqlite_url(path, create);
                 let pool = AnyPoolOptions::new()
@@ -73,7 +83,10 @@ impl SqlStore {
                     })
                     .connect(&url)
                     .await?;
-                (pool, &SQLITE_MIGRATIONS)
+                let mut keeper = sqlx::AnyConnection::connect(&sqlite_url(path, false)).await?;
+                keeper.execute(SQLITE_PRAGMAS).await?;
+                let upkeep = SqliteUpkeep::start(path, keeper)?;
+                (pool, &SQLITE_MIGRATIONS, Some(upkeep))
             }
             Database::Postgres {
                 url,
@@ -84,15 +97,44 @@ impl SqlStore {
                     .acquire_timeout(Duration::from_secs(5))
                     .connect(url)
                     .await?;
-                (pool, &POSTGRES_MIGRATIONS)
+                (pool, &POSTGRES_MIGRATIONS, None)
             }
         };
         migrator
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self { pool, sqlite })
     }
+
+    /// Before a read: on SQLite, the files were right at the last check.
+    fn before_read(&self) -> Result<(), StoreError> {
+        match &self.sqlite {
+            Some(upkeep) => upkeep.files.before_read().map_err(unavailable),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a write: on SQLite, the files can be written.
+    fn before_write(&self) -> Result<(), StoreError> {
+        match &self.sqlite {
+            Some(upkeep) => upkeep.files.before_write().map_err(unavailable),
+            None => Ok(()),
+        }
+    }
+
+    /// After a write: on SQLite, it landed in the files a restart will open. If not, the
+    /// caller answers 503 instead of acknowledging something that is already lost.
+    fn after_write(&self) -> Result<(), StoreError> {
+        match &self.sqlite {
+            Some(upkeep) => upkeep.files.after_write().map_err(unavailable),
+            None => Ok(()),
+        }
+    }
+}
+
+fn unavailable(problem: FileProblem) -> StoreError {
+    StoreError::Unavailable(problem.to_string())
 }
 
 fn sqlite_url(path: &Path, create: bool) -> String {
@@ -146,11 +188,20 @@ macro_rules! select_token {
 #[async_trait]
 impl Store for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        match &self.sqlite {
+            Some(upkeep) => upkeep.probe_write().await,
+            None => {
+                sqlx::query(PROBE_WRITE)
+                    .bind(now_unix())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
     }
 
     async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError> {
+        self.before_read()?;
         let rows = sqlx::query("SELECT version, wrapped FROM data_keys ORDER BY version")
             .fetch_all(&self.pool)
             .await?;
@@ -165,13 +216,14 @@ impl Store for SqlStore {
     }
 
     async fn insert_data_key(&self, key: &WrappedDataKey) -> Result<(), StoreError> {
+        self.before_write()?;
         sqlx::query("INSERT INTO data_keys (version, wrapped, created_at) VALUES ($1, $2, $3)")
             .bind(i64::from(key.version))
             .bind(&key.wrapped)
             .bind(now_unix())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        self.after_write()
     }
 
     async fn insert_project(
@@ -179,6 +231,7 @@ impl Store for SqlStore {
         project: &Project,
         pub_key_hash: &[u8],
     ) -> Result<(), StoreError> {
+        self.before_write()?;
         sqlx::query(
             "INSERT INTO projects (id, name, mode, pub_key_hash, deduplicate, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -190,7 +243,7 @@ impl Store for SqlStore {
         .bind(now_unix())
         .execute(&self.pool)
         .await?;
-        Ok(())
+        self.after_write()
     }
 
     async fn insert_application(
@@ -198,6 +251,7 @@ impl Store for SqlStore {
         app: &Application,
         key_hash: &[u8],
     ) -> Result<(), StoreError> {
+        self.before_write()?;
         sqlx::query(
             "INSERT INTO applications (id, project_id, name, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -209,10 +263,11 @@ impl Store for SqlStore {
         .bind(now_unix())
         .execute(&self.pool)
         .await?;
-        Ok(())
+        self.after_write()
     }
 
     async fn project(&self, id: &str) -> Result<Project, StoreError> {
+        self.before_read()?;
         let row = sqlx::query("SELECT id, name, mode, deduplicate FROM projects WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
@@ -221,6 +276,7 @@ impl Store for SqlStore {
     }
 
     async fn project_by_pub_key(&self, pub_key_hash: &[u8]) -> Result<Project, StoreError> {
+        self.before_read()?;
         let row =
             sqlx::query("SELECT id, name, mode, deduplicate FROM projects WHERE pub_key_hash = $1")
                 .bind(pub_key_hash)
@@ -233,6 +289,7 @@ impl Store for SqlStore {
         &self,
         key_hash: &[u8],
     ) -> Result<(Application, Project), StoreError> {
+        self.before_read()?;
         let row = sqlx::query(
             "SELECT a.id AS app_id, a.name AS app_name, a.permissions, p.id, p.name, p.mode, p.deduplicate
              FROM applications a JOIN projects p ON p.id = a.project_id
@@ -254,6 +311,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.before_write()?;
         let now = now_unix();
         sqlx::query(
             "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at)
@@ -273,10 +331,11 @@ impl Store for SqlStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        self.after_write()
     }
 
     async fn token(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError> {
+        self.before_read()?;
         let row = sqlx::query(select_token!(
             "id = $1 AND project_id = $2 AND deleted_at IS NULL"
         ))
@@ -292,6 +351,7 @@ impl Store for SqlStore {
         project_id: &str,
         fingerprint: &[u8],
     ) -> Result<TokenRecord, StoreError> {
+        self.before_read()?;
         let row = sqlx::query(select_token!(
             "project_id = $1 AND fingerprint = $2 AND deleted_at IS NULL"
         ))
@@ -303,6 +363,7 @@ impl Store for SqlStore {
     }
 
     async fn destination_rules(&self, project_id: &str) -> Result<Vec<String>, StoreError> {
+        self.before_read()?;
         let rows = sqlx::query(
             "SELECT rule FROM project_destinations WHERE project_id = $1 ORDER BY rule",
         )
@@ -313,13 +374,14 @@ impl Store for SqlStore {
     }
 
     async fn add_destination_rule(&self, project_id: &str, rule: &str) -> Result<(), StoreError> {
+        self.before_write()?;
         sqlx::query("INSERT INTO project_destinations (project_id, rule, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(project_id)
             .bind(rule)
             .bind(now_unix())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        self.after_write()
     }
 
     async fn remove_destination_rule(
@@ -327,6 +389,7 @@ impl Store for SqlStore {
         project_id: &str,
         rule: &str,
     ) -> Result<(), StoreError> {
+        self.before_write()?;
         let result =
             sqlx::query("DELETE FROM project_destinations WHERE project_id = $1 AND rule = $2")
                 .bind(project_id)
@@ -336,10 +399,11 @@ impl Store for SqlStore {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        self.after_write()
     }
 
     async fn destination_tls(&self, project_id: &str) -> Result<Vec<DestinationTls>, StoreError> {
+        self.before_read()?;
         let rows = sqlx::query(
             "SELECT host, ca_pem, client_cert_pem, key_version, key_nonce, key_ciphertext, updated_at
              FROM destination_tls WHERE project_id = $1 ORDER BY host",
@@ -376,6 +440,7 @@ impl Store for SqlStore {
         project_id: &str,
         tls: &DestinationTls,
     ) -> Result<(), StoreError> {
+        self.before_write()?;
         let key = tls.client_key.as_ref();
         sqlx::query(
             "INSERT INTO destination_tls
@@ -396,10 +461,11 @@ impl Store for SqlStore {
         .bind(tls.updated_at_ms)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        self.after_write()
     }
 
     async fn remove_destination_tls(&self, project_id: &str, host: &str) -> Result<(), StoreError> {
+        self.before_write()?;
         let result = sqlx::query("DELETE FROM destination_tls WHERE project_id = $1 AND host = $2")
             .bind(project_id)
             .bind(host)
@@ -408,10 +474,11 @@ impl Store for SqlStore {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        self.after_write()
     }
 
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+        self.before_write()?;
         const COLUMNS: usize = 12;
         const ROWS_PER_STATEMENT: usize = 400;
         let now = now_unix();
@@ -449,7 +516,7 @@ impl Store for SqlStore {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        self.after_write()
     }
 
     async fn update_token_data(
@@ -458,6 +525,7 @@ impl Store for SqlStore {
         id: &str,
         sealed: &Sealed,
     ) -> Result<(), StoreError> {
+        self.before_write()?;
         let result = sqlx::query(
             "UPDATE tokens SET key_version = $1, nonce = $2, ciphertext = $3, updated_at = $4
              WHERE id = $5 AND project_id = $6 AND deleted_at IS NULL",
@@ -473,6 +541,6 @@ impl Store for SqlStore {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        self.after_write()
     }
 }

@@ -360,6 +360,13 @@ impl Vault {
         child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
+    /// How the server process ended, if it has (`None` while it runs).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -6,6 +6,7 @@ mod stub;
 
 mod ambiguous_input;
 mod auth;
+mod bounded_growth;
 mod connections;
 mod cvc_sessions;
 mod destinations;
@@ -17,4 +18,5 @@ mod proxy_formats;
 mod scale_out;
 mod ssrf;
 mod storage;
+mod storage_faults;
 mod tokenize;
