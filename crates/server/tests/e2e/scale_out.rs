@@ -258,6 +258,45 @@ async fn dropped_database_connections_are_replaced() {
 }
 
 #[tokio::test]
+async fn a_database_that_stops_taking_writes_is_not_ready() {
+    let stub = Stub::start().await;
+    let (a, b) = scaled_pair(&stub, Backend::scaled());
+    let name = a
+        .backend
+        .database_url
+        .as_ref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    // As after a failover to a replica by mistake: every new session is read-only.
+    let read_only = |on: bool| {
+        psql(&format!(
+            "ALTER DATABASE \"{name}\" SET default_transaction_read_only = {on}"
+        ));
+        psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ));
+    };
+    let card = json!({"type": "card", "data": {"cardNumber": VISA, "expirationMonth": "12", "expirationYear": "2033"}});
+    read_only(true);
+    for vault in [&a, &b] {
+        let ready = send_with(vault.http.get(vault.url("/readyz")), &[]).await;
+        assert_eq!(ready.0, 503, "{}", ready.1);
+        assert_eq!(ready.1["data"]["database"], "unavailable");
+        let (status, body) = vault.post("/tokenize", &vault.keys, &card).await;
+        assert_eq!(status, 503, "{body}");
+    }
+    read_only(false);
+    for vault in [&a, &b] {
+        let ready = send_with(vault.http.get(vault.url("/readyz")), &[]).await;
+        assert_eq!(ready.0, 200, "{}", ready.1);
+        assert_eq!(vault.post("/tokenize", &vault.keys, &card).await.0, 201);
+    }
+}
+
+#[tokio::test]
 async fn every_token_answered_201_survives_a_killed_instance() {
     let stub = Stub::start().await;
     let (mut a, b) = scaled_pair(&stub, Backend::scaled());
