@@ -127,13 +127,24 @@ pub async fn transaction(
     Ok(response::wrap(upstream, &values))
 }
 
-/// Gives a held CVC session back (nothing was sent) or uses it up. A store that cannot be
-/// reached leaves it held until its TTL ends: never usable twice, at worst not usable again.
+/// Gives a held CVC session back (nothing was sent) before answering, so the merchant's retry
+/// finds it; uses it up (the processor may have seen it) in the background, off the answer's
+/// path: until that lands, the session is held, which is as unusable as gone. A store that
+/// cannot be reached leaves it held until its TTL ends: never usable twice, at worst not
+/// usable again.
 async fn finish_lease(lease: Option<CvcLease>, sent: bool) {
-    if let Some(lease) = lease
-        && let Err(e) = lease.finish(sent).await
-    {
-        tracing::warn!(error = %e, sent, "CVC session could not be finished");
+    let Some(lease) = lease else {
+        return;
+    };
+    let finish = async move {
+        if let Err(e) = lease.finish(sent).await {
+            tracing::warn!(error = %e, sent, "CVC session could not be finished");
+        }
+    };
+    if sent {
+        tokio::spawn(finish);
+    } else {
+        finish.await;
     }
 }
 
