@@ -374,7 +374,7 @@ async fn set_destination_tls(
     let client_key = match (&cert_pem, &key_pem) {
         (Some(cert), Some(key)) => {
             crate::upstream::check_client_identity(cert, key).map_err(CliError::Usage)?;
-            let aad = crate::api::tls_key_aad(&project.id, &host);
+            let aad = crate::crypto::aad::tls_client_key(&project.id, &host);
             Some(
                 keyring
                     .seal(key.as_bytes(), &aad)

@@ -197,9 +197,7 @@ impl Settings {
                 "timeouts must be at least 1 ms".into(),
             ));
         }
-        for rule in &self.destination_allowlist {
-            AllowRule::parse(rule).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        }
+        self.destination_allowlist()?;
         if self.test_cvc_sessions_per_project == 0 {
             return Err(ConfigError::Invalid(
                 "test_cvc_sessions_per_project must be at least 1".into(),
@@ -255,11 +253,15 @@ impl Settings {
         }
     }
 
-    /// The server-wide allowlist, parsed (validated at load, so no rule is dropped here).
-    pub fn destination_allowlist(&self) -> Vec<AllowRule> {
+    /// The server-wide allowlist, parsed. A rule that does not parse is an error, never
+    /// dropped: a list that lost its only rule would permit everything.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the rule.
+    pub fn destination_allowlist(&self) -> Result<Vec<AllowRule>, ConfigError> {
         self.destination_allowlist
             .iter()
-            .filter_map(|r| AllowRule::parse(r).ok())
+            .map(|r| AllowRule::parse(r).map_err(|e| ConfigError::Invalid(e.to_string())))
             .collect()
     }
 

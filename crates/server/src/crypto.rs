@@ -245,6 +245,25 @@ impl Keyring {
     }
 }
 
+/// Associated data: what each ciphertext is bound to, so a ciphertext moved to another row,
+/// project or purpose no longer opens. Every format the vault uses is here, versioned.
+pub mod aad {
+    /// A token's sealed card or bank data, bound to its row.
+    pub fn token(project_id: &str, token_id: &str) -> Vec<u8> {
+        format!("cardvault:token:v1:{project_id}:{token_id}").into_bytes()
+    }
+
+    /// A CVC session's sealed code, bound to the session and its project.
+    pub fn cvc_session(project_id: &str, session: uuid::Uuid) -> Vec<u8> {
+        format!("cardvault:cvc:v1:{project_id}:{session}").into_bytes()
+    }
+
+    /// A project's sealed TLS client key, bound to the project and the host it is for.
+    pub fn tls_client_key(project_id: &str, host: &str) -> Vec<u8> {
+        format!("cardvault:tls-key:v1:{project_id}:{host}").into_bytes()
+    }
+}
+
 fn wrap_aad(version: u32) -> Vec<u8> {
     format!("cardvault data key v{version}").into_bytes()
 }

@@ -3,10 +3,12 @@
 
 pub mod admin;
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod cvc;
+pub mod destinations;
 pub mod http_server;
 pub mod logging;
 pub mod store;
@@ -24,8 +26,9 @@ use crate::api::{AppState, RequestPolicy};
 use crate::config::Settings;
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::cvc::{CvcSessions, MemoryCvcStore, RedisCvcStore};
+use crate::destinations::{DestinationSettings, Destinations, NameLookup, SystemLookup};
 use crate::store::{Database, SqlStore, Store, StoreError};
-use crate::upstream::{NameLookup, SystemLookup, UpstreamClient, UpstreamSettings};
+use crate::upstream::{UpstreamClient, UpstreamSettings};
 
 /// How often expired CVC sessions are swept from memory.
 const CVC_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,6 +47,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Cvc(#[from] cvc::CvcError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 /// Where the vault's durable data lives: PostgreSQL when a URL is given, else the SQLite file in
@@ -113,25 +118,33 @@ pub async fn build_state_with(
         None => MemoryCvcStore::start(CVC_SWEEP_INTERVAL, settings.test_cvc_sessions_per_project),
     };
     let cvc = CvcSessions::new(cvc_store, keyring.clone());
+    let destinations = Arc::new(Destinations::new(
+        DestinationSettings {
+            rules: settings.destination_rules(),
+            allowlist: settings.destination_allowlist()?,
+            require_allowlist: settings.require_destination_allowlist,
+            cache_ttl: settings.cache_ttl(),
+            lookup,
+        },
+        store.clone(),
+        keyring.clone(),
+    ));
     let upstream = UpstreamClient::new(UpstreamSettings {
-        rules: settings.destination_rules(),
+        resolver: destinations.resolver(),
         connect_timeout: settings.upstream_connect_timeout(),
         total_timeout: settings.upstream_timeout(),
         max_response_bytes: settings.max_response_bytes,
         extra_ca_file: settings.upstream_ca_file.as_deref(),
-        lookup,
     })?;
     Ok(AppState {
         caches: Arc::new(api::Caches::new(settings.cache_ttl())),
         store,
         keyring,
         cvc,
+        destinations,
         upstream,
         policy: Arc::new(RequestPolicy {
             cvc_ttl: settings.cvc_ttl(),
-            destinations: settings.destination_rules(),
-            allowlist: settings.destination_allowlist(),
-            require_allowlist: settings.require_destination_allowlist,
             max_request_bytes: settings.max_request_bytes,
             body_read_timeout: settings.client_read_timeout(),
         }),

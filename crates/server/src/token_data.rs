@@ -5,7 +5,7 @@ use cardvault_core::template::{Placeholder, Substitutions};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::crypto::{CryptoError, Keyring, Sealed};
+use crate::crypto::{CryptoError, Keyring, Sealed, aad};
 
 /// Plaintext of a token. Lives only while a request needs it; wiped on drop.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -32,11 +32,6 @@ impl std::fmt::Debug for TokenData {
     }
 }
 
-/// Binds a ciphertext to its row: moved to another token or project, it no longer opens.
-pub fn aad(project_id: &str, token_id: &str) -> Vec<u8> {
-    format!("cardvault:token:v1:{project_id}:{token_id}").into_bytes()
-}
-
 impl TokenData {
     pub fn seal(
         &self,
@@ -46,7 +41,7 @@ impl TokenData {
     ) -> Result<Sealed, CryptoError> {
         // Serializing this enum of strings cannot fail.
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(self).unwrap_or_default());
-        keyring.seal(&plain, &aad(project_id, token_id))
+        keyring.seal(&plain, &aad::token(project_id, token_id))
     }
 
     pub fn open(
@@ -55,7 +50,7 @@ impl TokenData {
         project_id: &str,
         token_id: &str,
     ) -> Result<Self, CryptoError> {
-        let plain = keyring.open(sealed, &aad(project_id, token_id))?;
+        let plain = keyring.open(sealed, &aad::token(project_id, token_id))?;
         serde_json::from_slice(&plain).map_err(|_| CryptoError::Decrypt)
     }
 

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::crypto::CryptoError;
 use crate::cvc::CvcError;
+use crate::destinations::LoadError;
 use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 
@@ -204,6 +205,15 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Unavailable(cause) => Self::Unavailable(format!("database: {cause}")),
             other => Self::Internal(format!("store: {other}")),
+        }
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Store(e) => e.into(),
+            other => Self::Internal(format!("destination settings: {other}")),
         }
     }
 }

@@ -3,7 +3,6 @@
 mod applications;
 mod auth;
 mod body;
-pub mod cache;
 mod cvc_sessions;
 mod error;
 mod health;
@@ -17,15 +16,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
-use cardvault_core::destination::{AllowRule, DestinationRules};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, BodyKind};
-pub use proxy::tls_profile::key_aad as tls_key_aad;
 
+use crate::cache::TtlCache;
 use crate::crypto::Keyring;
 use crate::cvc::CvcSessions;
-use crate::store::{Application, DestinationTls, Project, Store};
+use crate::destinations::Destinations;
+use crate::store::{Application, Project, Store};
 use crate::upstream::UpstreamClient;
 
 /// The handles every request may use; each is cheap to clone and does its own locking.
@@ -34,82 +33,35 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keyring: Arc<Keyring>,
     pub cvc: CvcSessions,
+    pub destinations: Arc<Destinations>,
     pub upstream: UpstreamClient,
     pub policy: Arc<RequestPolicy>,
     pub caches: Arc<Caches>,
 }
 
+/// Bound on cached API keys and publishable keys.
+const MAX_CACHED_KEYS: u64 = 100_000;
+
 /// Answers kept for a few seconds (`cache_ttl_ms`) so a request does not ask the database again.
 pub struct Caches {
     /// API key hash → its application and project.
-    pub callers: cache::TtlCache<Vec<u8>, (Application, Project)>,
+    pub callers: TtlCache<Vec<u8>, (Application, Project)>,
     /// Publishable key hash → its project.
-    pub publishable_keys: cache::TtlCache<Vec<u8>, Project>,
-    /// Project id → its destination allowlist and TLS settings.
-    pub destinations: cache::TtlCache<String, Arc<ProjectDestinations>>,
+    pub publishable_keys: TtlCache<Vec<u8>, Project>,
 }
 
 impl Caches {
     pub fn new(ttl: Duration) -> Self {
         Self {
-            callers: cache::TtlCache::new(ttl),
-            publishable_keys: cache::TtlCache::new(ttl),
-            destinations: cache::TtlCache::new(ttl),
+            callers: TtlCache::new(ttl, MAX_CACHED_KEYS),
+            publishable_keys: TtlCache::new(ttl, MAX_CACHED_KEYS),
         }
-    }
-}
-
-/// A project's outbound settings, parsed.
-pub struct ProjectDestinations {
-    pub allow: Vec<AllowRule>,
-    /// TLS settings with their host pattern parsed, exact hosts before wildcards.
-    pub tls: Vec<(AllowRule, DestinationTls)>,
-}
-
-impl AppState {
-    /// The project's destination settings, from the cache or the database.
-    pub async fn project_destinations(
-        &self,
-        project_id: &str,
-    ) -> Result<Arc<ProjectDestinations>, ApiError> {
-        if let Some(found) = self.caches.destinations.get(&project_id.to_owned()) {
-            return Ok(found);
-        }
-        // A stored rule that no longer parses fails the call: dropping it could empty the list,
-        // and an empty list would permit everything.
-        let allow = self
-            .store
-            .destination_rules(project_id)
-            .await?
-            .iter()
-            .map(|r| AllowRule::parse(r))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let mut tls = self
-            .store
-            .destination_tls(project_id)
-            .await?
-            .into_iter()
-            .map(|t| AllowRule::parse(&t.host).map(|rule| (rule, t)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        // Exact hosts before wildcards.
-        tls.sort_by_key(|(_, t)| t.host.starts_with("*."));
-        let found = Arc::new(ProjectDestinations { allow, tls });
-        self.caches
-            .destinations
-            .insert(project_id.to_owned(), found.clone());
-        Ok(found)
     }
 }
 
 /// Per-request rules fixed at start.
 pub struct RequestPolicy {
     pub cvc_ttl: Duration,
-    pub destinations: DestinationRules,
-    /// Server-wide allowlist; empty when the operator set none.
-    pub allowlist: Vec<AllowRule>,
-    pub require_allowlist: bool,
     pub max_request_bytes: usize,
     pub body_read_timeout: Duration,
 }

@@ -11,7 +11,7 @@ use cardvault_core::card::Cvc;
 use cardvault_core::secret::SecretString;
 use uuid::Uuid;
 
-use crate::crypto::{CryptoError, Keyring};
+use crate::crypto::{CryptoError, Keyring, aad};
 
 mod memory;
 mod redis;
@@ -67,10 +67,6 @@ pub struct CvcSessions {
     keyring: Arc<Keyring>,
 }
 
-fn aad(id: Uuid, project_id: &str) -> Vec<u8> {
-    format!("cardvault:cvc:v1:{project_id}:{id}").into_bytes()
-}
-
 impl CvcSessions {
     pub fn new(store: Arc<dyn CvcStore>, keyring: Arc<Keyring>) -> Self {
         Self { store, keyring }
@@ -85,9 +81,10 @@ impl CvcSessions {
         reusable: bool,
     ) -> Result<Uuid, CvcError> {
         let id = Uuid::new_v4();
-        let sealed = self
-            .keyring
-            .seal_session(cvc.expose_secret().as_bytes(), &aad(id, project_id))?;
+        let sealed = self.keyring.seal_session(
+            cvc.expose_secret().as_bytes(),
+            &aad::cvc_session(project_id, id),
+        )?;
         let session = StoredSession {
             project_id: project_id.to_owned(),
             reusable,
@@ -115,7 +112,7 @@ impl CvcSessions {
         // cannot be opened never will be.
         let plain = self
             .keyring
-            .open_session(&session.sealed, &aad(id, project_id))?;
+            .open_session(&session.sealed, &aad::cvc_session(project_id, id))?;
         let code = String::from_utf8(plain.to_vec()).map_err(|_| CryptoError::Decrypt)?;
         lease.code = Some(Cvc::from_stored(SecretString::new(code)));
         Ok(Some(lease))

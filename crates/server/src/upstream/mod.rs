@@ -1,21 +1,21 @@
 //! The outbound side: one pooled HTTPS client for every processor, a resolver that refuses
 //! non-public addresses, timeouts and a response size cap.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use cardvault_core::destination::DestinationRules;
 use http::{HeaderMap, Method, StatusCode};
 use url::Url;
+use zeroize::Zeroize;
 
-mod resolver;
 mod tls;
 
-pub use resolver::{NameLookup, PolicyResolver, SystemLookup};
 pub use tls::{TlsProfile, add_pem_roots, check_client_identity};
+
+use crate::cache::TtlCache;
+use crate::destinations::{ConnectResolver, PolicyResolver};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -41,13 +41,12 @@ pub enum UpstreamError {
 }
 
 pub struct UpstreamSettings<'a> {
-    pub rules: DestinationRules,
+    /// Every connection resolves names through the destination gate's resolver.
+    pub resolver: Arc<PolicyResolver>,
     pub connect_timeout: Duration,
     pub total_timeout: Duration,
     pub max_response_bytes: usize,
     pub extra_ca_file: Option<&'a Path>,
-    /// How names are resolved (the system resolver in production, a fake in tests).
-    pub lookup: Arc<dyn NameLookup>,
 }
 
 /// What the processor answered.
@@ -63,50 +62,39 @@ pub struct UpstreamResponse {
 #[derive(Clone)]
 pub struct UpstreamClient {
     default: reqwest::Client,
-    profiled: Arc<Mutex<HashMap<String, reqwest::Client>>>,
-    roots: Arc<rustls::RootCertStore>,
-    resolver: Arc<PolicyResolver>,
-    connect_timeout: Duration,
-    total_timeout: Duration,
+    profiled: Arc<TtlCache<String, reqwest::Client>>,
+    builder: Arc<ClientBuilder>,
     max_response_bytes: usize,
 }
 
-/// Bound on cached per-profile clients; beyond it the cache starts over.
-const MAX_PROFILE_CLIENTS: usize = 256;
+/// What every client is built from.
+struct ClientBuilder {
+    roots: rustls::RootCertStore,
+    resolver: Arc<PolicyResolver>,
+    connect_timeout: Duration,
+    total_timeout: Duration,
+}
+
+/// Bound on kept per-profile clients (each with its connection pool), and how long one is kept.
+const MAX_PROFILE_CLIENTS: u64 = 256;
+const PROFILE_CLIENT_TTL: Duration = Duration::from_secs(3600);
 
 impl UpstreamClient {
     /// # Errors
     /// [`UpstreamError::Setup`] when the extra CA file cannot be read or the client not built.
     pub fn new(settings: UpstreamSettings<'_>) -> Result<Self, UpstreamError> {
-        let roots = Arc::new(tls::roots(settings.extra_ca_file)?);
-        let resolver = Arc::new(PolicyResolver::new(settings.rules, settings.lookup));
-        let mut upstream = Self {
-            default: reqwest::Client::new(),
-            profiled: Arc::new(Mutex::new(HashMap::new())),
-            roots,
-            resolver,
+        let builder = ClientBuilder {
+            roots: tls::roots(settings.extra_ca_file)?,
+            resolver: settings.resolver,
             connect_timeout: settings.connect_timeout,
             total_timeout: settings.total_timeout,
-            max_response_bytes: settings.max_response_bytes,
         };
-        upstream.default = upstream.build_client(None)?;
-        Ok(upstream)
-    }
-
-    fn build_client(&self, profile: Option<&TlsProfile>) -> Result<reqwest::Client, UpstreamError> {
-        let tls = tls::client_config(&self.roots, profile)?;
-        reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .dns_resolver(resolver::ConnectResolver(self.resolver.clone()))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.total_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| UpstreamError::Setup(e.to_string()))
+        Ok(Self {
+            default: builder.build(None)?,
+            profiled: Arc::new(TtlCache::new(PROFILE_CLIENT_TTL, MAX_PROFILE_CLIENTS)),
+            builder: Arc::new(builder),
+            max_response_bytes: settings.max_response_bytes,
+        })
     }
 
     /// The client for a TLS profile, built once and kept (its pool with it).
@@ -114,25 +102,17 @@ impl UpstreamClient {
         let Some(profile) = profile else {
             return Ok(self.default.clone());
         };
-        let mut clients = self.profiled.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(&profile.cache_key) {
-            return Ok(client.clone());
+        if let Some(client) = self.profiled.get(&profile.cache_key) {
+            return Ok(client);
         }
-        let client = self.build_client(Some(profile))?;
-        if clients.len() >= MAX_PROFILE_CLIENTS {
-            clients.clear();
-        }
-        clients.insert(profile.cache_key.clone(), client.clone());
+        let client = self.builder.build(Some(profile))?;
+        self.profiled
+            .insert(profile.cache_key.clone(), client.clone());
         Ok(client)
     }
 
-    /// Resolves the destination and checks every address, without connecting, so a refused
-    /// destination fails before a CVC session is consumed. The connection itself resolves
-    /// through the same check, so an answer that changes in between cannot slip through.
-    pub async fn check_destination(&self, url: &Url) -> Result<(), UpstreamError> {
-        self.resolver.check_url(url).await
-    }
-
+    /// Sends the filled body and reads the answer within the size cap. The body held card
+    /// data: it is wiped once the exchange is over.
     pub async fn send(
         &self,
         profile: Option<&TlsProfile>,
@@ -140,6 +120,22 @@ impl UpstreamClient {
         url: Url,
         headers: HeaderMap,
         body: Vec<u8>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let body = Bytes::from(body);
+        let answer = self
+            .exchange(profile, method, url, headers, body.clone())
+            .await;
+        wipe(body);
+        answer
+    }
+
+    async fn exchange(
+        &self,
+        profile: Option<&TlsProfile>,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let client = self.client_for(profile)?;
         let mut request = client.request(method.clone(), url).headers(headers);
@@ -149,8 +145,10 @@ impl UpstreamClient {
         let mut response = request.send().await.map_err(classify)?;
         let status = response.status();
         let headers = std::mem::take(response.headers_mut());
-        if let Some(length) = response.content_length()
-            && length > self.max_response_bytes as u64
+        let limit = u64::try_from(self.max_response_bytes).unwrap_or(u64::MAX);
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit)
         {
             return Err(UpstreamError::TooLarge(self.max_response_bytes));
         }
@@ -166,6 +164,32 @@ impl UpstreamClient {
             headers,
             body: body.freeze(),
         })
+    }
+}
+
+/// Zeroes the sent body's memory once nothing else holds it (the HTTP client drops its
+/// reference when the exchange ends).
+fn wipe(body: Bytes) {
+    if let Ok(mut body) = body.try_into_mut() {
+        body.as_mut().zeroize();
+    }
+}
+
+impl ClientBuilder {
+    fn build(&self, profile: Option<&TlsProfile>) -> Result<reqwest::Client, UpstreamError> {
+        let tls = tls::client_config(&self.roots, profile)?;
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .dns_resolver(ConnectResolver(self.resolver.clone()))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.total_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| UpstreamError::Setup(e.to_string()))
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use cardvault_server::config::Settings;
-use cardvault_server::upstream::NameLookup;
+use cardvault_server::destinations::NameLookup;
 use serde_json::{Value, json};
 
 use crate::harness::*;

@@ -6,9 +6,9 @@ use cardvault_core::destination::DestinationRules;
 use cardvault_core::template::{Encoding, FormTemplate, JsonTemplate, Template};
 use serde_json::{Map, Value};
 
+use super::media_type::MediaType;
 use super::request::{
-    BodyTemplate, FORM, ProxyRequest, destination, forwardable, is_json, is_xml, media_type,
-    method, refuse_template,
+    BodyTemplate, ProxyRequest, destination, forwardable, method, refuse_template,
 };
 use crate::api::ApiError;
 use crate::api::body::json_object;
@@ -88,7 +88,7 @@ fn body_template(
     mut headers: HeaderMap,
 ) -> Result<(BodyTemplate, HeaderMap), ApiError> {
     let invalid_template = |_| ApiError::InvalidTemplate;
-    let body = match (media_type(&headers).as_deref(), request_data) {
+    let body = match (MediaType::of(&headers), request_data) {
         (None, data) => {
             headers.insert(
                 header::CONTENT_TYPE,
@@ -96,21 +96,21 @@ fn body_template(
             );
             json_body(data)?
         }
-        (Some(ct), data) if is_json(ct) => json_body(data)?,
-        (Some(FORM), Value::String(text)) => BodyTemplate::text(
+        (Some(MediaType::Json), data) => json_body(data)?,
+        (Some(MediaType::Form), Value::String(text)) => BodyTemplate::text(
             Template::parse_form(&text).map_err(invalid_template)?,
             Encoding::Form,
             &text,
         )?,
-        (Some(FORM), data @ (Value::Object(_) | Value::Array(_))) => {
+        (Some(MediaType::Form), data @ (Value::Object(_) | Value::Array(_))) => {
             BodyTemplate::Form(FormTemplate::from_json(&data).map_err(invalid_template)?)
         }
-        (Some(ct), Value::String(text)) if is_xml(ct) => BodyTemplate::text(
+        (Some(MediaType::Xml), Value::String(text)) => BodyTemplate::text(
             Template::parse(&text).map_err(invalid_template)?,
             Encoding::Xml,
             &text,
         )?,
-        (Some(_), Value::String(text)) => BodyTemplate::text(
+        (Some(MediaType::Other), Value::String(text)) => BodyTemplate::text(
             Template::parse(&text).map_err(invalid_template)?,
             Encoding::Raw,
             &text,

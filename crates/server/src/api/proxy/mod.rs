@@ -1,30 +1,35 @@
 //! `POST /proxy/transaction`: fill the caller's processor request with card data and send it.
 //!
-//! Stages, in order (each fails before any later one runs): parse and check the request (no
-//! I/O), load and open the token, check the destination's addresses, take the CVC session,
-//! render, send, scrub the answer. Everything before "take the CVC session" leaves the session
-//! untouched; everything before "send" guarantees the processor saw nothing.
+//! The handler is a list of stages, each failing before any later one runs:
+//! 1. parse and check the request (no I/O): [`json_mode`] or [`raw_mode`] into a [`ProxyRequest`];
+//! 2. the destination gate: the project's allowlists, then the destination's addresses;
+//! 3. load and open the token;
+//! 4. take the CVC session (held, not consumed, while the call runs);
+//! 5. render and send;
+//! 6. scrub the answer.
+//!
+//! Everything before stage 4 leaves the session untouched; a call that fails before anything
+//! is sent gives it back; everything before "send" guarantees the processor saw nothing.
 
 mod json_mode;
+mod media_type;
 mod raw_mode;
 mod request;
 mod response;
-pub mod tls_profile;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use cardvault_core::destination::allowlist_permits;
-use cardvault_core::template::Placeholder;
-use uuid::Uuid;
+use cardvault_core::secret::SecretString;
+use cardvault_core::template::{Placeholder, Substitutions};
 
+use self::request::{CvcSessionRef, ProxyRequest};
 use super::auth::Caller;
 use super::body::RawBody;
-use super::{ApiError, AppState, ProjectDestinations};
+use super::{ApiError, AppState};
 use crate::cvc::CvcLease;
 use crate::store::StoreError;
 use crate::token_data::TokenData;
-use crate::upstream::UpstreamError;
 
 pub async fn transaction(
     State(state): State<AppState>,
@@ -34,74 +39,22 @@ pub async fn transaction(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     caller.require_tokenization()?;
-    let rules = &state.policy.destinations;
-    let request = if raw_mode::applies(&headers, uri.query(), &body) {
-        raw_mode::parse(&headers, uri.query(), &body, rules)?
-    } else {
-        json_mode::parse(&body, rules)?
+    let request = parse(&state, &headers, &uri, &body)?;
+    let project_id = caller.project.id.as_str();
+
+    let destinations = state.destinations.project(project_id).await?;
+    state
+        .destinations
+        .permit(&destinations, &request.url)
+        .map_err(refused)?;
+    let mut values = token_values(&state, project_id, &request).await?;
+    state.destinations.check_addresses(&request.url).await?;
+    let tls = destinations.tls_for(&request.url);
+
+    let lease = match request.cvc_session {
+        Some(session) => Some(take_cvc(&state, project_id, session, &mut values).await?),
+        None => None,
     };
-
-    let destinations = state.project_destinations(&caller.project.id).await?;
-    check_allowlists(&state, &destinations, &request.url)?;
-
-    let record = match state.store.token(&caller.project.id, &request.token).await {
-        Ok(record) => record,
-        Err(StoreError::NotFound) => return Err(ApiError::TokenNotFound),
-        Err(e) => return Err(e.into()),
-    };
-    let data = TokenData::open(
-        &state.keyring,
-        &record.sealed,
-        &record.project_id,
-        &record.id,
-    )?;
-    let mut values = data.substitutions();
-    drop(data);
-    let needs_cvc = request.body.placeholders().any(|p| p == Placeholder::Cvc);
-    if values
-        .missing(
-            request
-                .body
-                .placeholders()
-                .filter(|p| *p != Placeholder::Cvc),
-        )
-        .is_some()
-    {
-        return Err(ApiError::InvalidTemplate);
-    }
-
-    state.upstream.check_destination(&request.url).await?;
-    let tls = tls_profile::for_destination(
-        &state.keyring,
-        &caller.project.id,
-        &destinations,
-        &request.url,
-    )?;
-
-    // From here a single-use session is held: a call that ends before anything was sent gives
-    // it back, so the merchant's retry can still use it.
-    let lease = if needs_cvc {
-        let session = request
-            .cvc_session_id
-            .as_deref()
-            .ok_or(ApiError::missing("cvc_session_id"))?;
-        let session = Uuid::parse_str(session.trim()).map_err(|_| ApiError::CvcSessionNotFound)?;
-        let lease = state
-            .cvc
-            .take(session, &caller.project.id)
-            .await?
-            .ok_or(ApiError::CvcSessionNotFound)?;
-        if let Some(cvc) = lease.code() {
-            values.set(
-                Placeholder::Cvc,
-                cardvault_core::secret::SecretString::new(cvc.expose_secret().to_owned()),
-            );
-        }
-        Some(lease)
-    } else {
-        None
-    };
-
     let outgoing = match request.body.render(&values) {
         Ok(outgoing) => outgoing,
         Err(e) => {
@@ -112,19 +65,89 @@ pub async fn transaction(
     let sent = state
         .upstream
         .send(
-            tls.as_ref(),
+            tls.as_deref(),
             request.method,
             request.url,
             request.headers,
             outgoing,
         )
         .await;
-    let request_sent = sent
-        .as_ref()
-        .map_or_else(UpstreamError::request_sent, |_| true);
+    let request_sent = sent.as_ref().map_or_else(|e| e.request_sent(), |_| true);
     finish_lease(lease, request_sent).await;
-    let upstream = sent?;
-    Ok(response::wrap(upstream, &values))
+    Ok(response::wrap(sent?, &values))
+}
+
+/// Stage 1: the call as the caller described it, checked without I/O.
+fn parse(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<ProxyRequest, ApiError> {
+    let rules = state.destinations.rules();
+    if raw_mode::applies(headers, uri.query(), body) {
+        raw_mode::parse(headers, uri.query(), body, rules)
+    } else {
+        json_mode::parse(body, rules)
+    }
+}
+
+fn refused(refusal: crate::destinations::Refusal) -> ApiError {
+    tracing::debug!(reason = %refusal, "destination refused");
+    ApiError::InvalidProxyUrl
+}
+
+/// Stage 3: the token's values, checked against what the template uses (the CVC comes later,
+/// from its session).
+async fn token_values(
+    state: &AppState,
+    project_id: &str,
+    request: &ProxyRequest,
+) -> Result<Substitutions, ApiError> {
+    let record = match state.store.token(project_id, &request.token).await {
+        Ok(record) => record,
+        Err(StoreError::NotFound) => return Err(ApiError::TokenNotFound),
+        Err(e) => return Err(e.into()),
+    };
+    let data = TokenData::open(
+        &state.keyring,
+        &record.sealed,
+        &record.project_id,
+        &record.id,
+    )?;
+    let values = data.substitutions();
+    let used = request
+        .body
+        .placeholders()
+        .filter(|p| *p != Placeholder::Cvc);
+    if values.missing(used).is_some() {
+        return Err(ApiError::InvalidTemplate);
+    }
+    Ok(values)
+}
+
+/// Stage 4: the CVC, from a session held until the call says whether it was sent.
+async fn take_cvc(
+    state: &AppState,
+    project_id: &str,
+    session: CvcSessionRef,
+    values: &mut Substitutions,
+) -> Result<CvcLease, ApiError> {
+    let CvcSessionRef::Id(id) = session else {
+        return Err(ApiError::CvcSessionNotFound);
+    };
+    let lease = state
+        .cvc
+        .take(id, project_id)
+        .await?
+        .ok_or(ApiError::CvcSessionNotFound)?;
+    if let Some(cvc) = lease.code() {
+        values.set(
+            Placeholder::Cvc,
+            SecretString::new(cvc.expose_secret().to_owned()),
+        );
+    }
+    Ok(lease)
 }
 
 /// Gives a held CVC session back (nothing was sent) before answering, so the merchant's retry
@@ -146,26 +169,6 @@ async fn finish_lease(lease: Option<CvcLease>, sent: bool) {
     } else {
         finish.await;
     }
-}
-
-/// The server-wide list, when set, and the project's own list, when it has one, must both permit
-/// the destination. With `require_allowlist`, having neither list permits nothing.
-fn check_allowlists(
-    state: &AppState,
-    project: &ProjectDestinations,
-    url: &url::Url,
-) -> Result<(), ApiError> {
-    let policy = &state.policy;
-    if !policy.allowlist.is_empty() && !allowlist_permits(&policy.allowlist, url) {
-        return Err(ApiError::InvalidProxyUrl);
-    }
-    if !project.allow.is_empty() && !allowlist_permits(&project.allow, url) {
-        return Err(ApiError::InvalidProxyUrl);
-    }
-    if policy.require_allowlist && policy.allowlist.is_empty() && project.allow.is_empty() {
-        return Err(ApiError::InvalidProxyUrl);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

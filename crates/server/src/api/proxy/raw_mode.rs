@@ -7,9 +7,9 @@ use axum::http::HeaderMap;
 use cardvault_core::destination::DestinationRules;
 use cardvault_core::template::{Encoding, Template};
 
+use super::media_type::MediaType;
 use super::request::{
-    BodyTemplate, FORM, ProxyRequest, destination, forwardable, is_json, is_xml, media_type,
-    method, refuse_template_in_header,
+    BodyTemplate, ProxyRequest, destination, forwardable, method, refuse_template_in_header,
 };
 use crate::api::{ApiError, BodyKind};
 
@@ -18,11 +18,11 @@ pub fn applies(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> bool {
     if headers.contains_key("x-proxy-url") || query_value(query, "proxy_url").is_some() {
         return true;
     }
-    match media_type(headers).as_deref() {
+    match MediaType::of(headers) {
         // A JSON object labelled as a form is a JSON-mode call from a client that forgot its
         // Content-Type (`curl -d` labels everything a form); no form body starts with `{`.
-        Some(FORM) => !body.trim_ascii_start().starts_with(b"{"),
-        Some(ct) => is_xml(ct),
+        Some(MediaType::Form) => !body.trim_ascii_start().starts_with(b"{"),
+        Some(kind) => kind == MediaType::Xml,
         None => false,
     }
 }
@@ -35,12 +35,12 @@ pub fn parse(
     body: &[u8],
     rules: &DestinationRules,
 ) -> Result<ProxyRequest, ApiError> {
-    let media_type = media_type(headers).unwrap_or_default();
-    let is_form = media_type == FORM;
-    let text = std::str::from_utf8(body).map_err(|_| match () {
-        _ if is_form => ApiError::InvalidBody(BodyKind::Form),
-        _ if is_xml(&media_type) => ApiError::InvalidBody(BodyKind::Xml),
-        _ => ApiError::invalid("request_data"),
+    let media_type = MediaType::of(headers).unwrap_or(MediaType::Other);
+    let is_form = media_type == MediaType::Form;
+    let text = std::str::from_utf8(body).map_err(|_| match media_type {
+        MediaType::Form => ApiError::InvalidBody(BodyKind::Form),
+        MediaType::Xml => ApiError::InvalidBody(BodyKind::Xml),
+        MediaType::Json | MediaType::Other => ApiError::invalid("request_data"),
     })?;
     let mut form = is_form.then(|| FormBody::new(text));
 
@@ -89,10 +89,10 @@ pub fn parse(
             )?
         }
         None => {
-            let encoding = match media_type.as_str() {
-                ct if is_xml(ct) => Encoding::Xml,
-                ct if is_json(ct) => Encoding::Json,
-                _ => Encoding::Raw,
+            let encoding = match media_type {
+                MediaType::Xml => Encoding::Xml,
+                MediaType::Json => Encoding::Json,
+                MediaType::Form | MediaType::Other => Encoding::Raw,
             };
             BodyTemplate::text(
                 Template::parse(text).map_err(invalid_template)?,

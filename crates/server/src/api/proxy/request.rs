@@ -7,6 +7,7 @@ use cardvault_core::template::{
     Encoding, FormTemplate, JsonTemplate, Placeholder, Substitutions, Template,
 };
 use url::Url;
+use uuid::Uuid;
 
 use crate::api::{ApiError, BodyKind};
 
@@ -63,9 +64,18 @@ impl BodyTemplate {
     }
 }
 
+/// The CVC session a call names, parsed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CvcSessionRef {
+    Id(Uuid),
+    /// Not even a session id: no such session exists (404 when it is needed).
+    Unknown,
+}
+
 pub struct ProxyRequest {
     pub token: String,
-    pub cvc_session_id: Option<String>,
+    /// The session to take, present exactly when the template uses the CVC.
+    pub cvc_session: Option<CvcSessionRef>,
     pub url: Url,
     pub method: Method,
     pub headers: HeaderMap,
@@ -73,7 +83,11 @@ pub struct ProxyRequest {
 }
 
 impl ProxyRequest {
-    /// The checks both modes end with: a CVC placeholder needs a session id.
+    /// The checks both modes end with: short secrets must stand alone, and a CVC placeholder
+    /// needs a session id (one given for a template without the CVC is not used).
+    ///
+    /// # Errors
+    /// `400 invalid_template`, or `400 Missing required field: cvc_session_id`.
     pub fn new(
         token: String,
         cvc_session_id: Option<String>,
@@ -87,12 +101,15 @@ impl ProxyRequest {
         if !body.short_secrets_stand_alone() {
             return Err(ApiError::InvalidTemplate);
         }
-        if cvc_session_id.is_none() && body.placeholders().any(|p| p == Placeholder::Cvc) {
-            return Err(ApiError::missing("cvc_session_id"));
-        }
+        let cvc_session = if body.placeholders().any(|p| p == Placeholder::Cvc) {
+            let id = cvc_session_id.ok_or(ApiError::missing("cvc_session_id"))?;
+            Some(Uuid::parse_str(id.trim()).map_or(CvcSessionRef::Unknown, CvcSessionRef::Id))
+        } else {
+            None
+        };
         Ok(Self {
             token,
-            cvc_session_id,
+            cvc_session,
             url,
             method,
             headers,
@@ -156,7 +173,11 @@ pub fn refuse_template_in_header(value: &HeaderValue) -> Result<(), ApiError> {
     refuse_template(&String::from_utf8_lossy(value.as_bytes()))
 }
 
-/// The destination, checked against the policy (no I/O).
+/// The destination, checked against the rules (no I/O). The reason for a refusal is logged at
+/// debug level; the caller gets `Invalid proxy URL`.
+///
+/// # Errors
+/// `400 Invalid proxy URL` (or `invalid_template` for a placeholder in it).
 pub fn destination(raw: &str, rules: &DestinationRules) -> Result<Url, ApiError> {
     refuse_template(raw)?;
     rules.check_url(raw.trim()).map_err(|e| {
@@ -178,27 +199,3 @@ pub fn method(raw: Option<&str>) -> Result<Method, ApiError> {
         _ => Err(ApiError::invalid("http_method")),
     }
 }
-
-/// The media type of a `Content-Type` value, lowercased, without parameters.
-pub fn media_type(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-}
-
-pub fn is_json(media_type: &str) -> bool {
-    media_type == "application/json" || media_type.ends_with("+json")
-}
-
-pub fn is_xml(media_type: &str) -> bool {
-    media_type == "application/xml" || media_type == "text/xml" || media_type.ends_with("+xml")
-}
-
-pub const FORM: &str = "application/x-www-form-urlencoded";

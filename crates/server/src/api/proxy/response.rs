@@ -1,13 +1,14 @@
 //! The processor's answer, wrapped for the caller with every injected secret masked.
 
 use axum::Json;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use cardvault_core::mask;
 use cardvault_core::scrub::{Echo, EchoKind, scrub_text};
 use cardvault_core::template::{Placeholder, Substitutions};
 use serde_json::{Map, Value, json};
 
+use super::media_type::MediaType;
 use crate::upstream::UpstreamResponse;
 
 /// Response headers that describe the processor's connection or session, not the answer.
@@ -51,7 +52,7 @@ pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
     }
     let text = String::from_utf8_lossy(&upstream.body);
     let text = scrub_text(&text, &echoes).unwrap_or_else(|| text.into_owned());
-    let body = if is_json(&upstream.headers) {
+    let body = if MediaType::of(&upstream.headers) == Some(MediaType::Json) {
         serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))
     } else {
         Value::String(text)
@@ -103,18 +104,4 @@ fn echoes(values: &Substitutions) -> Vec<Echo<'_>> {
         });
     }
     echoes
-}
-
-fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"))
 }

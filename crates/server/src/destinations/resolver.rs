@@ -6,22 +6,22 @@
 //! and "private" to the connection (rebinding) therefore never gets its second answer used; and
 //! any answer containing one non-public address is refused whole.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cardvault_core::destination::DestinationRules;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
-use super::UpstreamError;
+use crate::cache::TtlCache;
+use crate::upstream::UpstreamError;
 
 /// How long a checked answer is reused. Short enough to follow a processor's DNS changes.
 const ANSWER_TTL: Duration = Duration::from_secs(30);
 /// Bound on remembered names, so a caller cycling through names cannot grow memory.
-const MAX_CACHED_NAMES: usize = 4096;
+const MAX_CACHED_NAMES: u64 = 4096;
 
 /// Turns a host name into addresses: the system resolver, or a fake in tests.
 #[async_trait]
@@ -42,14 +42,12 @@ impl NameLookup for SystemLookup {
     }
 }
 
-/// Addresses that passed the policy, and when they were looked up.
-type CheckedAnswer = (Arc<[IpAddr]>, Instant);
-
 /// The resolver the upstream client connects through.
 pub struct PolicyResolver {
     rules: DestinationRules,
     lookup: Arc<dyn NameLookup>,
-    answers: Mutex<HashMap<String, CheckedAnswer>>,
+    /// Addresses that passed the policy, by lowercased name.
+    answers: TtlCache<String, Arc<[IpAddr]>>,
 }
 
 impl PolicyResolver {
@@ -57,7 +55,7 @@ impl PolicyResolver {
         Self {
             rules,
             lookup,
-            answers: Mutex::new(HashMap::new()),
+            answers: TtlCache::new(ANSWER_TTL, MAX_CACHED_NAMES),
         }
     }
 
@@ -82,7 +80,7 @@ impl PolicyResolver {
     /// The checked addresses of `name`: from the recent answer if there is one, else looked up.
     pub async fn resolve(&self, name: &str) -> Result<Arc<[IpAddr]>, UpstreamError> {
         let key = name.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(addrs) = self.cached(&key) {
+        if let Some(addrs) = self.answers.get(&key) {
             return Ok(addrs);
         }
         let addrs = self
@@ -98,27 +96,8 @@ impl PolicyResolver {
             self.check_ip(*ip)?;
         }
         let addrs: Arc<[IpAddr]> = addrs.into();
-        let mut answers = self.lock();
-        if answers.len() >= MAX_CACHED_NAMES {
-            let now = Instant::now();
-            answers.retain(|_, (_, at)| now.duration_since(*at) < ANSWER_TTL);
-            if answers.len() >= MAX_CACHED_NAMES {
-                answers.clear();
-            }
-        }
-        answers.insert(key, (addrs.clone(), Instant::now()));
+        self.answers.insert(key, addrs.clone());
         Ok(addrs)
-    }
-
-    fn cached(&self, key: &str) -> Option<Arc<[IpAddr]>> {
-        let answers = self.lock();
-        let (addrs, at) = answers.get(key)?;
-        (at.elapsed() < ANSWER_TTL).then(|| addrs.clone())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CheckedAnswer>> {
-        // A poisoned lock only means a panic mid-insert of plain data; the map is still usable.
-        self.answers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
