@@ -79,6 +79,7 @@ fn rendering(c: &mut Criterion) {
             JsonTemplate::parse(black_box(stripe.clone()))
                 .unwrap()
                 .render_bytes(&v)
+                .unwrap()
         })
     });
     let big = json_4k();
@@ -90,6 +91,7 @@ fn rendering(c: &mut Criterion) {
             JsonTemplate::parse(black_box(big.clone()))
                 .unwrap()
                 .render_bytes(&v)
+                .unwrap()
         })
     });
     group.throughput(Throughput::Elements(1));

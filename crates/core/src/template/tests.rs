@@ -208,6 +208,11 @@ fn json_templates_render_string_values_only() {
         })
     );
     assert!(JsonTemplate::parse(json!({"a": ["${nope}"]})).is_err());
+    // Written straight from the parsed tree, the bytes are serde_json's own serialization.
+    assert_eq!(
+        template.render_bytes(&card_values()).unwrap(),
+        serde_json::to_vec(&template.render(&card_values())).unwrap()
+    );
 }
 
 proptest! {
@@ -221,7 +226,7 @@ proptest! {
         let mut v = Substitutions::default();
         v.set(Placeholder::FirstName, SecretString::new(value.clone()));
         let template = JsonTemplate::parse(json!({"name": format!("{prefix}${{firstName}}")})).unwrap();
-        let bytes = template.render_bytes(&v);
+        let bytes = template.render_bytes(&v).unwrap();
         let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         prop_assert_eq!(parsed["name"].as_str().unwrap(), format!("{prefix}{value}"));
     }

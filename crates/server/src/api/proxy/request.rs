@@ -51,7 +51,9 @@ impl BodyTemplate {
     /// the same, since a processor receiving a broken document may act on part of it.
     pub fn render(&self, values: &Substitutions) -> Result<Vec<u8>, ApiError> {
         Ok(match self {
-            Self::Json(t) => t.render_bytes(values),
+            Self::Json(t) => t
+                .render_bytes(values)
+                .map_err(|e| ApiError::Internal(format!("rendering a JSON body: {e}")))?,
             Self::Form(t) => t.render(values).into_bytes(),
             Self::Text { template, encoding } => {
                 let text = template.render(values, *encoding);
