@@ -184,7 +184,7 @@ enum CliError {
     Admin(#[from] admin::AdminError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -193,7 +193,7 @@ pub async fn run() -> ExitCode {
     match execute(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cardvault: {e}");
+            eprintln!("cardvault: {}", crate::error_chain::chain(&e));
             ExitCode::FAILURE
         }
     }

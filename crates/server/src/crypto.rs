@@ -27,6 +27,8 @@ pub enum CryptoError {
     UnknownKeyVersion(u32),
     #[error("the system random generator failed")]
     Random,
+    #[error("a sub-key could not be derived from the master key")]
+    KeyDerivation,
 }
 
 /// The root secret.
@@ -69,20 +71,22 @@ impl MasterKey {
         Zeroizing::new(hex::encode(self.0.as_ref()))
     }
 
-    fn derive(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+    /// A sub-key for one purpose. HKDF only fails for an output longer than 255 hash lengths,
+    /// which 32 bytes never is; were it to fail, the error stops the start rather than leaving
+    /// an all-zero key in use.
+    fn derive(&self, label: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"cardvault/v1");
         let prk = salt.extract(self.0.as_ref());
         let mut out = Zeroizing::new([0u8; 32]);
         let info = [label];
-        // expand/fill only fail for an output longer than 255 hash lengths; 32 bytes never is.
-        if let Ok(okm) = prk.expand(&info, hkdf::HKDF_SHA256) {
-            let _ = okm.fill(out.as_mut());
-        }
-        out
+        prk.expand(&info, hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(out.as_mut()))
+            .map_err(|_| CryptoError::KeyDerivation)?;
+        Ok(out)
     }
 
     fn aead(&self, label: &[u8]) -> Result<LessSafeKey, CryptoError> {
-        aead_key(self.derive(label).as_ref())
+        aead_key(self.derive(label)?.as_ref())
     }
 }
 
@@ -135,11 +139,11 @@ impl Keyring {
             data_keys,
             fingerprint_key: hmac::Key::new(
                 hmac::HMAC_SHA256,
-                master.derive(b"fingerprint").as_ref(),
+                master.derive(b"fingerprint")?.as_ref(),
             ),
             api_key_pepper: hmac::Key::new(
                 hmac::HMAC_SHA256,
-                master.derive(b"api-key-pepper").as_ref(),
+                master.derive(b"api-key-pepper")?.as_ref(),
             ),
             session_key: master.aead(b"cvc-session")?,
             rng: SystemRandom::new(),

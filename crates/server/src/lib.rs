@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod cvc;
 pub mod destinations;
+pub mod error_chain;
 pub mod http_server;
 pub mod logging;
 pub mod store;
@@ -43,7 +44,7 @@ pub enum StartError {
     Crypto(#[from] CryptoError),
     #[error(transparent)]
     Upstream(#[from] upstream::UpstreamError),
-    #[error("server I/O: {0}")]
+    #[error("server I/O")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Cvc(#[from] cvc::CvcError),

@@ -92,7 +92,9 @@ impl Node {
                     .map(|item| Self::parse(item, found))
                     .collect::<Result<Vec<_>, _>>()?;
                 if nodes.iter().all(Self::is_literal) {
-                    Self::Literal(Value::Array(nodes.into_iter().map(Self::into_value).collect()))
+                    Self::Literal(Value::Array(
+                        nodes.into_iter().map(Self::into_value).collect(),
+                    ))
                 } else {
                     Self::Array(nodes)
                 }

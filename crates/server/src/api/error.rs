@@ -55,11 +55,14 @@ pub enum ApiError {
     Upstream { cause: String, request_sent: bool },
     #[error("upstream timeout")]
     UpstreamTimeout { request_sent: bool },
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("service unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("internal error")]
+    Internal(#[source] BoxError),
 }
+
+/// The typed cause of a 5xx, kept (not flattened to text) so the log shows the whole chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ApiError {
     pub fn missing(field: &'static str) -> Self {
@@ -181,7 +184,7 @@ impl IntoResponse for ApiError {
         // The cause of a 5xx is logged once, here; its body stays generic. Causes are built from
         // driver and network errors, never from request data.
         if status.is_server_error() {
-            tracing::error!(code, cause = %self, "request failed");
+            tracing::error!(code, cause = %crate::error_chain::chain(&self), "request failed");
         } else {
             tracing::debug!(code, "request refused");
         }
@@ -202,9 +205,10 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(cause) => Self::Unavailable(format!("database: {cause}")),
-            other => Self::Internal(format!("store: {other}")),
+        if e.is_unavailable() {
+            Self::Unavailable(Box::new(e))
+        } else {
+            Self::Internal(Box::new(e))
         }
     }
 }
@@ -213,23 +217,21 @@ impl From<LoadError> for ApiError {
     fn from(e: LoadError) -> Self {
         match e {
             LoadError::Store(e) => e.into(),
-            other => Self::Internal(format!("destination settings: {other}")),
+            other => Self::Internal(Box::new(other)),
         }
     }
 }
 
 impl From<CryptoError> for ApiError {
     fn from(e: CryptoError) -> Self {
-        Self::Internal(format!("crypto: {e}"))
+        Self::Internal(Box::new(e))
     }
 }
 
 impl From<CvcError> for ApiError {
     fn from(e: CvcError) -> Self {
         match e {
-            CvcError::Unavailable(cause) => {
-                Self::Unavailable(format!("CVC session store: {cause}"))
-            }
+            e @ CvcError::Unavailable(_) => Self::Unavailable(Box::new(e)),
             CvcError::Crypto(e) => e.into(),
         }
     }

@@ -21,8 +21,8 @@ pub use memory::MemoryCvcStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CvcError {
-    #[error("CVC session store unavailable: {0}")]
-    Unavailable(String),
+    #[error("CVC session store unavailable")]
+    Unavailable(#[source] ::redis::RedisError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 }

@@ -63,7 +63,7 @@ pub struct RedisCvcStore {
 }
 
 fn unavailable(e: redis::RedisError) -> CvcError {
-    CvcError::Unavailable(e.to_string())
+    CvcError::Unavailable(e)
 }
 
 impl RedisCvcStore {

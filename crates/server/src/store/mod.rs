@@ -10,17 +10,38 @@ use async_trait::async_trait;
 use crate::crypto::{Sealed, WrappedDataKey};
 
 pub use sql::{Database, SqlStore};
+pub use sqlite_files::FileProblem;
 
+/// How storage fails, in the terms a handler acts on: `Unavailable`, `Files` and
+/// `Migration` mean "try later" (503); `Corrupt` and `Decode` mean the stored data is wrong (500).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
     #[error("conflict with an existing record")]
     Conflict,
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database files")]
+    Files(#[from] FileProblem),
+    #[error("database file")]
+    FileIo(#[source] std::io::Error),
+    #[error("schema migration failed")]
+    Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    Corrupt(&'static str),
+    #[error("a stored value does not decode")]
+    Decode(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the failure is the database's state (try later), not the data's.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::Files(_) | Self::FileIo(_) | Self::Migration(_)
+        )
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -28,7 +49,12 @@ impl From<sqlx::Error> for StoreError {
         match e {
             sqlx::Error::RowNotFound => Self::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
-            other => Self::Unavailable(other.to_string()),
+            e @ (sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::TypeNotFound { .. }) => Self::Decode(e),
+            other => Self::Unavailable(other),
         }
     }
 }

@@ -100,10 +100,7 @@ impl SqlStore {
                 (pool, &POSTGRES_MIGRATIONS, None)
             }
         };
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        migrator.run(&pool).await?;
         Ok(Self { pool, sqlite })
     }
 
@@ -134,7 +131,7 @@ impl SqlStore {
 }
 
 fn unavailable(problem: FileProblem) -> StoreError {
-    StoreError::Unavailable(problem.to_string())
+    StoreError::Files(problem)
 }
 
 fn sqlite_url(path: &Path, create: bool) -> String {
@@ -147,7 +144,7 @@ fn project_from_row(row: &AnyRow) -> Result<Project, StoreError> {
     Ok(Project {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        mode: Mode::parse(&mode).ok_or_else(|| StoreError::Corrupt("project mode".into()))?,
+        mode: Mode::parse(&mode).ok_or_else(|| StoreError::Corrupt("project mode"))?,
         deduplicate: row.try_get::<i64, _>("deduplicate")? != 0,
     })
 }
@@ -157,7 +154,7 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     let kind = match kind.as_str() {
         "card" => TokenKind::Card,
         "bank" => TokenKind::Bank,
-        _ => return Err(StoreError::Corrupt("token kind".into())),
+        _ => return Err(StoreError::Corrupt("token kind")),
     };
     Ok(TokenRecord {
         id: row.try_get("id")?,
@@ -305,7 +302,7 @@ impl Store for SqlStore {
             project_id: project.id.clone(),
             name: row.try_get("app_name")?,
             permissions: Permissions::parse(&permissions)
-                .ok_or_else(|| StoreError::Corrupt("application permissions".into()))?,
+                .ok_or_else(|| StoreError::Corrupt("application permissions"))?,
         };
         Ok((app, project))
     }

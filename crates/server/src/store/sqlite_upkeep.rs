@@ -49,8 +49,7 @@ impl SqliteUpkeep {
         database: &std::path::Path,
         keeper: AnyConnection,
     ) -> Result<Arc<Self>, StoreError> {
-        let files = SqliteFiles::record(database)
-            .map_err(|e| StoreError::Unavailable(format!("database file: {e}")))?;
+        let files = SqliteFiles::record(database).map_err(StoreError::FileIo)?;
         let upkeep = Arc::new(Self {
             files,
             keeper: Mutex::new(keeper),
@@ -64,18 +63,14 @@ impl SqliteUpkeep {
     /// # Errors
     /// [`StoreError::Unavailable`] when the files are not right or the write fails.
     pub async fn probe_write(&self) -> Result<(), StoreError> {
-        self.files
-            .check()
-            .map_err(|p| StoreError::Unavailable(p.to_string()))?;
+        self.files.check().map_err(StoreError::Files)?;
         let mut keeper = self.keeper.lock().await;
         sqlx::query(super::sql::PROBE_WRITE)
             .bind(super::now_unix())
             .execute(&mut *keeper)
             .await?;
         drop(keeper);
-        self.files
-            .after_write()
-            .map_err(|p| StoreError::Unavailable(p.to_string()))
+        self.files.after_write().map_err(StoreError::Files)
     }
 
     /// Empties the log if it is over the limit and fully copied back; a no-op otherwise.

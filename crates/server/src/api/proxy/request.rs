@@ -53,7 +53,7 @@ impl BodyTemplate {
         Ok(match self {
             Self::Json(t) => t
                 .render_bytes(values)
-                .map_err(|e| ApiError::Internal(format!("rendering a JSON body: {e}")))?,
+                .map_err(|e| ApiError::Internal(Box::new(e)))?,
             Self::Form(t) => t.render(values).into_bytes(),
             Self::Text { template, encoding } => {
                 let text = template.render(values, *encoding);
