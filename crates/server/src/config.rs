@@ -25,6 +25,8 @@ pub const DEFAULT_CACHE_TTL_MS: u64 = 5_000;
 /// Longer than the 60 s idle timeout common load balancers use, so the balancer closes first.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 75_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Enough for 1,000 calls a second to processors that take up to four seconds to answer.
+pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 4096;
 pub const DEFAULT_TEST_CVC_SESSIONS_PER_PROJECT: usize = 10_000;
 /// Test-token CVC sessions live a year (API.md, `/test-tokens`).
 pub const TEST_CVC_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -58,6 +60,8 @@ pub struct Settings {
     pub idle_timeout_ms: u64,
     /// Open client connections at most; one more is answered 503 and closed.
     pub max_connections: usize,
+    /// Requests served at once, at most; more are answered 503 with `Retry-After` at once.
+    pub max_in_flight_requests: usize,
     pub log_format: LogFormat,
     pub log_level: String,
     /// `postgres://…` to share tokens and keys between instances; absent: SQLite in `data_dir`.
@@ -125,6 +129,7 @@ impl Default for Settings {
             client_read_timeout_ms: DEFAULT_CLIENT_READ_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             database_url: None,
@@ -201,6 +206,11 @@ impl Settings {
         if self.test_cvc_sessions_per_project == 0 {
             return Err(ConfigError::Invalid(
                 "test_cvc_sessions_per_project must be at least 1".into(),
+            ));
+        }
+        if self.max_in_flight_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "max_in_flight_requests must be at least 1".into(),
             ));
         }
         if self.max_connections == 0 {

@@ -11,6 +11,7 @@ pub mod cvc;
 pub mod destinations;
 pub mod error_chain;
 pub mod http_server;
+pub mod limits;
 pub mod logging;
 pub mod store;
 pub mod token_data;
@@ -146,6 +147,7 @@ pub async fn build_state_with(
         upstream,
         policy: Arc::new(RequestPolicy {
             cvc_ttl: settings.cvc_ttl(),
+            max_in_flight_requests: settings.max_in_flight_requests,
             max_request_bytes: settings.max_request_bytes,
             body_read_timeout: settings.client_read_timeout(),
         }),

@@ -57,6 +57,8 @@ pub enum ApiError {
     UpstreamTimeout { request_sent: bool },
     #[error("service unavailable")]
     Unavailable(#[source] BoxError),
+    #[error("too many requests in flight")]
+    Overloaded,
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -164,6 +166,11 @@ impl ApiError {
                 "Request timeout",
                 "upstream_timeout",
             ),
+            Self::Overloaded => fixed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "overloaded",
+            ),
             Self::Unavailable(_) => fixed(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service unavailable",
@@ -199,6 +206,11 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, Self::Overloaded) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

@@ -62,12 +62,15 @@ impl Caches {
 /// Per-request rules fixed at start.
 pub struct RequestPolicy {
     pub cvc_ttl: Duration,
+    /// Requests served at once, at most; more are shed with 503 (see `limits`).
+    pub max_in_flight_requests: usize,
     pub max_request_bytes: usize,
     pub body_read_timeout: Duration,
 }
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.policy.max_request_bytes;
+    let in_flight = crate::limits::InFlightLimit::new(state.policy.max_in_flight_requests);
     Router::new()
         .route("/tokenize", post(tokenize::tokenize))
         .route("/test-tokens", post(tokenize::test_token))
@@ -91,6 +94,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            in_flight,
+            crate::limits::shed_load,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(
                 "handler panicked".into(),

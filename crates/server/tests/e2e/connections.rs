@@ -207,3 +207,44 @@ async fn the_open_file_limit_is_raised_at_start() {
     let (now_soft, now_hard) = open_file_limits(vault.pid());
     assert_eq!((now_soft, now_hard), (hard.clone(), hard));
 }
+
+#[tokio::test]
+async fn requests_over_the_in_flight_cap_are_shed_with_503() {
+    let stub = Stub::start().await;
+    let vault = Vault::start_with(&stub, &[("CARDVAULT_MAX_IN_FLIGHT_REQUESTS", "2")]).await;
+    let (token, _) = vault.visa().await;
+    let slow = json!({"token": token, "proxy_url": stub.url("/slow?ms=1500"), "request_data": {}});
+    let (first, second) = (vault.proxy(&slow), vault.proxy(&slow));
+    let third = async {
+        // Once both slow calls are in flight, one more is shed (a queued one would get its 200
+        // once they finish).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let resp = vault.http.get(vault.url("/healthz")).send().await.unwrap();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        (status, retry_after, body)
+    };
+    let ((s1, _), (s2, _), (status, retry_after, body)) = tokio::join!(first, second, third);
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(status, 503);
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(
+        body,
+        json!({"success": false, "message": "Service unavailable", "data": null, "code": "overloaded"})
+    );
+    // With the slow calls done, the vault serves again.
+    assert_eq!(
+        vault
+            .http
+            .get(vault.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
