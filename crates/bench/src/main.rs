@@ -270,8 +270,9 @@ fn psql(sql: &str) {
 
 /// Fills a fresh SQLite vault with `count` tokens and returns a sample of their ids.
 async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String> {
+    use cardvault_core::card::{Expiry, Pan};
     use cardvault_server::store::{Database, TokenKind, TokenRecord};
-    use cardvault_server::token_data::TokenData;
+    use cardvault_server::token_data::{Holder, TokenData};
     let store =
         cardvault_server::open_store(&Database::Sqlite(data_dir.join("cardvault.db")), false)
             .await
@@ -281,11 +282,9 @@ async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String>
         .await
         .expect("keyring");
     let data = TokenData::Card {
-        number: "4242424242424242".into(),
-        exp_month: "07".into(),
-        exp_year: "2031".into(),
-        first_name: None,
-        last_name: None,
+        pan: Pan::parse("4242424242424242").expect("a valid card number"),
+        expiry: Expiry::from_stored("07".into(), "2031".into()),
+        holder: Holder::default(),
     };
     let mut sample = Vec::new();
     let started = Instant::now();

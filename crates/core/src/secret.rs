@@ -8,7 +8,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 ///
 /// Invariant: `Debug` and `Display` never show the contents; the only way to the raw value is
 /// [`SecretString::expose_secret`], so every use of the raw value is visible in review.
-#[derive(Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+/// No `PartialEq`: comparing secrets with `==` leaks their contents through timing; whoever
+/// needs to compare one does it in constant time, on purpose.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct SecretString(String);
 
 impl SecretString {

@@ -3,8 +3,9 @@
 
 use std::hint::black_box;
 
+use cardvault_core::card::{Expiry, Pan};
 use cardvault_server::crypto::{Keyring, MasterKey};
-use cardvault_server::token_data::TokenData;
+use cardvault_server::token_data::{Holder, TokenData};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn crypto(c: &mut Criterion) {
@@ -12,11 +13,12 @@ fn crypto(c: &mut Criterion) {
     let keyring =
         Keyring::new(&master, &[Keyring::wrap_new_data_key(&master, 1).unwrap()]).unwrap();
     let data = TokenData::Card {
-        number: "4242424242424242".into(),
-        exp_month: "07".into(),
-        exp_year: "2031".into(),
-        first_name: Some("Jane".into()),
-        last_name: None,
+        pan: Pan::parse("4242424242424242").unwrap(),
+        expiry: Expiry::from_stored("07".into(), "2031".into()),
+        holder: Holder {
+            first_name: Some("Jane".into()),
+            last_name: None,
+        },
     };
     c.bench_function("token/seal", |b| {
         b.iter(|| {

@@ -1,6 +1,7 @@
 //! Creating projects and applications: shared by the CLI and (later) the provisioning API.
 
-use serde::Serialize;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Serialize, Serializer};
 
 use crate::crypto::{CryptoError, Keyring};
 use crate::store::{Application, Mode, Permissions, Project, Store, StoreError};
@@ -13,14 +14,21 @@ pub enum AdminError {
     Crypto(#[from] CryptoError),
 }
 
-/// Keys are shown once, at creation; only their keyed hashes are stored.
+/// Keys are shown once, at creation; only their keyed hashes are stored. The secret key is a
+/// secret from the moment it exists: it prints only where it is deliberately shown.
 #[derive(Serialize)]
 pub struct CreatedKeys {
     pub project_id: String,
     pub application_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publishable_key: Option<String>,
-    pub api_key: String,
+    #[serde(serialize_with = "show_once")]
+    pub api_key: SecretString,
+}
+
+/// The one place a created API key is written out: the answer to whoever created it.
+fn show_once<S: Serializer>(key: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(key.expose_secret())
 }
 
 pub struct NewProject<'a> {
@@ -67,14 +75,14 @@ pub async fn create_application(
         name: name.to_owned(),
         permissions,
     };
-    let api_key = format!(
+    let api_key = SecretString::from(format!(
         "key_{}_{}_pvt_{}",
         key_label(name),
         project.mode.as_str(),
-        keyring.random_hex(32)?
-    );
+        keyring.random_hex(32)?.as_str()
+    ));
     store
-        .insert_application(&app, &keyring.key_hash(&api_key))
+        .insert_application(&app, &keyring.key_hash(api_key.expose_secret()))
         .await?;
     Ok(CreatedKeys {
         project_id: project.id.clone(),

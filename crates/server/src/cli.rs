@@ -541,7 +541,11 @@ fn print_keys(created: &CreatedKeys, json: bool, title: &str) -> Result<(), CliE
     if let Some(pk) = &created.publishable_key {
         writeln!(out, "  publishable key: {pk}")?;
     }
-    writeln!(out, "  API key:         {}", created.api_key)?;
+    writeln!(
+        out,
+        "  API key:         {}",
+        secrecy::ExposeSecret::expose_secret(&created.api_key)
+    )?;
     writeln!(out, "Store the API key now: it is shown only once.")?;
     Ok(())
 }

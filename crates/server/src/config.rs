@@ -79,18 +79,25 @@ pub struct Settings {
     pub active_key_version: Option<u32>,
 }
 
-/// A setting that may carry a password (a database URL): never printed.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// A setting that may carry a password (a database or Redis URL): never printed, and never
+/// serialized back out (it serializes as `[redacted]`; no default carries one).
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Redacted(String);
+pub struct Redacted(secrecy::SecretString);
 
 impl Redacted {
     pub fn new(value: String) -> Self {
-        Self(value)
+        Self(secrecy::SecretString::from(value))
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        secrecy::ExposeSecret::expose_secret(&self.0)
+    }
+}
+
+impl Serialize for Redacted {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
     }
 }
 

@@ -29,6 +29,8 @@ pub enum CryptoError {
     Random,
     #[error("a sub-key could not be derived from the master key")]
     KeyDerivation,
+    #[error("a plaintext could not be serialized")]
+    Serialize,
 }
 
 /// The root secret.

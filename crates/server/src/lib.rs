@@ -58,7 +58,7 @@ pub enum StartError {
 pub fn database(data_dir: &Path, database_url: Option<&str>, max_connections: u32) -> Database {
     match database_url {
         Some(url) => Database::Postgres {
-            url: url.to_owned(),
+            url: secrecy::SecretString::from(url),
             max_connections,
         },
         None => Database::Sqlite(data_dir.join("cardvault.db")),

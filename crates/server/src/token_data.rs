@@ -1,16 +1,50 @@
 //! The sensitive part of a token, as it is sealed into the database and opened for a proxy call.
+//!
+//! In memory it is held in core's types (`Pan`, `Expiry`, `AccountNumber`), which redact
+//! themselves and are wiped on drop. The sealed form is a private JSON shape (unchanged since
+//! the first version, so every stored token still opens); it exists only inside `seal` and
+//! `open`, in buffers that are wiped too.
 
+use cardvault_core::bank::{AccountNumber, RoutingNumber};
+use cardvault_core::card::{Expiry, Pan};
 use cardvault_core::secret::SecretString;
 use cardvault_core::template::{Placeholder, Substitutions};
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::crypto::{CryptoError, Keyring, Sealed, aad};
 
 /// Plaintext of a token. Lives only while a request needs it; wiped on drop.
+pub enum TokenData {
+    Card {
+        pan: Pan,
+        expiry: Expiry,
+        holder: Holder,
+    },
+    Bank {
+        account: AccountNumber,
+        routing: RoutingNumber,
+        holder: Holder,
+    },
+}
+
+/// The holder's name, when it was tokenized.
+#[derive(Default, Zeroize, ZeroizeOnDrop)]
+pub struct Holder {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+impl std::fmt::Debug for TokenData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenData([redacted])")
+    }
+}
+
+/// The sealed form. Field names and tags are a stored format: never rename them.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub enum TokenData {
+enum Stored {
     Card {
         number: String,
         exp_month: String,
@@ -26,24 +60,28 @@ pub enum TokenData {
     },
 }
 
-impl std::fmt::Debug for TokenData {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenData([redacted])")
-    }
-}
-
 impl TokenData {
+    /// Encrypts the data for its row.
+    ///
+    /// # Errors
+    /// [`CryptoError`] when sealing fails (or, never expected, serialization).
     pub fn seal(
         &self,
         keyring: &Keyring,
         project_id: &str,
         token_id: &str,
     ) -> Result<Sealed, CryptoError> {
-        // Serializing this enum of strings cannot fail.
-        let plain = zeroize::Zeroizing::new(serde_json::to_vec(self).unwrap_or_default());
+        let stored = self.to_stored();
+        let plain =
+            Zeroizing::new(serde_json::to_vec(&stored).map_err(|_| CryptoError::Serialize)?);
         keyring.seal(&plain, &aad::token(project_id, token_id))
     }
 
+    /// Decrypts a row's data.
+    ///
+    /// # Errors
+    /// [`CryptoError::Decrypt`] when the ciphertext was altered or moved, or its content is not
+    /// valid token data.
     pub fn open(
         keyring: &Keyring,
         sealed: &Sealed,
@@ -51,54 +89,164 @@ impl TokenData {
         token_id: &str,
     ) -> Result<Self, CryptoError> {
         let plain = keyring.open(sealed, &aad::token(project_id, token_id))?;
-        serde_json::from_slice(&plain).map_err(|_| CryptoError::Decrypt)
+        let stored: Stored = serde_json::from_slice(&plain).map_err(|_| CryptoError::Decrypt)?;
+        Self::from_stored(&stored).ok_or(CryptoError::Decrypt)
+    }
+
+    /// What makes two submissions the same card or account (hashed for deduplication, never
+    /// stored as is).
+    pub fn identity(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(match self {
+            Self::Card { pan, .. } => pan.expose_secret().as_bytes().to_vec(),
+            Self::Bank {
+                account, routing, ..
+            } => format!("{}:{}", routing.as_str(), account.expose_secret()).into_bytes(),
+        })
     }
 
     /// The values this token offers to a template (the CVC comes from its session, if any).
     pub fn substitutions(&self) -> Substitutions {
         let mut values = Substitutions::default();
         let mut set = |p: Placeholder, v: &str| values.set(p, SecretString::new(v.to_owned()));
+        let holder = match self {
+            Self::Card {
+                pan,
+                expiry,
+                holder,
+            } => {
+                set(Placeholder::CardNumber, pan.expose_secret());
+                set(Placeholder::ExpirationMonth, expiry.month());
+                set(Placeholder::ExpirationYear, expiry.year());
+                set(Placeholder::ExpirationYear2, expiry.year2());
+                set(Placeholder::ExpirationYear4, &expiry.year4());
+                holder
+            }
+            Self::Bank {
+                account,
+                routing,
+                holder,
+            } => {
+                set(Placeholder::AccountNumber, account.expose_secret());
+                set(Placeholder::RoutingNumber, routing.as_str());
+                holder
+            }
+        };
+        if let Some(first) = &holder.first_name {
+            set(Placeholder::FirstName, first);
+        }
+        if let Some(last) = &holder.last_name {
+            set(Placeholder::LastName, last);
+        }
+        values
+    }
+
+    fn to_stored(&self) -> Stored {
         match self {
             Self::Card {
+                pan,
+                expiry,
+                holder,
+            } => Stored::Card {
+                number: pan.expose_secret().to_owned(),
+                exp_month: expiry.month().to_owned(),
+                exp_year: expiry.year().to_owned(),
+                first_name: holder.first_name.clone(),
+                last_name: holder.last_name.clone(),
+            },
+            Self::Bank {
+                account,
+                routing,
+                holder,
+            } => Stored::Bank {
+                account_number: account.expose_secret().to_owned(),
+                routing_number: routing.as_str().to_owned(),
+                first_name: holder.first_name.clone(),
+                last_name: holder.last_name.clone(),
+            },
+        }
+    }
+
+    /// Rebuilds the typed values; the data was validated when it was stored, so a value that
+    /// no longer parses means the stored data is wrong.
+    fn from_stored(stored: &Stored) -> Option<Self> {
+        Some(match stored {
+            Stored::Card {
                 number,
                 exp_month,
                 exp_year,
                 first_name,
                 last_name,
-            } => {
-                set(Placeholder::CardNumber, number);
-                set(Placeholder::ExpirationMonth, exp_month);
-                set(Placeholder::ExpirationYear, exp_year);
-                let year2 = &exp_year[exp_year.len().saturating_sub(2)..];
-                set(Placeholder::ExpirationYear2, year2);
-                let year4 = if exp_year.len() == 4 {
-                    exp_year.clone()
-                } else {
-                    format!("20{year2}")
-                };
-                set(Placeholder::ExpirationYear4, &year4);
-                names(&mut set, first_name, last_name);
-            }
-            Self::Bank {
+            } => Self::Card {
+                pan: Pan::parse(number).ok()?,
+                expiry: Expiry::from_stored(exp_month.clone(), exp_year.clone()),
+                holder: Holder {
+                    first_name: first_name.clone(),
+                    last_name: last_name.clone(),
+                },
+            },
+            Stored::Bank {
                 account_number,
                 routing_number,
                 first_name,
                 last_name,
-            } => {
-                set(Placeholder::AccountNumber, account_number);
-                set(Placeholder::RoutingNumber, routing_number);
-                names(&mut set, first_name, last_name);
-            }
-        }
-        values
+            } => Self::Bank {
+                account: AccountNumber::parse(account_number).ok()?,
+                routing: RoutingNumber::parse(routing_number).ok()?,
+                holder: Holder {
+                    first_name: first_name.clone(),
+                    last_name: last_name.clone(),
+                },
+            },
+        })
     }
 }
 
-fn names(set: &mut impl FnMut(Placeholder, &str), first: &Option<String>, last: &Option<String>) {
-    if let Some(first) = first {
-        set(Placeholder::FirstName, first);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    fn keyring() -> Keyring {
+        let master = MasterKey::generate().unwrap();
+        Keyring::new(&master, &[Keyring::wrap_new_data_key(&master, 1).unwrap()]).unwrap()
     }
-    if let Some(last) = last {
-        set(Placeholder::LastName, last);
+
+    #[test]
+    fn records_sealed_in_the_first_format_still_open() {
+        let keyring = keyring();
+        let first_format = br#"{"kind":"card","number":"4242424242424242","exp_month":"07","exp_year":"31","first_name":"Jane","last_name":null}"#;
+        let sealed = keyring
+            .seal(first_format, &aad::token("proj_1", "tok_1"))
+            .unwrap();
+        let data = TokenData::open(&keyring, &sealed, "proj_1", "tok_1").unwrap();
+        let values = data.substitutions();
+        assert_eq!(
+            values.get(Placeholder::CardNumber),
+            Some("4242424242424242")
+        );
+        assert_eq!(values.get(Placeholder::ExpirationYear), Some("31"));
+        assert_eq!(values.get(Placeholder::ExpirationYear2), Some("31"));
+        assert_eq!(values.get(Placeholder::ExpirationYear4), Some("2031"));
+        assert_eq!(values.get(Placeholder::FirstName), Some("Jane"));
+        assert_eq!(values.get(Placeholder::LastName), None);
+        assert_eq!(format!("{data:?}"), "TokenData([redacted])");
+    }
+
+    #[test]
+    fn sealed_data_round_trips_and_stays_bound_to_its_row() {
+        let keyring = keyring();
+        let data = TokenData::Bank {
+            account: AccountNumber::parse("000123456789").unwrap(),
+            routing: RoutingNumber::parse("110000000").unwrap(),
+            holder: Holder::default(),
+        };
+        let sealed = data.seal(&keyring, "proj_1", "tok_1").unwrap();
+        let opened = TokenData::open(&keyring, &sealed, "proj_1", "tok_1").unwrap();
+        assert_eq!(
+            opened.substitutions().get(Placeholder::AccountNumber),
+            Some("000123456789")
+        );
+        assert!(TokenData::open(&keyring, &sealed, "proj_1", "tok_2").is_err());
+        assert_eq!(&*data.identity(), b"110000000:000123456789");
     }
 }

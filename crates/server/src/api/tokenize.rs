@@ -13,7 +13,8 @@ use super::body::{RawBody, json_object, optional_text, required_text, required_t
 use super::{ApiError, AppState};
 use crate::config::TEST_CVC_TTL;
 use crate::store::{Mode, Project, StoreError, TokenKind, TokenRecord, now_unix};
-use crate::token_data::TokenData;
+use crate::token_data::{Holder, TokenData};
+use zeroize::Zeroizing;
 
 /// Holder names are free text, but bounded and printable.
 const MAX_NAME_CHARS: usize = 128;
@@ -82,12 +83,17 @@ impl CardInput {
         cvc_field: &'static str,
         cvc_required: bool,
     ) -> Result<Self, ApiError> {
-        let number = required_text(data, "cardNumber")?;
+        // The raw text of a secret is wiped as soon as it is parsed into its typed value.
+        let number = Zeroizing::new(required_text(data, "cardNumber")?);
         let pan = Pan::parse(&number)?;
         let month = required_text_or_integer(data, "expirationMonth")?;
         let year = required_text_or_integer(data, "expirationYear")?;
         let expiry = Expiry::parse(&month, &year, YearMonth::from_unix(now_unix() as u64))?;
-        let cvc = match (optional_text(data, "cvv")?, optional_text(data, "cvc")?) {
+        let (cvv, cvc) = (
+            optional_text(data, "cvv")?.map(Zeroizing::new),
+            optional_text(data, "cvc")?.map(Zeroizing::new),
+        );
+        let cvc = match (cvv, cvc) {
             (Some(code), _) => Some(Cvc::parse(&code, pan.brand(), "cvv")?),
             (None, Some(code)) => Some(Cvc::parse(&code, pan.brand(), "cvc")?),
             (None, None) if cvc_required => return Err(ApiError::missing(cvc_field)),
@@ -129,19 +135,29 @@ async fn store_card(
     card: CardInput,
     test_ttl: Option<std::time::Duration>,
 ) -> Result<Value, ApiError> {
-    let data = TokenData::Card {
-        number: card.pan.expose_secret().to_owned(),
-        exp_month: card.expiry.month().to_owned(),
-        exp_year: card.expiry.year().to_owned(),
-        first_name: card.first_name,
-        last_name: card.last_name,
-    };
+    let masked = card.pan.masked();
+    let (bin, last4, brand) = (
+        card.pan.bin().to_owned(),
+        card.pan.last4().to_owned(),
+        card.pan.brand().as_str(),
+    );
+    let (month, year) = (
+        card.expiry.month().to_owned(),
+        card.expiry.year().to_owned(),
+    );
     let record = NewToken {
         kind: TokenKind::Card,
-        bin: Some(card.pan.bin().to_owned()),
-        last4: card.pan.last4().to_owned(),
-        brand: Some(card.pan.brand().as_str().to_owned()),
-        identity: card.pan.expose_secret().as_bytes(),
+        bin: Some(bin.clone()),
+        last4: last4.clone(),
+        brand: Some(brand.to_owned()),
+    };
+    let data = TokenData::Card {
+        pan: card.pan,
+        expiry: card.expiry,
+        holder: Holder {
+            first_name: card.first_name,
+            last_name: card.last_name,
+        },
     };
     // The session first: if its store is down the call fails with nothing stored, so a retry
     // cannot leave a duplicate token behind.
@@ -159,18 +175,17 @@ async fn store_card(
         None => None,
     };
     let stored = store_token(state, project, &data, record).await?;
-    let masked = card.pan.masked();
     let mut response = json!({
         "success": true,
         "token": stored.token_id,
-        "bin": card.pan.bin(),
+        "bin": bin,
         "mask": {"card_number": masked},
         "data": {
             "number": masked,
-            "expiration_month": card.expiry.month(),
-            "expiration_year": card.expiry.year(),
-            "brand": card.pan.brand().as_str(),
-            "last4": card.pan.last4(),
+            "expiration_month": month,
+            "expiration_year": year,
+            "brand": brand,
+            "last4": last4,
         },
         "deduplicated": stored.deduplicated,
     });
@@ -188,28 +203,33 @@ async fn store_bank(
     project: &Project,
     data: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
-    let account = AccountNumber::parse(&required_text(data, "accountNumber")?)?;
+    let account = AccountNumber::parse(&Zeroizing::new(required_text(data, "accountNumber")?))?;
     let routing = RoutingNumber::parse(&required_text(data, "routingNumber")?)?;
-    let token_data = TokenData::Bank {
-        account_number: account.expose_secret().to_owned(),
-        routing_number: routing.as_str().to_owned(),
-        first_name: holder_name(data, "firstName")?,
-        last_name: holder_name(data, "lastName")?,
-    };
-    let identity = format!("{}:{}", routing.as_str(), account.expose_secret());
+    let (masked, last4, routing_number) = (
+        account.masked(),
+        account.last4().to_owned(),
+        routing.as_str().to_owned(),
+    );
     let record = NewToken {
         kind: TokenKind::Bank,
         bin: None,
-        last4: account.last4().to_owned(),
+        last4: last4.clone(),
         brand: None,
-        identity: identity.as_bytes(),
+    };
+    let token_data = TokenData::Bank {
+        account,
+        routing,
+        holder: Holder {
+            first_name: holder_name(data, "firstName")?,
+            last_name: holder_name(data, "lastName")?,
+        },
     };
     let stored = store_token(state, project, &token_data, record).await?;
     let mut response = json!({
         "success": true,
         "token": stored.token_id,
-        "mask": {"account_number": account.masked()},
-        "data": {"last4": account.last4(), "routing_number": routing.as_str()},
+        "mask": {"account_number": masked},
+        "data": {"last4": last4, "routing_number": routing_number},
         "deduplicated": stored.deduplicated,
     });
     if let Some(fingerprint) = stored.fingerprint {
@@ -218,13 +238,11 @@ async fn store_bank(
     Ok(response)
 }
 
-struct NewToken<'a> {
+struct NewToken {
     kind: TokenKind,
     bin: Option<String>,
     last4: String,
     brand: Option<String>,
-    /// What makes two submissions the same card or account (hashed, never stored).
-    identity: &'a [u8],
 }
 
 struct StoredToken {
@@ -239,11 +257,11 @@ async fn store_token(
     state: &AppState,
     project: &Project,
     data: &TokenData,
-    new: NewToken<'_>,
+    new: NewToken,
 ) -> Result<StoredToken, ApiError> {
     let fingerprint = project
         .deduplicate
-        .then(|| state.keyring.fingerprint(&project.id, new.identity));
+        .then(|| state.keyring.fingerprint(&project.id, &data.identity()));
     if let Some(fp) = &fingerprint
         && let Some(existing) = refresh_existing(state, project, data, fp).await?
     {
@@ -266,13 +284,13 @@ async fn store_token(
             deduplicated: false,
             fingerprint: fingerprint.map(hex::encode),
         }),
-        // Another request stored the same card first: answer with its token.
-        Err(StoreError::Conflict) if fingerprint.is_some() => {
-            let fp = fingerprint.unwrap_or_default();
-            refresh_existing(state, project, data, &fp)
+        Err(StoreError::Conflict) => match &fingerprint {
+            // Another request stored the same card first: answer with its token.
+            Some(fp) => refresh_existing(state, project, data, fp)
                 .await?
-                .ok_or_else(|| ApiError::Internal("deduplication conflict without a token".into()))
-        }
+                .ok_or_else(|| ApiError::Internal("deduplication conflict without a token".into())),
+            None => Err(StoreError::Conflict.into()),
+        },
         Err(e) => Err(e.into()),
     }
 }

@@ -37,8 +37,11 @@ pub(super) const PROBE_WRITE: &str = "INSERT INTO readiness_probe (id, checked_a
 pub enum Database {
     /// A SQLite file (created when asked).
     Sqlite(std::path::PathBuf),
-    /// A `postgres://` URL.
-    Postgres { url: String, max_connections: u32 },
+    /// A `postgres://` URL (it may carry a password).
+    Postgres {
+        url: secrecy::SecretString,
+        max_connections: u32,
+    },
 }
 
 impl std::fmt::Debug for Database {
@@ -95,7 +98,7 @@ impl SqlStore {
                 let pool = AnyPoolOptions::new()
                     .max_connections(*max_connections)
                     .acquire_timeout(Duration::from_secs(5))
-                    .connect(url)
+                    .connect(secrecy::ExposeSecret::expose_secret(url))
                     .await?;
                 (pool, &POSTGRES_MIGRATIONS, None)
             }
