@@ -272,7 +272,7 @@ fn psql(sql: &str) {
 async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String> {
     use cardvault_core::card::{Expiry, Pan};
     use cardvault_server::store::{Database, TokenKind, TokenRecord};
-    use cardvault_server::token_data::{Holder, TokenData};
+    use cardvault_server::tokens::{Holder, TokenData};
     let store =
         cardvault_server::open_store(&Database::Sqlite(data_dir.join("cardvault.db")), false)
             .await

@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use cardvault_core::card::{Expiry, Pan};
 use cardvault_server::crypto::{Keyring, MasterKey};
-use cardvault_server::token_data::{Holder, TokenData};
+use cardvault_server::tokens::{Holder, TokenData};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn crypto(c: &mut Criterion) {

@@ -28,8 +28,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Enough for 1,000 calls a second to processors that take up to four seconds to answer.
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 4096;
 pub const DEFAULT_TEST_CVC_SESSIONS_PER_PROJECT: usize = 10_000;
-/// Test-token CVC sessions live a year (API.md, `/test-tokens`).
-pub const TEST_CVC_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Every setting of the server. Field names are the environment names without `CARDVAULT_`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,14 +278,6 @@ impl Settings {
             .iter()
             .map(|r| AllowRule::parse(r).map_err(|e| ConfigError::Invalid(e.to_string())))
             .collect()
-    }
-
-    pub fn database(&self) -> crate::store::Database {
-        crate::database(
-            &self.data_dir,
-            self.database_url.as_ref().map(Redacted::expose),
-            self.database_max_connections,
-        )
     }
 }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod cvc;
@@ -14,7 +15,7 @@ pub mod http_server;
 pub mod limits;
 pub mod logging;
 pub mod store;
-pub mod token_data;
+pub mod tokens;
 pub mod upstream;
 
 use std::future::Future;
@@ -65,6 +66,15 @@ pub fn database(data_dir: &Path, database_url: Option<&str>, max_connections: u3
     }
 }
 
+/// The database the settings name.
+pub fn settings_database(settings: &Settings) -> Database {
+    database(
+        &settings.data_dir,
+        settings.database_url.as_ref().map(config::Redacted::expose),
+        settings.database_max_connections,
+    )
+}
+
 /// Opens the database (which `cardvault init` created) and brings its schema up to date.
 pub async fn open_store(database: &Database, create: bool) -> Result<Arc<dyn Store>, StartError> {
     if let Database::Sqlite(path) = database
@@ -103,7 +113,7 @@ pub async fn build_state_with(
     settings: &Settings,
     lookup: Arc<dyn NameLookup>,
 ) -> Result<AppState, StartError> {
-    let store = open_store(&settings.database(), false).await?;
+    let store = open_store(&settings_database(settings), false).await?;
     let master = MasterKey::load(&settings.data_dir)?;
     let mut keyring = load_keyring(store.as_ref(), &master).await?;
     if let Some(version) = settings.active_key_version {

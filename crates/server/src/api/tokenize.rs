@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 use super::auth::Caller;
 use super::body::{RawBody, json_object, optional_text, required_text, required_text_or_integer};
 use super::{ApiError, AppState};
-use crate::config::TEST_CVC_TTL;
+use crate::cvc::TEST_SESSION_TTL;
 use crate::store::{Mode, Project, StoreError, TokenKind, TokenRecord, now_unix};
-use crate::token_data::{Holder, TokenData};
+use crate::tokens::{Holder, TokenData};
 use zeroize::Zeroizing;
 
 /// Holder names are free text, but bounded and printable.
@@ -60,7 +60,7 @@ pub async fn test_token(
     }
     let body = json_object(&body)?;
     let card = CardInput::parse(&body, "cvc", true)?;
-    let mut response = store_card(&state, &caller.project, card, Some(TEST_CVC_TTL)).await?;
+    let mut response = store_card(&state, &caller.project, card, Some(TEST_SESSION_TTL)).await?;
     response["test_mode"] = json!(true);
     response["expires_in"] = json!("1 year (test session)");
     Ok((StatusCode::CREATED, Json(response)))

@@ -17,6 +17,9 @@ mod memory;
 mod redis;
 
 pub use self::redis::RedisCvcStore;
+
+/// Test-token CVC sessions live a year and are not consumed by use (API.md, `/test-tokens`).
+pub const TEST_SESSION_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 pub use memory::MemoryCvcStore;
 
 #[derive(Debug, thiserror::Error)]

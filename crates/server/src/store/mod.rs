@@ -12,6 +12,8 @@ use crate::crypto::{Sealed, WrappedDataKey};
 pub use sql::{Database, SqlStore};
 pub use sqlite_files::FileProblem;
 
+pub use crate::clock::{now_unix, now_unix_ms};
+
 /// How storage fails, in the terms a handler acts on: `Unavailable`, `Files` and
 /// `Migration` mean "try later" (503); `Corrupt` and `Decode` mean the stored data is wrong (500).
 #[derive(Debug, thiserror::Error)]
@@ -237,18 +239,4 @@ pub trait Store: Send + Sync {
         id: &str,
         sealed: &Sealed,
     ) -> Result<(), StoreError>;
-}
-
-pub fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

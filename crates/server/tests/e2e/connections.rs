@@ -206,6 +206,9 @@ async fn the_open_file_limit_is_raised_at_start() {
     );
     let (now_soft, now_hard) = open_file_limits(vault.pid());
     assert_eq!((now_soft, now_hard), (hard.clone(), hard));
+    // And it serves (so it has also logged its start for the log scan at the end).
+    let resp = vault.http.get(vault.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]

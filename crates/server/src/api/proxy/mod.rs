@@ -29,7 +29,7 @@ use super::body::RawBody;
 use super::{ApiError, AppState};
 use crate::cvc::CvcLease;
 use crate::store::StoreError;
-use crate::token_data::TokenData;
+use crate::tokens::TokenData;
 
 pub async fn transaction(
     State(state): State<AppState>,

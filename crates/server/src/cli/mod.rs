@@ -1,0 +1,287 @@
+//! The `cardvault` command line: run the server, and administer a vault.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::admin::{self, NewProject};
+
+use crate::store::Database;
+use crate::store::{Mode, Permissions};
+use crate::{StartError, open_store};
+
+mod destinations;
+mod init;
+mod serve;
+
+use self::destinations::{TlsFiles, change_allowlist, find_project, set_destination_tls};
+use self::init::{init, open_vault, print_keys};
+use self::serve::serve;
+
+#[derive(Parser)]
+#[command(
+    name = "cardvault",
+    version,
+    about = "Self-hosted card-data vault with a detokenizing proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new vault: data directory, master key, database, a test project and its keys.
+    Init {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// Print exactly one JSON object with the ids and keys.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or update the database schema (the server also does it at start).
+    Migrate {
+        #[command(flatten)]
+        vault: VaultDir,
+    },
+    /// Run the HTTP server.
+    Serve {
+        #[arg(long, env = "CARDVAULT_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// TOML settings file (environment variables override it).
+        #[arg(long, env = "CARDVAULT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Initialize the data directory first if it holds no vault yet (prints the keys once).
+        #[arg(long)]
+        init: bool,
+    },
+    /// Manage projects.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Manage applications (API keys) of a project.
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+}
+
+#[derive(Args)]
+struct VaultDir {
+    /// The vault's data directory (master key file; the SQLite database unless --database-url).
+    #[arg(long, env = "CARDVAULT_DATA_DIR")]
+    data_dir: PathBuf,
+    /// PostgreSQL URL (`postgres://…`) shared by several instances.
+    #[arg(long, env = "CARDVAULT_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl VaultDir {
+    fn database(&self) -> Database {
+        crate::database(&self.data_dir, self.database_url.as_deref(), 4)
+    }
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Create a project with its publishable key and a first application.
+    Create {
+        #[command(flatten)]
+        vault: VaultDir,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value = "test")]
+        mode: ModeArg,
+        /// Return the existing token when the same card is tokenized again.
+        #[arg(long)]
+        deduplicate: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add destinations to the project's allowlist; once it has one, the proxy may call only
+    /// destinations it permits.
+    Allow(ProjectRules),
+    /// Remove destinations from the project's allowlist.
+    Disallow(ProjectRules),
+    /// Set the TLS settings the proxy uses for one processor host: extra trusted roots and a
+    /// client certificate for processors that require mutual TLS.
+    Tls {
+        #[command(flatten)]
+        vault: VaultDir,
+        #[arg(long)]
+        project: String,
+        /// Host (`gateway.acquirer.example`) or subdomains (`*.acquirer.example`).
+        #[arg(long)]
+        host: String,
+        /// PEM file of extra roots trusted for this host.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// PEM client certificate chain (with --client-key).
+        #[arg(long, requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// PEM private key of the client certificate; stored encrypted.
+        #[arg(long, requires = "client_cert")]
+        client_key: Option<PathBuf>,
+        /// Remove the settings for this host instead.
+        #[arg(long, conflicts_with_all = ["ca_file", "client_cert", "client_key"])]
+        remove: bool,
+    },
+}
+
+#[derive(Args)]
+struct ProjectRules {
+    #[command(flatten)]
+    vault: VaultDir,
+    #[arg(long)]
+    project: String,
+    /// Host patterns: `api.stripe.com`, `*.adyen.com`, optionally with a path prefix
+    /// (`api.stripe.com/v1`).
+    #[arg(required = true)]
+    rules: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Create an application and its secret API key.
+    Create {
+        #[command(flatten)]
+        vault: VaultDir,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        name: String,
+        /// Comma list of tokenization, provisioning, reveal.
+        #[arg(long, default_value = "tokenization")]
+        permissions: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Test,
+    Live,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Test => Mode::Test,
+            ModeArg::Live => Mode::Live,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cardvault: {}", crate::error_chain::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Init { vault, json } => init(&vault, json).await,
+        Command::Migrate { vault } => {
+            open_store(&vault.database(), false).await?;
+            println!("schema up to date");
+            Ok(())
+        }
+        Command::Serve {
+            data_dir,
+            listen,
+            config,
+            init: init_first,
+        } => serve(data_dir, listen, config, init_first).await,
+        Command::Project {
+            command:
+                ProjectCommand::Create {
+                    vault,
+                    name,
+                    mode,
+                    deduplicate,
+                    json,
+                },
+        } => {
+            let (store, keyring) = open_vault(&vault).await?;
+            let new = NewProject {
+                name: &name,
+                mode: mode.into(),
+                deduplicate,
+            };
+            let created = admin::create_project(store.as_ref(), &keyring, new).await?;
+            print_keys(&created, json, "project created")
+        }
+        Command::Project {
+            command: ProjectCommand::Allow(args),
+        } => change_allowlist(args, true).await,
+        Command::Project {
+            command: ProjectCommand::Disallow(args),
+        } => change_allowlist(args, false).await,
+        Command::Project {
+            command:
+                ProjectCommand::Tls {
+                    vault,
+                    project,
+                    host,
+                    ca_file,
+                    client_cert,
+                    client_key,
+                    remove,
+                },
+        } => {
+            let files = TlsFiles {
+                ca_file,
+                client_cert,
+                client_key,
+            };
+            set_destination_tls(&vault, &project, &host, files, remove).await
+        }
+        Command::App {
+            command:
+                AppCommand::Create {
+                    vault,
+                    project,
+                    name,
+                    permissions,
+                    json,
+                },
+        } => {
+            let permissions = Permissions::parse(&permissions).ok_or_else(|| {
+                CliError::Usage(
+                    "permissions are a comma list of tokenization, provisioning, reveal".into(),
+                )
+            })?;
+            let (store, keyring) = open_vault(&vault).await?;
+            let project = find_project(store.as_ref(), &project).await?;
+            let created =
+                admin::create_application(store.as_ref(), &keyring, &project, &name, permissions)
+                    .await?;
+            print_keys(&created, json, "application created")
+        }
+    }
+}

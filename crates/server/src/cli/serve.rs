@@ -1,0 +1,61 @@
+//! `serve`: run the server until SIGTERM or Ctrl-C, then let in-flight requests finish.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::init::init;
+use super::{CliError, VaultDir};
+
+use crate::config::{Overrides, Settings};
+use crate::crypto::MASTER_KEY_FILE;
+
+pub(super) async fn serve(
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    config: Option<PathBuf>,
+    init_first: bool,
+) -> Result<(), CliError> {
+    let settings = Settings::load(config.as_deref(), Overrides { data_dir, listen })?;
+    if init_first && !settings.data_dir.join(MASTER_KEY_FILE).exists() {
+        let vault = VaultDir {
+            data_dir: settings.data_dir.clone(),
+            database_url: settings
+                .database_url
+                .as_ref()
+                .map(|u| u.expose().to_owned()),
+        };
+        init(&vault, false).await?;
+    }
+    crate::logging::init(settings.log_format, &settings.log_level);
+    // Before the first connection, so none is ever refused for a limit the system would lift.
+    crate::http_server::raise_open_file_limit();
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    // Harnesses that bind port 0 read the real address from this line.
+    println!("cardvault listening on http://{}", listener.local_addr()?);
+    let _ = std::io::stdout().flush();
+    crate::serve(listener, settings, shutdown_signal()).await?;
+    Ok(())
+}
+
+pub(super) async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}

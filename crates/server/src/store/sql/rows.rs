@@ -1,0 +1,52 @@
+//! Rows into domain values, and the column list every token query selects.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::crypto::Sealed;
+use crate::store::{Mode, Project, StoreError, TokenKind, TokenRecord};
+
+pub(super) fn project_from_row(row: &AnyRow) -> Result<Project, StoreError> {
+    let mode: String = row.try_get("mode")?;
+    Ok(Project {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        mode: Mode::parse(&mode).ok_or_else(|| StoreError::Corrupt("project mode"))?,
+        deduplicate: row.try_get::<i64, _>("deduplicate")? != 0,
+    })
+}
+
+pub(super) fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let kind = match kind.as_str() {
+        "card" => TokenKind::Card,
+        "bank" => TokenKind::Bank,
+        _ => return Err(StoreError::Corrupt("token kind")),
+    };
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        kind,
+        sealed: Sealed {
+            key_version: row.try_get::<i64, _>("key_version")? as u32,
+            nonce: row.try_get("nonce")?,
+            ciphertext: row.try_get("ciphertext")?,
+        },
+        fingerprint: row.try_get("fingerprint")?,
+        bin: row.try_get("bin")?,
+        last4: row.try_get("last4")?,
+        brand: row.try_get("brand")?,
+    })
+}
+
+/// `SELECT` of every token column, with the given `WHERE` clause.
+macro_rules! select_token {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand FROM tokens WHERE ",
+            $where
+        )
+    };
+}
+
+pub(super) use select_token;
