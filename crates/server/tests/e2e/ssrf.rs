@@ -9,12 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use cardvault_server::config::Settings;
 use cardvault_server::upstream::NameLookup;
+use cardvault_testkit::ssrf_corpus as corpus;
 use serde_json::{Value, json};
 
 use crate::harness::*;
-
-#[path = "../../../core/tests/support/ssrf.rs"]
-mod corpus;
 
 /// A hostile resolver: whatever the name, the answer is loopback.
 struct EverythingIsLoopback(AtomicUsize);
