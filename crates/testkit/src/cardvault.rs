@@ -127,3 +127,44 @@ impl Listening {
         format!("http://{}{path}", self.addr)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_from_the_cli_json_and_the_publishable_key_may_be_absent() {
+        let keys = Keys::from_json(&serde_json::json!({
+            "project_id": "proj_1", "application_id": "app_1", "api_key": "sk_1"
+        }));
+        assert_eq!(
+            (
+                keys.project_id.as_str(),
+                keys.application_id.as_str(),
+                keys.api_key.as_str(),
+                keys.publishable_key.as_str()
+            ),
+            ("proj_1", "app_1", "sk_1", "")
+        );
+    }
+
+    #[test]
+    fn serve_runs_under_the_launcher_on_port_zero() {
+        let launcher = ["prlimit".to_owned(), "--nofile=512".to_owned()];
+        let command = serve_command(Path::new("/bin/cardvault"), &launcher, Path::new("/data"));
+        assert_eq!(command.get_program(), "prlimit");
+        let args: Vec<_> = command.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "--nofile=512",
+                "/bin/cardvault",
+                "serve",
+                "--data-dir",
+                "/data",
+                "--listen",
+                "127.0.0.1:0"
+            ]
+        );
+    }
+}

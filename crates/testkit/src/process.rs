@@ -74,3 +74,34 @@ pub fn wait_for_port(port: u16, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_runs_until_terminated_and_a_signal_is_not_success() {
+        let mut sleeper = Process::spawn(Command::new("sleep").arg("30"), "sleep");
+        assert!(sleeper.exit_status().is_none());
+        assert!(!sleeper.terminate());
+    }
+
+    #[test]
+    fn a_dropped_process_is_killed() {
+        let sleeper = Process::spawn(Command::new("sleep").arg("30"), "sleep");
+        let proc_dir = format!("/proc/{}", sleeper.id());
+        assert!(std::path::Path::new(&proc_dir).exists());
+        drop(sleeper);
+        // Reaped, not a zombie: the pid is gone.
+        assert!(!std::path::Path::new(&proc_dir).exists());
+    }
+
+    #[test]
+    fn waiting_for_a_port_sees_a_listener_and_gives_up_on_none() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(wait_for_port(port, Duration::from_secs(1)));
+        drop(listener);
+        assert!(!wait_for_port(port, Duration::from_millis(100)));
+    }
+}

@@ -283,3 +283,6 @@ async fn handle(
     }
     Ok(routes::answer(&parts, body, behaviour.charge_delay).await)
 }
+
+#[cfg(test)]
+mod tests;
