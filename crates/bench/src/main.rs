@@ -6,13 +6,14 @@
 
 mod load;
 mod procs;
-mod stub;
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cardvault_testkit::Stub;
+use cardvault_testkit::cardvault::Keys;
 use clap::Parser;
 use load::{BodyFn, Outcome, Target};
 
@@ -150,7 +151,7 @@ impl Bench {
     /// The proxy and tokenize measurements of one vault on the given backend.
     async fn measure_vault(
         &self,
-        stub: &stub::Stub,
+        stub: &Stub,
         client: &reqwest::Client,
         proxy_label: &str,
         tokenize_label: &str,
@@ -185,11 +186,11 @@ impl Bench {
 /// A vault on its own data directory (and database, when `database_url` is set).
 struct VaultUnderTest {
     server: procs::Server,
-    keys: procs::Keys,
+    keys: Keys,
     _dir: tempfile::TempDir,
 }
 
-fn start_vault(stub: &stub::Stub, backend_env: &[(String, String)]) -> VaultUnderTest {
+fn start_vault(stub: &Stub, backend_env: &[(String, String)]) -> VaultUnderTest {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
     let mut env = backend_env.to_vec();
@@ -372,7 +373,7 @@ async fn main() {
     let args = Args::parse();
     let duration = Duration::from_secs(if args.quick { 3 } else { 10 });
     let bench = Bench { duration, args };
-    let stub = stub::start(Duration::from_millis(bench.args.delay_ms));
+    let stub = Stub::start_lean(Duration::from_millis(bench.args.delay_ms));
     let direct_client = load::client(Some(&stub.ca_file));
     let client = load::client(None);
     let mut proxy_rows = Vec::new();

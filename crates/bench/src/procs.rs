@@ -1,26 +1,23 @@
 //! The processes under test: the vault (release binary) and nginx, with their CPU time and peak
-//! memory read from /proc.
+//! memory read from /proc. Starting and stopping them is `cardvault-testkit`'s, shared with the
+//! black-box tests.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// A started server process (and, for nginx, its workers).
+use cardvault_testkit::cardvault::{self, Keys, Listening};
+use cardvault_testkit::process::{self, Process};
+
+/// A started server process (and, for nginx, its workers); killed when dropped.
 pub struct Server {
-    pub child: Child,
+    pub process: Process,
     pub url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn pids(&self) -> Vec<u32> {
-        let pid = self.child.id();
+        let pid = self.process.id();
         let mut pids = vec![pid];
         if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
             pids.extend(
@@ -77,72 +74,29 @@ fn peak_rss_kib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-pub fn vault_binary() -> PathBuf {
-    std::env::var_os("CARDVAULT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/cardvault")
-        })
-}
-
-/// Keys printed by `cardvault init --json`.
-pub struct Keys {
-    pub project_id: String,
-    pub api_key: String,
-    pub publishable_key: String,
-}
-
+/// `cardvault init` on `data_dir` with `env` (the release binary); returns the keys it printed.
 pub fn init_vault(data_dir: &Path, env: &[(String, String)]) -> Keys {
-    let out = Command::new(vault_binary())
+    let mut command = Command::new(cardvault::release_binary());
+    command
         .args([
             "init",
             "--data-dir",
             data_dir.to_str().expect("utf-8 path"),
             "--json",
         ])
-        .envs(env.iter().cloned())
-        .output()
-        .expect("run cardvault init");
-    assert!(
-        out.status.success(),
-        "cardvault init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("init JSON");
-    Keys {
-        project_id: v["project_id"].as_str().expect("project_id").to_owned(),
-        api_key: v["api_key"].as_str().expect("api_key").to_owned(),
-        publishable_key: v["publishable_key"]
-            .as_str()
-            .expect("publishable_key")
-            .to_owned(),
-    }
+        .envs(env.iter().cloned());
+    Keys::from_json(&cardvault::run_json(&mut command))
 }
 
+/// `cardvault serve` on `data_dir` with `env` (the release binary, its logs discarded).
 pub fn serve_vault(data_dir: &Path, env: &[(String, String)]) -> Server {
-    let mut child = Command::new(vault_binary())
-        .args([
-            "serve",
-            "--data-dir",
-            data_dir.to_str().expect("utf-8 path"),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .envs(env.iter().cloned())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run cardvault serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("cardvault listening on ")
-        .expect("listening line")
-        .to_owned();
-    Server { child, url: addr }
+    let mut command = cardvault::serve_command(&cardvault::release_binary(), &[], data_dir);
+    command.envs(env.iter().cloned());
+    let server = Listening::spawn(&mut command, None);
+    Server {
+        url: server.url(""),
+        process: server.process,
+    }
 }
 
 pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
@@ -164,25 +118,22 @@ pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).expect("write nginx.conf");
-    let child = Command::new("nginx")
-        .args([
-            "-p",
-            dir.to_str().expect("utf-8 path"),
-            "-c",
-            conf_path.to_str().expect("utf-8 path"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx is installed (bench/run.sh installs it)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let process = Process::spawn(
+        Command::new("nginx")
+            .args([
+                "-p",
+                dir.to_str().expect("utf-8 path"),
+                "-c",
+                conf_path.to_str().expect("utf-8 path"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "nginx (bench/run.sh installs it)",
+    );
+    // If it is not up by then, the measurement's errors say so.
+    process::wait_for_port(port, Duration::from_secs(2));
     Server {
-        child,
+        process,
         url: format!("http://127.0.0.1:{port}"),
     }
 }

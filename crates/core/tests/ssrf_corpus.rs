@@ -1,14 +1,11 @@
 //! The shared SSRF corpus (`shared/testdata/ssrf-deny-urls.txt`, vendored in `tests/data/`):
 //! every line, as written and with its scheme forced to `https`, is refused by the destination
 //! rules before any DNS lookup — except host names whose refusal depends on what they resolve
-//! to, which are listed here and refused by the server's resolver check (tested there).
+//! to, which are listed in `cardvault_testkit::ssrf_corpus::NEEDS_DNS` and refused by the
+//! server's resolver check (tested there).
 
 use cardvault_core::destination::DestinationRules;
-
-#[path = "support/ssrf.rs"]
-mod ssrf;
-
-use ssrf::{NEEDS_DNS, corpus, force_https};
+use cardvault_testkit::ssrf_corpus::{NEEDS_DNS, corpus, force_https};
 
 #[test]
 fn every_corpus_url_is_refused_before_dns() {

@@ -4,20 +4,22 @@
 //! (override with `STUB_LISTEN`), writes its CA certificate to `./processor-stub-ca.pem`, and
 //! prints every request it receives, so you can see exactly what a processor would get.
 //! It is a test double: it prints the card data it receives, as a processor would see it.
+//! The stub itself is `cardvault-testkit`'s, the one the black-box tests run against.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/e2e/stub.rs"]
-mod stub;
-
 use std::time::Duration;
+
+use cardvault_testkit::Stub;
 
 #[tokio::main]
 async fn main() {
     let listen = std::env::var("STUB_LISTEN").unwrap_or_else(|_| "127.0.0.1:9443".to_owned());
-    let stub = stub::Stub::start_on(&listen).await;
+    let stub = Stub::start_on(&listen).await;
     std::fs::copy(&stub.ca_file, "processor-stub-ca.pem").expect("write ./processor-stub-ca.pem");
     println!("processor stub on {}", stub.url(""));
-    println!("routes: /charge /decline /echo /slow?ms=N /text /redirect");
+    println!(
+        "routes: /charge /decline /v1/charges /echo /echo-in-json /echo-in-header /slow?ms=N /text /big?bytes=N /redirect?to=URL"
+    );
     println!("CA certificate: ./processor-stub-ca.pem (give it to CARDVAULT_UPSTREAM_CA_FILE)");
     let mut seen = 0;
     loop {

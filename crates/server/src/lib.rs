@@ -165,13 +165,31 @@ pub async fn build_state_with(
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish.
+///
+/// # Errors
+/// [`StartError`] if the vault cannot be opened (not initialized, store, keys, CVC store,
+/// upstream client) or the listener fails.
 pub async fn serve(
     listener: TcpListener,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    serve_with_lookup(listener, settings, Arc::new(SystemLookup), shutdown).await
+}
+
+/// As [`serve`], resolving destination names through `lookup`: the seam through which
+/// in-process tests put a resolver of their own (e.g. a hostile DNS) under the real server.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with_lookup(
+    listener: TcpListener,
+    settings: Settings,
+    lookup: Arc<dyn NameLookup>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     warn_about_relaxations(&settings);
-    let state = build_state(&settings).await?;
+    let state = build_state_with(&settings, lookup).await?;
     let app = api::router(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "cardvault listening");

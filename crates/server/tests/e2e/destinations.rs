@@ -273,7 +273,7 @@ async fn mutual_tls_uses_the_projects_client_certificate() {
     assert_eq!(status, 502);
 
     // A key that does not match the certificate is refused at configuration time.
-    let wrong_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let wrong_key = cardvault_testkit::certs::unmatched_key_pem();
     std::fs::write(dir.join("wrong.key"), wrong_key).unwrap();
     let out = set(&[
         "--client-cert",

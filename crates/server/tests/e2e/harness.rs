@@ -1,17 +1,21 @@
 //! Black-box harness: runs the real `cardvault` binary (init, then serve on 127.0.0.1:0) against
 //! a local HTTPS processor stub, and checks every server log for card data when it stops.
-#![allow(dead_code)]
+//!
+//! The stub, the process handling and the CLI plumbing are `cardvault-testkit`'s (shared with
+//! the benchmark); what is here is this suite's own: its vaults, backends and log scan.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cardvault_testkit::cardvault::{Listening, run_json, serve_command};
+use cardvault_testkit::process::Process;
 use serde_json::{Value, json};
 
-pub use crate::stub::Stub;
+pub use cardvault_testkit::Stub;
+pub use cardvault_testkit::cardvault::Keys;
 
 /// Card data used by the tests; none of it may ever appear in a server log.
 pub const VISA: &str = "4242424242424242";
@@ -37,39 +41,9 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cardvault")
 }
 
-/// The keys `cardvault init`/`project create` print.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    pub project_id: String,
-    pub application_id: String,
-    pub publishable_key: String,
-    pub api_key: String,
-}
-
-impl Keys {
-    fn from_json(v: &Value) -> Self {
-        Self {
-            project_id: v["project_id"].as_str().unwrap().to_owned(),
-            application_id: v["application_id"].as_str().unwrap().to_owned(),
-            publishable_key: v["publishable_key"].as_str().unwrap_or_default().to_owned(),
-            api_key: v["api_key"].as_str().unwrap().to_owned(),
-        }
-    }
-}
-
 /// Runs a CLI command and parses its single JSON line.
 pub fn cli_json(args: &[&str]) -> Value {
     run_json(Command::new(bin()).args(args))
-}
-
-fn run_json(command: &mut Command) -> Value {
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "cardvault failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Where a vault keeps its data: the embedded default, or PostgreSQL and Redis with a database
@@ -192,7 +166,7 @@ pub struct Vault {
     pub http: reqwest::Client,
     pub backend: Arc<Backend>,
     env: Vec<(String, String)>,
-    child: Option<Child>,
+    process: Option<Process>,
     log_files: Vec<PathBuf>,
     instance: usize,
     /// A program the server is started under (e.g. `prlimit` with its options); empty: none.
@@ -233,7 +207,7 @@ impl Vault {
             http: reqwest::Client::new(),
             backend,
             env: env.to_vec(),
-            child: None,
+            process: None,
             log_files: Vec::new(),
             instance: 0,
             launcher: Vec::new(),
@@ -255,7 +229,7 @@ impl Vault {
 
     /// The server process's id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the server is running").id()
+        self.process.as_ref().expect("the server is running").id()
     }
 
     /// Another server process on the same data (same backend, same master key): a second
@@ -268,7 +242,7 @@ impl Vault {
             http: reqwest::Client::new(),
             backend: self.backend.clone(),
             env: self.env.clone(),
-            child: None,
+            process: None,
             log_files: Vec::new(),
             instance: self.instance + 1,
             launcher: self.launcher.clone(),
@@ -284,11 +258,6 @@ impl Vault {
         command
     }
 
-    /// Runs `cardvault ARGS` on this vault and returns its output.
-    pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
-        self.cli().args(args).output().unwrap()
-    }
-
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -299,46 +268,16 @@ impl Vault {
             self.instance,
             self.log_files.len()
         ));
-        let mut command = match self.launcher.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(bin());
-                command
-            }
-            None => Command::new(bin()),
-        };
-        let mut child = command
-            .args([
-                "serve",
-                "--data-dir",
-                self.data_dir().to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
+        let mut command = serve_command(Path::new(bin()), &self.launcher, &self.data_dir());
+        command
             .env_remove("RUST_LOG")
             .env("CARDVAULT_LOG_LEVEL", "debug")
             .env("CARDVAULT_LOG_FORMAT", "json")
             .envs(self.backend.env())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("cardvault listening on http://")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; log: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        self.addr = addr.parse().unwrap();
-        self.child = Some(child);
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let server = Listening::spawn(&mut command, Some(&log));
+        self.addr = server.addr;
+        self.process = Some(server.process);
         self.log_files.push(log);
     }
 
@@ -351,26 +290,18 @@ impl Vault {
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        child.wait().map(|s| s.success()).unwrap_or(false)
+        self.process.take().is_some_and(Process::terminate)
     }
 
     /// How the server process ended, if it has (`None` while it runs).
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.process.as_mut().and_then(Process::exit_status)
     }
 
+    /// Kills the server (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.process.take() {
+            process.kill();
         }
     }
 

@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod harness;
-mod stub;
 
 mod ambiguous_input;
 mod auth;

@@ -1,9 +1,10 @@
 //! Several stateless instances sharing PostgreSQL and Redis: the same guarantees as one.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cardvault_testkit::process::{Process, wait_for_port};
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -118,10 +119,11 @@ async fn concurrent_tokenize_of_one_card_with_deduplication_yields_one_token() {
     assert_eq!(a.token_count().await, 1);
 }
 
-/// A Redis server of the test's own, on its own port, that the test can stop and start.
+/// A Redis server of the test's own, on its own port, that the test can stop and start; killed
+/// when dropped.
 struct OwnRedis {
     port: u16,
-    child: Option<Child>,
+    process: Option<Process>,
 }
 
 impl OwnRedis {
@@ -131,7 +133,10 @@ impl OwnRedis {
             .local_addr()
             .unwrap()
             .port();
-        let mut redis = Self { port, child: None };
+        let mut redis = Self {
+            port,
+            process: None,
+        };
         redis.resume();
         redis
     }
@@ -141,7 +146,8 @@ impl OwnRedis {
     }
 
     fn resume(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -152,30 +158,21 @@ impl OwnRedis {
                 "--appendonly",
                 "no",
             ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start");
+            .stdout(Stdio::null());
+        self.process = Some(Process::spawn(
+            &mut command,
+            "redis-server (is it installed?)",
+        ));
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(2)),
+            "redis-server did not start"
+        );
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.process.take() {
+            process.kill();
         }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

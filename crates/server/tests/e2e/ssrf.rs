@@ -9,12 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use cardvault_server::config::Settings;
 use cardvault_server::destinations::NameLookup;
+use cardvault_testkit::ssrf_corpus as corpus;
 use serde_json::{Value, json};
 
 use crate::harness::*;
-
-#[path = "../../../core/tests/support/ssrf.rs"]
-mod corpus;
 
 /// A hostile resolver: whatever the name, the answer is loopback.
 struct EverythingIsLoopback(AtomicUsize);
@@ -51,18 +49,19 @@ async fn the_corpus_is_refused_before_any_connection() {
         ..Settings::default()
     };
     let lookup = Arc::new(EverythingIsLoopback(AtomicUsize::new(0)));
-    let state = cardvault_server::build_state_with(&settings, lookup.clone())
-        .await
-        .unwrap();
-    let app = cardvault_server::api::router(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(cardvault_server::http_server::run(
+    let server = cardvault_server::serve_with_lookup(
         listener,
-        app,
-        settings.connection_limits(),
+        settings,
+        lookup.clone(),
         std::future::pending(),
-    ));
+    );
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            panic!("the vault did not start: {e}");
+        }
+    });
 
     let http = reqwest::Client::new();
     let api_key = keys["api_key"].as_str().unwrap();

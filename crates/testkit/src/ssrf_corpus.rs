@@ -1,7 +1,9 @@
-//! Reading the shared SSRF corpus; used by the core's rule test and the server's end-to-end test.
-#![allow(dead_code, clippy::expect_used)]
+//! The shared SSRF corpus (`shared/testdata/ssrf-deny-urls.txt`, vendored in
+//! `crates/core/tests/data/`): URLs the proxy must refuse. The core's rule test and the server's
+//! end-to-end test read it through here, so both check the same lines the same way.
 
-/// Public names whose DNS answers point inside (wildcard-DNS services and the like).
+/// Public names whose DNS answers point inside (wildcard-DNS services and the like): the rules
+/// alone cannot refuse them; the server's resolver check does.
 pub const NEEDS_DNS: [&str; 5] = [
     "localtest.me",
     "localh.st",
@@ -10,12 +12,14 @@ pub const NEEDS_DNS: [&str; 5] = [
     "make-1.2.3.4-rebind-169.254-169.254-rr.1u.ms",
 ];
 
+/// Every URL of the corpus, without blank lines and comments; the shared copy if it is there,
+/// else the vendored one.
 pub fn corpus() -> Vec<String> {
     let shared = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/testdata/ssrf-deny-urls.txt"
     );
-    // Both crates sit two levels below the workspace root, so one relative path serves both.
+    // This crate sits two levels below the workspace root, like the core.
     let vendored = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../core/tests/data/ssrf-deny-urls.txt"
