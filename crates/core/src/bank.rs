@@ -54,8 +54,12 @@ impl RoutingNumber {
         if digits.len() != 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ValidationError::InvalidField("routingNumber"));
         }
-        let d: Vec<u32> = digits.bytes().map(|b| u32::from(b - b'0')).collect();
-        let sum = 3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + (d[2] + d[5] + d[8]);
+        // Weights 3, 7, 1 repeating: 3·(d0+d3+d6) + 7·(d1+d4+d7) + (d2+d5+d8).
+        let sum: u32 = digits
+            .bytes()
+            .zip([3, 7, 1].into_iter().cycle())
+            .map(|(b, weight)| weight * u32::from(b - b'0'))
+            .sum();
         if !sum.is_multiple_of(10) {
             return Err(ValidationError::InvalidField("routingNumber"));
         }

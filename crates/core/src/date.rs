@@ -8,21 +8,24 @@ pub struct YearMonth {
 }
 
 impl YearMonth {
-    /// The UTC month containing `unix_seconds`.
+    /// The UTC month containing `unix_seconds`. A year past `u16::MAX` (an instant some 2·10¹²
+    /// seconds ahead, which no real clock reports) saturates at `u16::MAX`.
     pub fn from_unix(unix_seconds: u64) -> Self {
-        // Howard Hinnant's civil_from_days, restricted to dates after 1970.
-        let days = (unix_seconds / 86_400) as i64;
+        // Howard Hinnant's civil_from_days, restricted to dates after 1970: every quantity is
+        // then non-negative, so unsigned arithmetic computes the same values without casts.
+        let days = unix_seconds / 86_400;
         let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
+        let era = z / 146_097;
+        let doe = z % 146_097;
         let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
         let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
         let mp = (5 * doy + 2) / 153;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let year = yoe + era * 400 + u64::from(month <= 2);
         Self {
-            year: year as u16,
-            month: month as u8,
+            year: u16::try_from(year).unwrap_or(u16::MAX),
+            // Invariant: `month` is 1..=12 (`mp` is 0..=11), so the fallback is never taken.
+            month: u8::try_from(month).unwrap_or(12),
         }
     }
 }
@@ -64,5 +67,18 @@ mod tests {
                 month: 3
             }
         );
+        // 9999-12-31T23:59:59Z
+        assert_eq!(
+            YearMonth::from_unix(253_402_300_799),
+            YearMonth {
+                year: 9999,
+                month: 12
+            }
+        );
+    }
+
+    #[test]
+    fn years_past_u16_saturate() {
+        assert_eq!(YearMonth::from_unix(u64::MAX).year, u16::MAX);
     }
 }

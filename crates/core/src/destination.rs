@@ -212,11 +212,10 @@ impl AllowRule {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let host_ok = match &self.host {
             HostPattern::Exact(h) => host == *h,
-            HostPattern::SubdomainsOf(d) => {
-                host.len() > d.len() + 1 && host.ends_with(d.as_str()) && {
-                    host.as_bytes()[host.len() - d.len() - 1] == b'.'
-                }
-            }
+            // At least one label and a dot before the domain: `x.adyen.com`, not `adyen.com`.
+            HostPattern::SubdomainsOf(d) => host
+                .strip_suffix(d.as_str())
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
         };
         let path_ok = match &self.path_prefix {
             None => true,

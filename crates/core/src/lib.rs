@@ -3,6 +3,9 @@
 //! Everything here is deterministic and testable without a network, a database or a clock
 //! (callers pass "today" in). The server crate wires these pieces to the outside world.
 #![forbid(unsafe_code)]
+// On top of the workspace lints: an out-of-range index or a lossy `as` cast in the domain would
+// be a panic or a silent truncation on the request path.
+#![warn(clippy::indexing_slicing, clippy::as_conversions)]
 
 pub mod bank;
 pub mod card;

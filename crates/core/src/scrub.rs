@@ -53,7 +53,9 @@ pub fn scrub_text(text: &str, echoes: &[Echo<'_>]) -> Option<String> {
 fn replace_numbers(text: &str, echo: &Echo<'_>) -> Option<String> {
     let bytes = text.as_bytes();
     let secret = echo.secret.as_bytes();
-    replace_matches(text, &echo.mask, |i| match_number(&bytes[i..], secret))
+    replace_matches(text, &echo.mask, |i| {
+        bytes.get(i..).and_then(|rest| match_number(rest, secret))
+    })
 }
 
 fn replace_codes(text: &str, echo: &Echo<'_>) -> Option<String> {
@@ -61,8 +63,9 @@ fn replace_codes(text: &str, echo: &Echo<'_>) -> Option<String> {
     let secret = echo.secret.as_bytes();
     replace_matches(text, &echo.mask, |i| {
         let end = i + secret.len();
-        let whole_value =
-            bytes[i..].starts_with(secret) && opens_value(bytes, i) && closes_value(bytes, end);
+        let whole_value = bytes.get(i..).is_some_and(|rest| rest.starts_with(secret))
+            && opens_value(bytes, i)
+            && closes_value(bytes, end);
         whole_value.then_some(secret.len())
     })
 }
@@ -123,21 +126,23 @@ fn escape_before(bytes: &[u8], end: usize, depth: usize) -> Option<(u8, usize)> 
     let last = end.checked_sub(1)?;
     if depth < MAX_ESCAPE_DEPTH && end >= 3 {
         let hex_start = end - 2;
-        if let Some(value) = hex_pair(&bytes[hex_start..end]) {
+        if let Some(value) = bytes.get(hex_start..end).and_then(hex_pair) {
             // `%HH`, where the `%` may itself be encoded (`%25HH`).
             if let Some((b'%', start)) = char_before(bytes, hex_start, depth + 1) {
                 return Some((value, start));
             }
             // `\u00HH`, where the backslash may itself be encoded (`%5Cu00HH`).
             if hex_start >= 4
-                && bytes[hex_start - 3..hex_start].eq_ignore_ascii_case(b"u00")
+                && bytes
+                    .get(hex_start - 3..hex_start)
+                    .is_some_and(|u| u.eq_ignore_ascii_case(b"u00"))
                 && let Some((b'\\', start)) = char_before(bytes, hex_start - 3, depth + 1)
             {
                 return Some((value, start));
             }
         }
     }
-    Some((bytes[last], last))
+    bytes.get(last).map(|&c| (c, last))
 }
 
 /// XML entities for the delimiters and for `&` itself; numeric ones follow a `#`.
@@ -163,9 +168,13 @@ const NUMERIC_ENTITIES: [(&[u8], u8); 10] = [
 
 /// The entity whose `;` starts at `semicolon`: its character and where its `&` starts.
 fn entity_before(bytes: &[u8], semicolon: usize, depth: usize) -> Option<(u8, usize)> {
-    let before = &bytes[..semicolon];
+    let before = bytes.get(..semicolon)?;
     let ends_with = |name: &[u8]| {
-        before.len() >= name.len() && before[before.len() - name.len()..].eq_ignore_ascii_case(name)
+        before
+            .len()
+            .checked_sub(name.len())
+            .and_then(|start| before.get(start..))
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(name))
     };
     let ampersand = |at: usize| match char_before(bytes, at, depth) {
         Some((b'&', start)) => Some(start),
@@ -266,26 +275,21 @@ fn match_number(bytes: &[u8], secret: &[u8]) -> Option<usize> {
     let mut at = 0;
     for (n, &digit) in secret.iter().enumerate() {
         if n > 0 {
-            at += separator_len(&bytes[at..]);
+            at += bytes.get(at..).map_or(0, separator_len);
         }
-        at += digit_len(&bytes[at..], digit)?;
+        at += digit_len(bytes.get(at..)?, digit)?;
     }
     Some(at)
 }
 
+/// Length of `digit` (an ASCII digit) at the start of `bytes`, as itself or escaped: `4` is
+/// also matched as `%34` and `\u0034` (or `\U0034`).
 fn digit_len(bytes: &[u8], digit: u8) -> Option<usize> {
-    let hex_digit = |b: &[u8]| b.len() == 1 && b[0] == digit;
-    if bytes.first() == Some(&digit) {
-        Some(1)
-    } else if bytes.len() >= 3 && bytes[0] == b'%' && bytes[1] == b'3' && hex_digit(&bytes[2..3]) {
-        Some(3)
-    } else if bytes.len() >= 6
-        && bytes[..5].eq_ignore_ascii_case(b"\\u003")
-        && hex_digit(&bytes[5..6])
-    {
-        Some(6)
-    } else {
-        None
+    match bytes {
+        [first, ..] if *first == digit => Some(1),
+        [b'%', b'3', d, ..] if *d == digit => Some(3),
+        [b'\\', b'u' | b'U', b'0', b'0', b'3', d, ..] if *d == digit => Some(6),
+        _ => None,
     }
 }
 

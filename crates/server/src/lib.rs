@@ -1,5 +1,8 @@
 //! cardvault's server: everything with I/O around the pure `cardvault-core`.
 #![forbid(unsafe_code)]
+// Standard output belongs to the CLI (`cli.rs` allows it); everything else reports through
+// `tracing`, whose subscriber decides where and in what format.
+#![warn(clippy::print_stdout)]
 
 pub mod admin;
 pub mod api;

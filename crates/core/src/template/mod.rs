@@ -60,8 +60,20 @@ impl Placeholder {
         })
     }
 
+    /// Position in [`Placeholder::ALL`], which is where [`Substitutions`] keeps the value.
     fn index(self) -> usize {
-        self as usize
+        match self {
+            Self::CardNumber => 0,
+            Self::ExpirationMonth => 1,
+            Self::ExpirationYear => 2,
+            Self::ExpirationYear2 => 3,
+            Self::ExpirationYear4 => 4,
+            Self::Cvc => 5,
+            Self::AccountNumber => 6,
+            Self::RoutingNumber => 7,
+            Self::FirstName => 8,
+            Self::LastName => 9,
+        }
     }
 
     /// Short secrets (the CVC, an account number that may be 4 digits) cannot be found in a
@@ -126,8 +138,8 @@ impl Template {
         // Once no closing brace follows an opener, none follows any later opener either: stop
         // searching, so a body full of openers costs linear time, not quadratic.
         let (mut braces_closed, mut encoded_closed) = (true, true);
-        while i < bytes.len() {
-            let found = if braces_closed && bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
+        while let Some(&byte) = bytes.get(i) {
+            let found = if braces_closed && byte == b'$' && bytes.get(i + 1) == Some(&b'{') {
                 match text[i + 2..].find('}') {
                     Some(end) => {
                         let name = &text[i + 2..i + 2 + end];
@@ -141,9 +153,11 @@ impl Template {
                 }
             } else if percent_encoded
                 && encoded_closed
-                && starts_with_ignore_case(&bytes[i..], b"%24%7B")
+                && let Some(after) = bytes
+                    .get(i..)
+                    .and_then(|here| strip_prefix_ignore_case(here, b"%24%7B"))
             {
-                match find_ignore_case(&bytes[i + 6..], b"%7D") {
+                match find_ignore_case(after, b"%7D") {
                     Some(end) => {
                         let name = &text[i + 6..i + 6 + end];
                         let placeholder = Placeholder::from_name(name).ok_or(UnknownPlaceholder)?;
@@ -203,7 +217,7 @@ impl Template {
             if !p.must_stand_alone() {
                 return true;
             }
-            let before = match i.checked_sub(1).map(|j| &self.parts[j]) {
+            let before = match i.checked_sub(1).and_then(|j| self.parts.get(j)) {
                 None => None,
                 Some(Part::Literal(text)) => text.chars().last(),
                 Some(Part::Value(_)) => return false,
@@ -248,8 +262,10 @@ impl Template {
     }
 }
 
-fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {
-    bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix)
+/// What follows `prefix` (ASCII, matched in any case) at the start of `bytes`.
+fn strip_prefix_ignore_case<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let (head, rest) = bytes.split_at_checked(prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then_some(rest)
 }
 
 fn find_ignore_case(bytes: &[u8], needle: &[u8]) -> Option<usize> {
@@ -263,7 +279,13 @@ fn is_word_byte(b: u8) -> bool {
 }
 
 fn is_word_start(bytes: &[u8], i: usize) -> bool {
-    matches!(bytes[i], b'c' | b'e') && (i == 0 || !is_word_byte(bytes[i - 1]))
+    // The byte before is read only at a `c` or an `e`: this runs for every byte of a body.
+    let follows_word = || {
+        i.checked_sub(1)
+            .and_then(|j| bytes.get(j))
+            .is_some_and(|&b| is_word_byte(b))
+    };
+    matches!(bytes.get(i), Some(b'c' | b'e')) && !follows_word()
 }
 
 fn alias_at(text: &str, i: usize) -> Option<(Placeholder, usize)> {
@@ -278,24 +300,32 @@ fn alias_at(text: &str, i: usize) -> Option<(Placeholder, usize)> {
 }
 
 /// The values a template may use for one request.
+///
+/// Invariant: one slot per [`Placeholder`], at [`Placeholder::index`], so every lookup finds
+/// its slot.
 #[derive(Default)]
 pub struct Substitutions {
-    values: [Option<SecretString>; 10],
+    values: [Option<SecretString>; Placeholder::ALL.len()],
 }
 
 impl Substitutions {
     pub fn set(&mut self, placeholder: Placeholder, value: SecretString) {
-        self.values[placeholder.index()] = Some(value);
+        if let Some(slot) = self.values.get_mut(placeholder.index()) {
+            *slot = Some(value);
+        }
     }
 
     pub fn get(&self, placeholder: Placeholder) -> Option<&str> {
-        self.values[placeholder.index()]
+        self.values
+            .get(placeholder.index())?
             .as_ref()
             .map(SecretString::expose_secret)
     }
 
     pub fn has(&self, placeholder: Placeholder) -> bool {
-        self.values[placeholder.index()].is_some()
+        self.values
+            .get(placeholder.index())
+            .is_some_and(Option::is_some)
     }
 
     /// The first placeholder in `used` that has no value here.

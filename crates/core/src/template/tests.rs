@@ -180,6 +180,20 @@ fn missing_reports_the_first_value_not_held() {
 }
 
 #[test]
+fn each_placeholder_has_its_own_slot() {
+    for (i, p) in Placeholder::ALL.into_iter().enumerate() {
+        assert_eq!(p.index(), i, "{p:?}");
+    }
+    let mut values = Substitutions::default();
+    for p in Placeholder::ALL {
+        values.set(p, SecretString::new(format!("{p:?}")));
+    }
+    for p in Placeholder::ALL {
+        assert_eq!(values.get(p), Some(format!("{p:?}").as_str()));
+    }
+}
+
+#[test]
 fn json_templates_render_string_values_only() {
     let template = JsonTemplate::parse(json!({
         "amount": 2000,

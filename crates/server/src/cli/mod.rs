@@ -1,4 +1,8 @@
 //! The `cardvault` command line: run the server, and administer a vault.
+#![allow(
+    clippy::print_stdout,
+    reason = "the CLI's results (created keys, allowlists, the listening address) are its stdout"
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
@@ -54,14 +55,44 @@ pub fn add_pem_roots(roots: &mut rustls::RootCertStore, pem: &str) -> Result<(),
     Ok(())
 }
 
+// PEM is read line by line as a stream (`pem_reader_iter`, not `pem_slice_iter`): that is how
+// rustls-pemfile read it, so the same text is accepted and refused with the same messages.
 fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
+    let certs = CertificateDer::pem_reader_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad certificate: {e}"))?;
+        .map_err(|e| format!("bad certificate: {}", pem_error_text(e)))?;
     if certs.is_empty() {
         return Err("no certificate found".to_owned());
     }
     Ok(certs)
+}
+
+/// The first private key (PKCS#8, PKCS#1 or SEC1) in `pem`. Its errors say nothing more: the
+/// parser's could quote a line of the key.
+fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
+    match PrivateKeyDer::from_pem_reader(pem.as_bytes()) {
+        Ok(key) => Ok(key),
+        Err(pem::Error::NoItemsFound) => Err("no private key found".to_owned()),
+        Err(_) => Err("unreadable private key".to_owned()),
+    }
+}
+
+/// A malformed certificate PEM, in the words rustls-pemfile used (a section's marker line is
+/// quoted as text, not as bytes).
+fn pem_error_text(error: pem::Error) -> String {
+    match error {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "section end {:?} missing",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "illegal section start: {:?}",
+            String::from_utf8_lossy(&line)
+        ),
+        pem::Error::Base64Decode(reason) => reason,
+        pem::Error::Io(e) => e.to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Checks a client certificate chain and key can be used together (at configuration time).
@@ -100,9 +131,7 @@ fn client_config_with(
         None => builder.with_no_client_auth(),
         Some((cert_pem, key_pem)) => {
             let chain = certificates(cert_pem)?;
-            let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-                .map_err(|_| "unreadable private key".to_owned())?
-                .ok_or_else(|| "no private key found".to_owned())?;
+            let key = private_key(key_pem)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("client certificate and key do not work together: {e}"))?
@@ -110,4 +139,68 @@ fn client_config_with(
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> (String, String) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["client.test".to_owned()]).unwrap();
+        (cert.pem(), signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn reads_certificate_chains_and_their_key() {
+        let (cert, key) = identity();
+        assert_eq!(certificates(&format!("{cert}{cert}")).unwrap().len(), 2);
+        let mut roots = rustls::RootCertStore::empty();
+        assert_eq!(add_pem_roots(&mut roots, &cert), Ok(()));
+        assert_eq!(roots.len(), 1);
+        assert_eq!(check_client_identity(&cert, &key), Ok(()));
+    }
+
+    #[test]
+    fn malformed_certificates_are_refused_with_the_same_words_as_before() {
+        // The messages rustls-pemfile 2.2 gave for these inputs.
+        for (pem, error) in [
+            (
+                "-----BEGIN CERTIFICATE-----\nMIIB\n",
+                "bad certificate: section end \"CERTIFICATE\" missing",
+            ),
+            (
+                "-----BEGIN CERTIFICATE----\n",
+                "bad certificate: illegal section start: \"-----BEGIN CERTIFICATE----\\n\"",
+            ),
+            (
+                "-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n",
+                "bad certificate: InvalidCharacter(37)",
+            ),
+            ("", "no certificate found"),
+            (
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "no certificate found",
+            ),
+        ] {
+            assert_eq!(certificates(pem).unwrap_err(), error, "{pem:?}");
+        }
+    }
+
+    #[test]
+    fn key_errors_never_quote_the_key() {
+        let (cert, key) = identity();
+        let truncated = key.replace("-----END PRIVATE KEY-----", "");
+        let garbled = key.replacen("\n", "\n%", 1);
+        for bad in [truncated, garbled] {
+            assert_eq!(
+                check_client_identity(&cert, &bad),
+                Err("unreadable private key".to_owned())
+            );
+        }
+        assert_eq!(
+            check_client_identity(&cert, &cert),
+            Err("no private key found".to_owned())
+        );
+    }
 }
