@@ -30,7 +30,7 @@ const CHECKPOINT_EVERY: u32 = 4;
 pub const WAL_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
 /// How long a truncating checkpoint waits for readers (holding writers up meanwhile) before
 /// giving up until the next round.
-const SHORT_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 50";
+const SHORT_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 10";
 /// The busy timeout every connection uses otherwise (as in `SQLITE_PRAGMAS`).
 const USUAL_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
 
