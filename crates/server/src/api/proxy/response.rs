@@ -45,7 +45,14 @@ pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
             .collect::<Vec<_>>()
             .join(", ");
         let mut scrubbed = scrub_text(&joined, &echoes).unwrap_or(joined);
-        if values.get(Placeholder::Cvc) == Some(scrubbed.trim()) {
+        // A header that is exactly the CVC; compared in constant time, as every secret is.
+        if values.get(Placeholder::Cvc).is_some_and(|cvc| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(
+                cvc.as_bytes(),
+                scrubbed.trim().as_bytes(),
+            )
+            .is_ok()
+        }) {
             scrubbed = mask::CVC.to_owned();
         }
         headers.insert(name.as_str().to_owned(), Value::String(scrubbed));
