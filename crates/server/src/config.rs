@@ -61,7 +61,7 @@ pub struct Settings {
     /// Requests served at once, at most; more are answered 503 with `Retry-After` at once.
     pub max_in_flight_requests: usize,
     pub log_format: LogFormat,
-    pub log_level: String,
+    pub log_level: LogLevel,
     /// `postgres://…` to share tokens and keys between instances; absent: SQLite in `data_dir`.
     pub database_url: Option<Redacted>,
     pub database_max_connections: u32,
@@ -112,6 +112,30 @@ pub enum LogFormat {
     Json,
 }
 
+/// The least severe log lines written. A closed set: a misspelt level is a start-up error
+/// naming the valid ones, never a filter that silently drops every line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -136,7 +160,7 @@ impl Default for Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
             log_format: LogFormat::Text,
-            log_level: "info".to_owned(),
+            log_level: LogLevel::Info,
             database_url: None,
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
             redis_url: None,

@@ -202,17 +202,24 @@ pub async fn serve_with_lookup(
     Ok(())
 }
 
+/// Testing relaxations are announced on stderr directly as well as in the log, so no log level
+/// or filter (a misconfigured `RUST_LOG` included) can hide them.
 fn warn_about_relaxations(settings: &Settings) {
+    let mut warnings = Vec::new();
     if settings.allow_private_destinations {
-        tracing::warn!(
+        warnings.push(
             "DANGER: allow_private_destinations is on: the proxy may reach loopback, private and \
-             IP-literal destinations on any port. For local testing only, never in production."
+             IP-literal destinations on any port. For local testing only, never in production.",
         );
     }
     if settings.allow_http_destinations {
-        tracing::warn!(
+        warnings.push(
             "DANGER: allow_http_destinations is on: card data may be sent without TLS. \
-             For local testing only, never in production."
+             For local testing only, never in production.",
         );
+    }
+    for warning in warnings {
+        tracing::warn!("{warning}");
+        eprintln!("cardvault: {warning}");
     }
 }

@@ -2,13 +2,14 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, LogLevel};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `level`.
-pub fn init(format: LogFormat, level: &str) {
+pub fn init(format: LogFormat, level: LogLevel) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},hyper=warn,h2=warn,rustls=warn,sqlx=warn,reqwest=warn"
+            "{},hyper=warn,h2=warn,rustls=warn,sqlx=warn,reqwest=warn",
+            level.as_str()
         ))
     });
     let builder = tracing_subscriber::fmt()

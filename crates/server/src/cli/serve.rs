@@ -27,7 +27,7 @@ pub(super) async fn serve(
         };
         init(&vault, false).await?;
     }
-    crate::logging::init(settings.log_format, &settings.log_level);
+    crate::logging::init(settings.log_format, settings.log_level);
     // Before the first connection, so none is ever refused for a limit the system would lift.
     crate::http_server::raise_open_file_limit();
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;

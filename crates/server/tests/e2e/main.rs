@@ -16,6 +16,7 @@ mod proxy_errors;
 mod proxy_formats;
 mod scale_out;
 mod ssrf;
+mod startup;
 mod storage;
 mod storage_faults;
 mod tokenize;

@@ -1,0 +1,60 @@
+//! Start-up settings that could silence the vault are refused, and testing relaxations are
+//! announced whatever the log settings.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::harness::*;
+
+#[test]
+fn a_misspelt_log_level_is_a_start_up_error_naming_the_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    for level in ["verbose", "debu"] {
+        let out = Command::new(bin())
+            .args(["serve", "--init", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("RUST_LOG")
+            .env("CARDVAULT_LOG_LEVEL", level)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{level}: the vault started");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("listening"), "{level}: {stdout}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(level), "{level}: {stderr}");
+        for valid in ["error", "warn", "info", "debug", "trace"] {
+            assert!(stderr.contains(valid), "{level}: {stderr} lacks {valid}");
+        }
+    }
+}
+
+#[test]
+fn relaxation_warnings_appear_at_every_log_level() {
+    let dir = tempfile::tempdir().unwrap();
+    for level in ["error", "warn", "info"] {
+        let mut child = Command::new(bin())
+            .args(["serve", "--init", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("RUST_LOG")
+            .env("CARDVAULT_LOG_LEVEL", level)
+            .env("CARDVAULT_ALLOW_PRIVATE_DESTINATIONS", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut warned = false;
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            if line.contains("DANGER: allow_private_destinations is on") {
+                warned = true;
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(warned, "no warning at log level {level}");
+    }
+}
