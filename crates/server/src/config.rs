@@ -202,6 +202,7 @@ impl Settings {
                     file.display()
                 )));
             }
+            check_file_keys(file)?;
             figment = figment.merge(Toml::file(file));
         }
         // The master key and database URLs are read where they are used, never through figment,
@@ -305,6 +306,57 @@ impl Settings {
     }
 }
 
+/// A key in the settings file that is not a setting is an error naming it and the nearest valid
+/// key: ignored, a typo (`cvc_ttl = 5`) would silently leave the default in force. (Unknown
+/// `CARDVAULT_*` environment variables are left alone: the environment is shared with other
+/// programs.)
+fn check_file_keys(file: &Path) -> Result<(), ConfigError> {
+    let known = match serde_json::to_value(Settings::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect::<Vec<_>>(),
+        _ => return Ok(()),
+    };
+    let data = figment::Provider::data(&Toml::file(file))
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    for dict in data.values() {
+        for key in dict.keys() {
+            if known.iter().any(|k| k == key) {
+                continue;
+            }
+            let nearest = known
+                .iter()
+                // A setting the typo is part of (`cvc_ttl` → `cvc_ttl_seconds`) first.
+                .min_by_key(|k| {
+                    let related = k.contains(key.as_str()) || key.contains(k.as_str());
+                    (!related, edit_distance(k, key))
+                })
+                .map(String::as_str)
+                .unwrap_or("");
+            return Err(ConfigError::Invalid(format!(
+                "unknown setting `{key}` in {}; did you mean `{nearest}`?",
+                file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Levenshtein distance, for suggesting the setting a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            let deletion = previous[j + 1] + 1;
+            let insertion = current[j] + 1;
+            current.push(substitution.min(deletion).min(insertion));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 /// Strings as a TOML array or as the comma list an environment variable carries.
 fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -349,6 +401,42 @@ fn port_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u16>, D::
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_refused_with_the_nearest_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "cvc_ttl = 5\n")?;
+            let error = Settings::load(Some(Path::new("c.toml")), Overrides::default())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains("unknown setting `cvc_ttl`"), "{error}");
+            assert!(error.contains("did you mean `cvc_ttl_seconds`?"), "{error}");
+            // An unknown CARDVAULT_* variable (other programs share the environment) is not.
+            jail.create_file("ok.toml", "cvc_ttl_seconds = 5\n")?;
+            jail.set_env("CARDVAULT_SOMETHING_ELSE", "x");
+            let s = Settings::load(Some(Path::new("ok.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(s.cvc_ttl_seconds, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn log_levels_are_a_closed_set() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CARDVAULT_LOG_LEVEL", "verbose");
+            let error = Settings::load(None, Overrides::default())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.contains("verbose") && error.contains("trace"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
 
     #[test]
     fn environment_overrides_file_and_flags_override_both() {

@@ -58,3 +58,25 @@ fn relaxation_warnings_appear_at_every_log_level() {
         assert!(warned, "no warning at log level {level}");
     }
 }
+
+#[test]
+fn an_unknown_key_in_the_settings_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cardvault.toml");
+    std::fs::write(&config, "cvc_ttl = 5\n").unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--init", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown setting `cvc_ttl`") && stderr.contains("`cvc_ttl_seconds`"),
+        "{stderr}"
+    );
+}
