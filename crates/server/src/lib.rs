@@ -41,6 +41,8 @@ const CVC_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("the master key does not match this vault (check CARDVAULT_MASTER_KEY or master.key)")]
+    WrongMasterKey,
     #[error("no vault in {0}: run `cardvault init --data-dir {0}` first")]
     NotInitialized(String),
     #[error(transparent)]
@@ -103,7 +105,12 @@ pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> Result<Keyri
         }
         wrapped = store.data_keys().await?;
     }
-    Ok(Keyring::new(master, &wrapped)?)
+    // The data keys are the first thing the master key opens: if they do not open, the key is
+    // not this vault's (a mistyped CARDVAULT_MASTER_KEY, another vault's key file).
+    Keyring::new(master, &wrapped).map_err(|e| match e {
+        CryptoError::Decrypt => StartError::WrongMasterKey,
+        other => other.into(),
+    })
 }
 
 /// Builds everything a request needs from the settings.
@@ -175,9 +182,10 @@ pub async fn build_state_with(
 pub async fn serve(
     listener: TcpListener,
     settings: Settings,
+    ready: impl FnOnce(std::net::SocketAddr) + Send,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    serve_with_lookup(listener, settings, Arc::new(SystemLookup), shutdown).await
+    serve_with_lookup(listener, settings, Arc::new(SystemLookup), ready, shutdown).await
 }
 
 /// As [`serve`], resolving destination names through `lookup`: the seam through which
@@ -189,12 +197,16 @@ pub async fn serve_with_lookup(
     listener: TcpListener,
     settings: Settings,
     lookup: Arc<dyn NameLookup>,
+    ready: impl FnOnce(std::net::SocketAddr) + Send,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     warn_about_relaxations(&settings);
     let state = build_state_with(&settings, lookup).await?;
     let app = api::router(state);
     let addr = listener.local_addr()?;
+    // Only now, with the database open, the keys loaded and the routes built, is the vault
+    // ready: whoever waits for this (a harness, a supervisor) may send requests.
+    ready(addr);
     tracing::info!(%addr, "cardvault listening");
     let limits = settings.connection_limits().fit_to_open_file_limit();
     http_server::run(listener, app, limits, shutdown).await?;

@@ -194,6 +194,8 @@ enum CliError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("cannot listen on {0}")]
+    Listen(std::net::SocketAddr, #[source] std::io::Error),
 }
 
 pub async fn run() -> ExitCode {

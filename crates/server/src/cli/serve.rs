@@ -30,11 +30,15 @@ pub(super) async fn serve(
     crate::logging::init(settings.log_format, settings.log_level);
     // Before the first connection, so none is ever refused for a limit the system would lift.
     crate::http_server::raise_open_file_limit();
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    // Harnesses that bind port 0 read the real address from this line.
-    println!("cardvault listening on http://{}", listener.local_addr()?);
-    let _ = std::io::stdout().flush();
-    crate::serve(listener, settings, shutdown_signal()).await?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| CliError::Listen(settings.listen, e))?;
+    let ready = |addr| {
+        // Printed once the vault is ready; harnesses that bind port 0 read the real address here.
+        println!("cardvault listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+    };
+    crate::serve(listener, settings, ready, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -55,6 +55,7 @@ async fn the_corpus_is_refused_before_any_connection() {
         listener,
         settings,
         lookup.clone(),
+        |_| {},
         std::future::pending(),
     );
     tokio::spawn(async move {

@@ -80,3 +80,65 @@ fn an_unknown_key_in_the_settings_file_is_refused() {
         "{stderr}"
     );
 }
+
+/// Runs `serve` on `data_dir` with `env`; returns (exit success, stdout, stderr) once it exits.
+fn serve_once(
+    data_dir: &std::path::Path,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", listen])
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn start_up_mistakes_fail_before_listening_and_name_their_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init = Command::new(bin())
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .args(["--json"])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+
+    // A master key that is not this vault's.
+    let other_key = "11".repeat(32);
+    let (ok, stdout, stderr) = serve_once(
+        &data,
+        "127.0.0.1:0",
+        &[("CARDVAULT_MASTER_KEY", &other_key)],
+    );
+    assert!(!ok && !stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains("the master key does not match this vault"),
+        "{stderr}"
+    );
+
+    // An address already in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, stdout, stderr) = serve_once(&data, &addr, &[]);
+    assert!(!ok && !stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+
+    // No vault in the directory.
+    let (ok, stdout, stderr) = serve_once(&dir.path().join("empty"), "127.0.0.1:0", &[]);
+    assert!(!ok && !stdout.contains("listening"), "{stdout}");
+    assert!(stderr.contains("cardvault init"), "{stderr}");
+}
