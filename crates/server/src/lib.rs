@@ -132,11 +132,25 @@ pub async fn build_state_with(
     let keyring = Arc::new(keyring);
     drop(master);
     let cvc_store: Arc<dyn cvc::CvcStore> = match &settings.redis_url {
-        Some(url) => Arc::new(RedisCvcStore::new(
-            url.expose(),
-            &settings.redis_key_prefix,
-            settings.test_cvc_sessions_per_project,
-        )?),
+        Some(url) => {
+            let redis = RedisCvcStore::new(
+                url.expose(),
+                &settings.redis_key_prefix,
+                settings.test_cvc_sessions_per_project,
+            )?;
+            // Not fatal (everything without a CVC still works, and the store reconnects by
+            // itself), but said at start rather than found in /readyz later.
+            if let Err(e) = cvc::CvcStore::ping(&redis).await {
+                let warning = format!(
+                    "the CVC session store (Redis) is unreachable: {}; calls that need a CVC \
+                     session answer 503 until it is back",
+                    error_chain::chain(&e)
+                );
+                tracing::warn!("{warning}");
+                eprintln!("cardvault: {warning}");
+            }
+            Arc::new(redis)
+        }
         None => MemoryCvcStore::start(CVC_SWEEP_INTERVAL, settings.test_cvc_sessions_per_project),
     };
     let cvc = CvcSessions::new(cvc_store, keyring.clone());

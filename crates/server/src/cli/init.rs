@@ -39,7 +39,7 @@ pub(super) async fn init(vault: &VaultDir, json: bool) -> Result<(), CliError> {
             data_dir.display()
         )));
     }
-    create_private_dir(data_dir)?;
+    create_private_dir(data_dir).map_err(|e| CliError::Path(data_dir.to_path_buf(), e))?;
     // Instances that share a database share its master key: given in the environment, it is
     // used as is; otherwise a new one is written to the data directory.
     let (master, from_env) = match std::env::var(MASTER_KEY_ENV) {
@@ -61,7 +61,8 @@ pub(super) async fn init(vault: &VaultDir, json: bool) -> Result<(), CliError> {
         ));
     }
     if !from_env {
-        write_private_file(&key_path, master.to_hex().as_bytes())?;
+        write_private_file(&key_path, master.to_hex().as_bytes())
+            .map_err(|e| CliError::Path(key_path.clone(), e))?;
     }
     let keyring = load_keyring(store.as_ref(), &master).await?;
     let new = NewProject {

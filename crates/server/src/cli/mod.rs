@@ -196,6 +196,8 @@ enum CliError {
     Io(#[from] std::io::Error),
     #[error("cannot listen on {0}")]
     Listen(std::net::SocketAddr, #[source] std::io::Error),
+    #[error("{}", .0.display())]
+    Path(PathBuf, #[source] std::io::Error),
 }
 
 pub async fn run() -> ExitCode {

@@ -6,6 +6,27 @@ use std::process::{Command, Stdio};
 
 use crate::harness::*;
 
+/// Whether the child's stderr has a line containing `needle` within 30 s; the child is killed
+/// either way (a vault that never says it would otherwise keep the test waiting).
+fn stderr_mentions(child: &mut std::process::Child, needle: &str) -> bool {
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (found, seen) = std::sync::mpsc::channel();
+    let needle = needle.to_owned();
+    std::thread::spawn(move || {
+        let hit = stderr
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains(&needle));
+        let _ = found.send(hit);
+    });
+    let hit = seen
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or(false);
+    let _ = child.kill();
+    let _ = child.wait();
+    hit
+}
+
 #[test]
 fn a_misspelt_log_level_is_a_start_up_error_naming_the_valid_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,17 +65,7 @@ fn relaxation_warnings_appear_at_every_log_level() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut warned = false;
-        for line in stderr.lines() {
-            let line = line.unwrap();
-            if line.contains("DANGER: allow_private_destinations is on") {
-                warned = true;
-                break;
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        let warned = stderr_mentions(&mut child, "DANGER: allow_private_destinations is on");
         assert!(warned, "no warning at log level {level}");
     }
 }
@@ -141,4 +152,41 @@ fn start_up_mistakes_fail_before_listening_and_name_their_object() {
     let (ok, stdout, stderr) = serve_once(&dir.path().join("empty"), "127.0.0.1:0", &[]);
     assert!(!ok && !stdout.contains("listening"), "{stdout}");
     assert!(stderr.contains("cardvault init"), "{stderr}");
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = Command::new(bin())
+        .args(["init", "--data-dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_redis_is_a_warning_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis_url = format!("redis://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let mut child = Command::new(bin())
+        .args(["serve", "--init", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .env("CARDVAULT_REDIS_URL", &redis_url)
+        .env("CARDVAULT_LOG_LEVEL", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let warned = stderr_mentions(&mut child, "the CVC session store (Redis) is unreachable");
+    assert!(warned, "no warning about Redis at start");
 }
