@@ -31,7 +31,8 @@ impl Caller {
         state: &AppState,
         headers: &HeaderMap,
     ) -> Result<(), ApiError> {
-        let key = header_key(headers, "x-pub-key").ok_or(ApiError::InvalidApiKey)?;
+        let key = header_key(headers, "x-pub-key")
+            .ok_or_else(|| ApiError::InvalidApiKey.because("the X-Pub-Key header is missing"))?;
         let hash = state.keyring.key_hash(key);
         let found = match state.caches.publishable_keys.get(&hash) {
             Some(project) => Ok(project),
@@ -69,7 +70,8 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = header_key(&parts.headers, "x-api-key").ok_or(ApiError::InvalidApiKey)?;
+        let key = header_key(&parts.headers, "x-api-key")
+            .ok_or_else(|| ApiError::InvalidApiKey.because("the X-API-Key header is missing"))?;
         // Keys are looked up by their keyed hash: an attacker cannot steer the hash, so the index
         // lookup's timing says nothing about any stored key.
         let hash = state.keyring.key_hash(key);

@@ -59,6 +59,13 @@ pub enum ApiError {
     Unavailable(#[source] BoxError),
     #[error("too many requests in flight")]
     Overloaded,
+    /// A 4xx with the reason spelled out for the integrator (extension field `detail`). The
+    /// reason names a rule or a header, never a value from the request.
+    #[error("{error}: {detail}")]
+    Detailed {
+        error: Box<ApiError>,
+        detail: &'static str,
+    },
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -75,10 +82,19 @@ impl ApiError {
         Self::Validation(ValidationError::InvalidField(field))
     }
 
+    /// This error with the reason for the integrator attached (a 4xx's `detail`).
+    pub fn because(self, detail: &'static str) -> Self {
+        Self::Detailed {
+            error: Box::new(self),
+            detail,
+        }
+    }
+
     fn parts(&self) -> (StatusCode, String, &'static str) {
         use ValidationError as V;
         let fixed = |status, message: &str, code| (status, message.to_owned(), code);
         match self {
+            Self::Detailed { error, .. } => error.parts(),
             Self::InvalidBody(BodyKind::Json) => {
                 fixed(StatusCode::BAD_REQUEST, "Invalid JSON", "invalid_body")
             }
@@ -193,9 +209,12 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(code, cause = %crate::error_chain::chain(&self), "request failed");
         } else {
-            tracing::debug!(code, "request refused");
+            tracing::debug!(code, reason = %self, "request refused");
         }
         let mut body = json!({"success": false, "message": message, "data": null, "code": code});
+        if let Self::Detailed { detail, .. } = &self {
+            body["detail"] = json!(detail);
+        }
         // Extension: whether the processor may have seen the request, so a caller knows if a
         // retry could charge twice.
         if let Self::Upstream { request_sent, .. } | Self::UpstreamTimeout { request_sent } = &self
@@ -253,7 +272,9 @@ impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
         let request_sent = e.request_sent();
         match e {
-            UpstreamError::NonPublicAddress => Self::InvalidProxyUrl,
+            UpstreamError::NonPublicAddress => {
+                Self::InvalidProxyUrl.because("the host resolves to a non-public address")
+            }
             UpstreamError::Timeout { .. } => Self::UpstreamTimeout { request_sent },
             UpstreamError::Unresolvable
             | UpstreamError::Unreachable(_)

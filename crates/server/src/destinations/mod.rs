@@ -42,6 +42,27 @@ pub enum Refusal {
     NoAllowlist,
 }
 
+impl Refusal {
+    /// The rule that refused, for the caller's `detail` (names a rule, never the URL).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Url(DestinationError::Malformed) => "proxy_url is not a valid absolute URL",
+            Self::Url(DestinationError::TooLong) => "proxy_url is longer than the limit",
+            Self::Url(DestinationError::Scheme) => "proxy_url must use https",
+            Self::Url(DestinationError::Userinfo) => "proxy_url must not carry credentials",
+            Self::Url(DestinationError::Port) => "the port is not allowed (443 and allowed_ports)",
+            Self::Url(DestinationError::IpLiteral) => "the host must be a name, not an IP address",
+            Self::Url(DestinationError::InternalName) => "the host is an internal name",
+            Self::Url(DestinationError::NonPublicAddress) => {
+                "the host resolves to a non-public address"
+            }
+            Self::NotInServerAllowlist => "the host is not in the server-wide allowlist",
+            Self::NotInProjectAllowlist => "the host is not in the project's allowlist",
+            Self::NoAllowlist => "an allowlist is required and none is set",
+        }
+    }
+}
+
 /// A project's destination settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

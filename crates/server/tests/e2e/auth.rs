@@ -37,7 +37,20 @@ async fn keys_are_required_and_checked() {
             ("X-Pub-Key", "pk_test_nope"),
         ],
     ] {
-        let (status, body) = call(&vault, post.clone(), "/tokenize", &headers, &card).await;
+        let (status, mut body) = call(&vault, post.clone(), "/tokenize", &headers, &card).await;
+        // A missing header is named in the extension `detail`; a wrong key is not told apart.
+        let detail = body.as_object_mut().and_then(|b| b.remove("detail"));
+        let missing = ["X-API-Key", "X-Pub-Key"]
+            .into_iter()
+            .find(|name| !headers.iter().any(|(h, _)| h == name));
+        match missing {
+            Some(name) => assert_eq!(
+                detail,
+                Some(json!(format!("the {name} header is missing"))),
+                "{headers:?}"
+            ),
+            None => assert_eq!(detail, None, "{headers:?}"),
+        }
         assert_eq!((status, &body), (401, &invalid), "{headers:?}");
     }
     // A publishable key of another project does not go with this API key.
@@ -54,7 +67,10 @@ async fn keys_are_required_and_checked() {
     )
     .await;
     assert_eq!(status, 401);
-    let (status, body) = call(&vault, post.clone(), "/proxy/transaction", &[], &json!({})).await;
+    let (status, mut body) =
+        call(&vault, post.clone(), "/proxy/transaction", &[], &json!({})).await;
+    let detail = body.as_object_mut().and_then(|b| b.remove("detail"));
+    assert_eq!(detail, Some(json!("the X-API-Key header is missing")));
     assert_eq!((status, body), (401, invalid.clone()));
     let (status, _) = call(
         &vault,

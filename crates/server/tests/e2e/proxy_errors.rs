@@ -146,8 +146,13 @@ async fn bad_proxy_inputs_get_exact_messages_and_keep_the_cvc_session() {
         ),
     ];
     for (body, status, message, code) in cases {
-        let (got, answer) = vault.proxy(&body).await;
+        let (got, mut answer) = vault.proxy(&body).await;
         assert_eq!(got, status, "{body} -> {answer}");
+        // The extension `detail` says why; the compatible envelope is exact.
+        if let Some(detail) = answer.as_object_mut().and_then(|a| a.remove("detail")) {
+            assert!(detail.is_string(), "{detail}");
+            assert!(!detail.to_string().contains(VISA), "{detail}");
+        }
         assert_eq!(
             answer,
             json!({"success": false, "message": message, "data": null, "code": code}),
@@ -310,4 +315,59 @@ async fn a_call_that_sent_nothing_gives_the_cvc_session_back() {
     let charge = json!({"token": token, "cvc_session_id": session, "proxy_url": stub.url("/charge"), "request_data": data});
     let (status, body) = vault.proxy(&charge).await;
     assert_eq!(status, 404, "the session outlived its TTL: {body}");
+}
+
+#[tokio::test]
+async fn each_destination_rule_says_why_in_detail() {
+    let vault =
+        Vault::start_env(&[("CARDVAULT_DESTINATION_ALLOWLIST", "*.processor.example")]).await;
+    let (token, _) = vault.visa().await;
+    let long = format!("https://api.processor.example/?pad={}", "a".repeat(9000));
+    for (url, detail) in [
+        ("not a url", "proxy_url is not a valid absolute URL"),
+        (long.as_str(), "proxy_url is longer than the limit"),
+        ("http://api.processor.example/x", "proxy_url must use https"),
+        (
+            "https://u:p@api.processor.example/x",
+            "proxy_url must not carry credentials",
+        ),
+        (
+            "https://api.processor.example:8443/x",
+            "the port is not allowed (443 and allowed_ports)",
+        ),
+        (
+            "https://93.184.216.34/x",
+            "the host must be a name, not an IP address",
+        ),
+        ("https://localhost/x", "the host is an internal name"),
+        (
+            "https://api.elsewhere.example/x",
+            "the host is not in the server-wide allowlist",
+        ),
+    ] {
+        let (status, body) = vault
+            .proxy(
+                &json!({"token": token, "proxy_url": url, "request_data": {"n": "${cardNumber}"}}),
+            )
+            .await;
+        assert_eq!(status, 400, "{url}");
+        assert_eq!(body["message"], "Invalid proxy URL", "{url}");
+        assert_eq!(body["detail"], detail, "{url}");
+    }
+    let (status, body) = vault
+        .proxy(&json!({"token": token, "proxy_url": "https://api.processor.example/x", "request_data": {"n": "${nope}"}}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_template"))
+    );
+    assert_eq!(body["detail"], "the template names an unknown placeholder");
+
+    let required = Vault::start_env(&[("CARDVAULT_REQUIRE_DESTINATION_ALLOWLIST", "true")]).await;
+    let (token, _) = required.visa().await;
+    let (status, body) = required
+        .proxy(&json!({"token": token, "proxy_url": "https://api.processor.example/x", "request_data": {}}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["detail"], "an allowlist is required and none is set");
 }

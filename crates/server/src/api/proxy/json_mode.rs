@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use super::media_type::MediaType;
 use super::request::{
-    BodyTemplate, ProxyRequest, destination, forwardable, method, refuse_template,
+    BodyTemplate, ProxyRequest, UNKNOWN_PLACEHOLDER, destination, forwardable, method,
+    refuse_template,
 };
 use crate::api::ApiError;
 use crate::api::body::json_object;
@@ -87,7 +88,7 @@ fn body_template(
     request_data: Value,
     mut headers: HeaderMap,
 ) -> Result<(BodyTemplate, HeaderMap), ApiError> {
-    let invalid_template = |_| ApiError::InvalidTemplate;
+    let invalid_template = |_| ApiError::InvalidTemplate.because(UNKNOWN_PLACEHOLDER);
     let body = match (MediaType::of(&headers), request_data) {
         (None, data) => {
             headers.insert(
@@ -124,14 +125,14 @@ fn json_body(data: Value) -> Result<BodyTemplate, ApiError> {
     match data {
         Value::Object(_) | Value::Array(_) => JsonTemplate::parse(data)
             .map(BodyTemplate::Json)
-            .map_err(|_| ApiError::InvalidTemplate),
+            .map_err(|_| ApiError::InvalidTemplate.because(UNKNOWN_PLACEHOLDER)),
         // A string is a JSON document the caller serialized itself; values land in its strings.
         Value::String(text) => Template::parse(&text)
             .map(|template| BodyTemplate::Text {
                 template,
                 encoding: Encoding::Json,
             })
-            .map_err(|_| ApiError::InvalidTemplate),
+            .map_err(|_| ApiError::InvalidTemplate.because(UNKNOWN_PLACEHOLDER)),
         _ => Err(ApiError::invalid("request_data")),
     }
 }

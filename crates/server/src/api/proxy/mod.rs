@@ -93,8 +93,7 @@ fn parse(
 }
 
 fn refused(refusal: crate::destinations::Refusal) -> ApiError {
-    tracing::debug!(reason = %refusal, "destination refused");
-    ApiError::InvalidProxyUrl
+    ApiError::InvalidProxyUrl.because(refusal.reason())
 }
 
 /// Stage 3: the token's values, checked against what the template uses (the CVC comes later,
@@ -121,7 +120,9 @@ async fn token_values(
         .placeholders()
         .filter(|p| *p != Placeholder::Cvc);
     if values.missing(used).is_some() {
-        return Err(ApiError::InvalidTemplate);
+        return Err(
+            ApiError::InvalidTemplate.because("the template uses a value this token does not hold")
+        );
     }
     Ok(values)
 }

@@ -9,7 +9,8 @@ use cardvault_core::template::{Encoding, Template};
 
 use super::media_type::MediaType;
 use super::request::{
-    BodyTemplate, ProxyRequest, destination, forwardable, method, refuse_template_in_header,
+    BodyTemplate, ProxyRequest, UNKNOWN_PLACEHOLDER, destination, forwardable, method,
+    refuse_template_in_header,
 };
 use crate::api::{ApiError, BodyKind};
 
@@ -78,7 +79,7 @@ pub fn parse(
         }
     }
 
-    let invalid_template = |_| ApiError::InvalidTemplate;
+    let invalid_template = |_| ApiError::InvalidTemplate.because(UNKNOWN_PLACEHOLDER);
     let body = match form {
         Some(form) => {
             let text = form.into_body();

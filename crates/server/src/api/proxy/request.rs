@@ -10,6 +10,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::api::{ApiError, BodyKind};
+use crate::destinations::Refusal;
 
 /// The body to send, with its placeholders found.
 pub enum BodyTemplate {
@@ -101,7 +102,8 @@ impl ProxyRequest {
         // A CVC or account number glued to other characters could be echoed back in a form
         // the response scrubber cannot tell from ordinary digits.
         if !body.short_secrets_stand_alone() {
-            return Err(ApiError::InvalidTemplate);
+            return Err(ApiError::InvalidTemplate
+                .because("${cvv}, ${cvc} and ${accountNumber} must each be a whole value"));
         }
         let cvc_session = if body.placeholders().any(|p| p == Placeholder::Cvc) {
             let id = cvc_session_id.ok_or(ApiError::missing("cvc_session_id"))?;
@@ -163,11 +165,15 @@ pub fn forwardable(name: &HeaderName, connection: &HeaderMap) -> bool {
         .any(|listed| listed.trim().eq_ignore_ascii_case(name))
 }
 
+/// The `detail` of a template naming a `${…}` that is no placeholder.
+pub const UNKNOWN_PLACEHOLDER: &str = "the template names an unknown placeholder";
+
 /// Card data must never land in a URL or a header: any placeholder there is refused.
 pub fn refuse_template(text: &str) -> Result<(), ApiError> {
     match Template::parse(text) {
         Ok(t) if t.is_literal() => Ok(()),
-        _ => Err(ApiError::InvalidTemplate),
+        _ => Err(ApiError::InvalidTemplate
+            .because("placeholders are not allowed in the URL or in headers")),
     }
 }
 
@@ -182,10 +188,9 @@ pub fn refuse_template_in_header(value: &HeaderValue) -> Result<(), ApiError> {
 /// `400 Invalid proxy URL` (or `invalid_template` for a placeholder in it).
 pub fn destination(raw: &str, rules: &DestinationRules) -> Result<Url, ApiError> {
     refuse_template(raw)?;
-    rules.check_url(raw.trim()).map_err(|e| {
-        tracing::debug!(reason = %e, "destination refused");
-        ApiError::InvalidProxyUrl
-    })
+    rules
+        .check_url(raw.trim())
+        .map_err(|e| ApiError::InvalidProxyUrl.because(Refusal::Url(e).reason()))
 }
 
 pub fn method(raw: Option<&str>) -> Result<Method, ApiError> {
