@@ -52,9 +52,12 @@ enum Command {
     },
     /// Run the HTTP server.
     Serve {
+        /// The vault's data directory (master key file; the SQLite database unless
+        /// CARDVAULT_DATABASE_URL is set) [default: ./cardvault-data].
         #[arg(long, env = "CARDVAULT_DATA_DIR")]
         data_dir: Option<PathBuf>,
-        #[arg(long)]
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, env = "CARDVAULT_LISTEN")]
         listen: Option<SocketAddr>,
         /// TOML settings file (environment variables override it).
         #[arg(long, env = "CARDVAULT_CONFIG")]
@@ -78,7 +81,7 @@ enum Command {
 #[derive(Args)]
 struct VaultDir {
     /// The vault's data directory (master key file; the SQLite database unless --database-url).
-    #[arg(long, env = "CARDVAULT_DATA_DIR")]
+    #[arg(long, env = "CARDVAULT_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// PostgreSQL URL (`postgres://…`) shared by several instances.
     #[arg(long, env = "CARDVAULT_DATABASE_URL", hide_env_values = true)]
@@ -97,13 +100,16 @@ enum ProjectCommand {
     Create {
         #[command(flatten)]
         vault: VaultDir,
+        /// A name for people (shown in listings; need not be unique).
         #[arg(long)]
         name: String,
+        /// `test` projects take test cards and `/test-tokens`; `live` ones real cards.
         #[arg(long, value_enum, default_value = "test")]
         mode: ModeArg,
         /// Return the existing token when the same card is tokenized again.
         #[arg(long)]
         deduplicate: bool,
+        /// Print exactly one JSON object with the ids and keys.
         #[arg(long)]
         json: bool,
     },
@@ -117,6 +123,7 @@ enum ProjectCommand {
     Tls {
         #[command(flatten)]
         vault: VaultDir,
+        /// The project's id (`proj_…`).
         #[arg(long)]
         project: String,
         /// Host (`gateway.acquirer.example`) or subdomains (`*.acquirer.example`).
@@ -141,6 +148,7 @@ enum ProjectCommand {
 struct ProjectRules {
     #[command(flatten)]
     vault: VaultDir,
+    /// The project's id (`proj_…`).
     #[arg(long)]
     project: String,
     /// Host patterns: `api.stripe.com`, `*.adyen.com`, optionally with a path prefix
@@ -155,13 +163,16 @@ enum AppCommand {
     Create {
         #[command(flatten)]
         vault: VaultDir,
+        /// The project's id (`proj_…`).
         #[arg(long)]
         project: String,
+        /// The application's name; it also appears in its key (`key_<name>_test_pvt_…`).
         #[arg(long)]
         name: String,
         /// Comma list of tokenization, provisioning, reveal.
         #[arg(long, default_value = "tokenization")]
         permissions: String,
+        /// Print exactly one JSON object with the ids and keys.
         #[arg(long)]
         json: bool,
     },

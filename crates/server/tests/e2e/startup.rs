@@ -190,3 +190,38 @@ fn an_unreachable_redis_is_a_warning_at_start() {
     let warned = stderr_mentions(&mut child, "the CVC session store (Redis) is unreachable");
     assert!(warned, "no warning about Redis at start");
 }
+
+#[test]
+fn every_option_of_every_command_is_described_with_its_default_and_environment() {
+    for command in [
+        &["init"][..],
+        &["migrate"],
+        &["serve"],
+        &["project", "create"],
+        &["project", "allow"],
+        &["project", "disallow"],
+        &["project", "tls"],
+        &["app", "create"],
+    ] {
+        let out = Command::new(bin())
+            .args(command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let options = help.split("Options:").nth(1).unwrap_or_default();
+        for line in options.lines().filter(|l| l.trim_start().starts_with("--")) {
+            // `--name <NAME>  description`: something after the option and its value.
+            let described = line
+                .trim_start()
+                .split_once("  ")
+                .is_some_and(|(_, text)| !text.trim().is_empty());
+            assert!(described, "{command:?}: undescribed option {line:?}");
+        }
+        assert!(
+            help.contains("[default: ./cardvault-data]") && help.contains("CARDVAULT_DATA_DIR"),
+            "{command:?}: --data-dir default or environment missing:\n{help}"
+        );
+    }
+}
