@@ -56,8 +56,42 @@ pub struct Backend {
     database_name: Option<String>,
 }
 
-pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+/// Where the scale-out tests find PostgreSQL (they create and drop databases of their own there)
+/// and Redis (they use key prefixes of their own): `CARDVAULT_TEST_DATABASE_URL` and
+/// `CARDVAULT_TEST_REDIS_URL`, else the local defaults `.ci/services` starts.
+const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
+const HOW_TO_START: &str = "start it with `bash .ci/services` (or point CARDVAULT_TEST_DATABASE_URL / CARDVAULT_TEST_REDIS_URL at yours)";
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("CARDVAULT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("CARDVAULT_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned())
+}
+
+/// The admin URL with another database name.
+fn postgres_url_for(database: &str) -> String {
+    let mut url =
+        url::Url::parse(&postgres_admin_url()).expect("CARDVAULT_TEST_DATABASE_URL is a URL");
+    url.set_path(database);
+    url.to_string()
+}
+
+/// Fails the test in one line if Redis does not answer at all.
+fn require_redis() {
+    let url = url::Url::parse(&redis_url()).expect("CARDVAULT_TEST_REDIS_URL is a URL");
+    let addr = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(6379)
+    );
+    if std::net::TcpStream::connect(&addr).is_err() {
+        panic!("Redis is not reachable at {addr}: {HOW_TO_START}");
+    }
+}
 
 impl Backend {
     pub fn from_env() -> Self {
@@ -88,10 +122,11 @@ impl Backend {
     pub fn scaled() -> Self {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("cv_{}", &suffix[..16]);
+        require_redis();
         psql(&format!("CREATE DATABASE {name}"));
         Self {
-            database_url: Some(format!("postgres://postgres@127.0.0.1:5432/{name}")),
-            redis_url: Some(REDIS_URL.to_owned()),
+            database_url: Some(postgres_url_for(&name)),
+            redis_url: Some(redis_url()),
             redis_prefix: format!("cvtest:{}:", &suffix[..12]),
             database_name: Some(name),
         }
@@ -148,15 +183,21 @@ impl Drop for Backend {
 
 /// Runs SQL on the PostgreSQL server's `test` database as the `postgres` user.
 pub fn psql(sql: &str) {
-    let out = Command::new("psql")
-        .args([POSTGRES_ADMIN_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+    let admin = postgres_admin_url();
+    let out = match Command::new("psql")
+        .args([admin.as_str(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
         .output()
-        .expect("psql is installed");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    {
+        Ok(out) => out,
+        Err(_) => {
+            panic!("psql not found: install the PostgreSQL client (Debian: postgresql-client)")
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("could not connect") || stderr.contains("Connection refused") {
+        panic!("PostgreSQL is not reachable at {admin}: {HOW_TO_START}");
+    }
+    assert!(out.status.success(), "psql {sql}: {stderr}");
 }
 
 pub struct Vault {
