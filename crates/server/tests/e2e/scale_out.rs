@@ -29,6 +29,19 @@ fn charge(stub: &Stub, token: &str, session: &str) -> Value {
     json!({"token": token, "cvc_session_id": session, "proxy_url": stub.url("/charge"), "request_data": {"n": "${cardNumber}", "c": "${cvv}"}})
 }
 
+/// The vault's own PostgreSQL database.
+fn database_name(vault: &Vault) -> String {
+    let url = vault.backend.database_url.as_ref().unwrap();
+    url.rsplit('/').next().unwrap().to_owned()
+}
+
+/// Ends every connection to `database` but this one, as a database restart would.
+fn drop_connections(database: &str) {
+    psql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    ));
+}
+
 /// A Luhn-valid Visa number from a counter, so every card of a load test is distinct.
 fn card_number(n: u64) -> String {
     let body = format!("411111{n:09}");
@@ -232,18 +245,7 @@ async fn dropped_database_connections_are_replaced() {
     let stub = Stub::start().await;
     let (a, b) = scaled_pair(&stub, Backend::scaled());
     let (token, _) = a.visa().await;
-    let name = a
-        .backend
-        .database_url
-        .as_ref()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    psql(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-    ));
+    drop_connections(&database_name(&a));
     for vault in [&a, &b] {
         let (status, body) = vault
             .proxy(&json!({"token": token, "proxy_url": stub.url("/charge"), "request_data": {"n": "${cardNumber}"}}))
@@ -258,23 +260,13 @@ async fn dropped_database_connections_are_replaced() {
 async fn a_database_that_stops_taking_writes_is_not_ready() {
     let stub = Stub::start().await;
     let (a, b) = scaled_pair(&stub, Backend::scaled());
-    let name = a
-        .backend
-        .database_url
-        .as_ref()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let name = database_name(&a);
     // As after a failover to a replica by mistake: every new session is read-only.
     let read_only = |on: bool| {
         psql(&format!(
             "ALTER DATABASE \"{name}\" SET default_transaction_read_only = {on}"
         ));
-        psql(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-        ));
+        drop_connections(&name);
     };
     let card = json!({"type": "card", "data": {"cardNumber": VISA, "expirationMonth": "12", "expirationYear": "2033"}});
     read_only(true);
