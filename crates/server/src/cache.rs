@@ -28,7 +28,12 @@ where
         Self { inner }
     }
 
-    pub fn get(&self, key: &K) -> Option<V> {
+    /// Looks up by any borrowed form of the key (`&str` for a `String` key: no allocation).
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.inner.as_ref()?.get(key)
     }
 

@@ -142,21 +142,12 @@ impl Destinations {
         self.resolver.clone()
     }
 
-    /// Parses and checks a destination URL against the rules (no I/O).
-    ///
-    /// # Errors
-    /// [`Refusal::Url`] naming the rule the URL breaks.
-    pub fn check_url(&self, raw: &str) -> Result<Url, Refusal> {
-        Ok(self.rules.check_url(raw)?)
-    }
-
     /// The project's settings, from the cache or loaded (and opened) now.
     ///
     /// # Errors
     /// [`LoadError`] when the database fails or a stored setting no longer opens.
     pub async fn project(&self, project_id: &str) -> Result<Arc<ProjectDestinations>, LoadError> {
-        let key = project_id.to_owned();
-        if let Some(found) = self.projects.get(&key) {
+        if let Some(found) = self.projects.get(project_id) {
             return Ok(found);
         }
         let allow = self
@@ -178,7 +169,7 @@ impl Destinations {
             tls.push((rule, Arc::new(profile)));
         }
         let found = Arc::new(ProjectDestinations { allow, tls });
-        self.projects.insert(key, found.clone());
+        self.projects.insert(project_id.to_owned(), found.clone());
         Ok(found)
     }
 
