@@ -35,6 +35,10 @@ pub const DEFAULT_TEST_CVC_SESSIONS_PER_PROJECT: usize = 10_000;
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key_file`); absent: plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     pub cvc_ttl_seconds: u64,
     pub upstream_timeout_ms: u64,
     pub upstream_connect_timeout_ms: u64,
@@ -143,6 +147,8 @@ impl Default for Settings {
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            tls_cert_file: None,
+            tls_key_file: None,
             cvc_ttl_seconds: DEFAULT_CVC_TTL_SECONDS,
             upstream_timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
             upstream_connect_timeout_ms: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
@@ -218,6 +224,11 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls_cert_file and tls_key_file go together: set both for HTTPS, or neither".into(),
+            ));
+        }
         if self.cvc_ttl_seconds == 0 {
             return Err(ConfigError::Invalid(
                 "cvc_ttl_seconds must be at least 1".into(),
@@ -274,6 +285,17 @@ impl Settings {
 
     pub fn client_read_timeout(&self) -> Duration {
         Duration::from_millis(self.client_read_timeout_ms)
+    }
+
+    /// The certificate files, when HTTPS is configured.
+    pub fn tls_files(&self) -> Option<crate::server_tls::CertificateFiles> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::server_tls::CertificateFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
     }
 
     pub fn connection_limits(&self) -> ConnectionLimits {

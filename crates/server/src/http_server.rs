@@ -2,7 +2,8 @@
 //! the connection-level bounds `axum::serve` does not set: a slow client cannot hold a
 //! connection open by dribbling its headers, an idle connection is closed (HTTP/1 keep-alive and
 //! HTTP/2 alike), the number of open connections is capped with a clear refusal beyond it, and a
-//! graceful shutdown lets in-flight requests finish.
+//! graceful shutdown lets in-flight requests finish. With a certificate it speaks HTTPS (see
+//! [`crate::server_tls`]); the TLS handshake counts as part of sending the request's headers.
 //!
 //! Header limits come in two tiers. The API's own (at most [`MAX_HEADERS`] headers and
 //! [`MAX_HEADER_BYTES`], a request target of at most [`MAX_URI_BYTES`]) are checked per request
@@ -23,10 +24,11 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// Most headers a request may carry, on either protocol (API answer: 431).
@@ -91,11 +93,12 @@ pub fn raise_open_file_limit() -> Option<u64> {
     }
 }
 
-/// Serves `app` until `shutdown` completes.
+/// Serves `app` until `shutdown` completes; over TLS when `tls` is given.
 pub async fn run(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -130,18 +133,32 @@ pub async fn run(
                 let _ = stream.set_nodelay(true);
                 match connections.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let connection = serve_connection(
-                            builder.clone(),
-                            stream,
-                            app.clone(),
-                            limits.idle_timeout,
-                            stopping.clone(),
-                        );
+                        let builder = builder.clone();
+                        let app = app.clone();
+                        let stopping = stopping.clone();
+                        let tls = tls.clone();
                         tokio::spawn(async move {
-                            connection.await;
+                            match tls {
+                                None => {
+                                    serve_connection(builder, stream, app, limits.idle_timeout, stopping).await;
+                                }
+                                Some(acceptor) => {
+                                    let handshake = acceptor.accept(stream);
+                                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                                        Ok(Ok(stream)) => {
+                                            serve_connection(builder, stream, app, limits.idle_timeout, stopping).await;
+                                        }
+                                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                                    }
+                                }
+                            }
                             drop(permit);
                         });
                     }
+                    // Over TLS the refusal would need a handshake first, the very work the cap
+                    // is there to avoid: the connection is just closed.
+                    Err(_) if tls.is_some() => drop(stream),
                     Err(_) => {
                         if let Ok(permit) = refusals.clone().try_acquire_owned() {
                             tokio::spawn(async move {
@@ -171,7 +188,7 @@ pub async fn run(
 /// server stops (then in-flight requests get [`SHUTDOWN_GRACE`] to finish).
 async fn serve_connection(
     builder: Arc<Builder<TokioExecutor>>,
-    stream: TcpStream,
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     app: Router,
     idle_timeout: Duration,
     mut stopping: watch::Receiver<bool>,

@@ -17,6 +17,7 @@ pub mod error_chain;
 pub mod http_server;
 pub mod limits;
 pub mod logging;
+pub mod server_tls;
 pub mod store;
 pub mod tokens;
 pub mod upstream;
@@ -57,6 +58,22 @@ pub enum StartError {
     Cvc(#[from] cvc::CvcError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error("TLS certificate: {0}")]
+    Tls(#[from] server_tls::CertificateError),
+}
+
+/// Where a started vault answers: its address, and whether it speaks HTTPS there.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub addr: std::net::SocketAddr,
+    pub https: bool,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.addr)
+    }
 }
 
 /// Where the vault's durable data lives: PostgreSQL when a URL is given, else the SQLite file in
@@ -196,7 +213,7 @@ pub async fn build_state_with(
 pub async fn serve(
     listener: TcpListener,
     settings: Settings,
-    ready: impl FnOnce(std::net::SocketAddr) + Send,
+    ready: impl FnOnce(Endpoint) + Send,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     serve_with_lookup(listener, settings, Arc::new(SystemLookup), ready, shutdown).await
@@ -211,19 +228,39 @@ pub async fn serve_with_lookup(
     listener: TcpListener,
     settings: Settings,
     lookup: Arc<dyn NameLookup>,
-    ready: impl FnOnce(std::net::SocketAddr) + Send,
+    ready: impl FnOnce(Endpoint) + Send,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     warn_about_relaxations(&settings);
+    let tls = settings
+        .tls_files()
+        .map(server_tls::ServerTls::load)
+        .transpose()?
+        .map(Arc::new);
     let state = build_state_with(&settings, lookup).await?;
     let app = api::router(state);
-    let addr = listener.local_addr()?;
+    let endpoint = Endpoint {
+        addr: listener.local_addr()?,
+        https: tls.is_some(),
+    };
+    if !endpoint.https && !endpoint.addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %endpoint.addr,
+            "serving plain HTTP on a non-loopback address: keys and card data cross the network \
+             unencrypted unless a TLS-terminating proxy sits in front (or set tls_cert_file and tls_key_file)"
+        );
+    }
+    let acceptor = tls.map(|tls| {
+        let acceptor = tls.acceptor();
+        tls.watch();
+        acceptor
+    });
     // Only now, with the database open, the keys loaded and the routes built, is the vault
     // ready: whoever waits for this (a harness, a supervisor) may send requests.
-    ready(addr);
-    tracing::info!(%addr, "cardvault listening");
+    ready(endpoint);
+    tracing::info!(%endpoint, "cardvault listening");
     let limits = settings.connection_limits().fit_to_open_file_limit();
-    http_server::run(listener, app, limits, shutdown).await?;
+    http_server::run(listener, app, limits, acceptor, shutdown).await?;
     tracing::info!("cardvault stopped");
     Ok(())
 }

@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use crate::process::Process;
 
-/// What `cardvault serve` prints first, before the address it bound: a harness that listens on
-/// port 0 learns the real port from it.
-const LISTENING: &str = "cardvault listening on http://";
+/// What `cardvault serve` prints first, before its URL (`http://ADDR` or `https://ADDR`): a
+/// harness that listens on port 0 learns the real port from it.
+const LISTENING: &str = "cardvault listening on ";
 
 /// The release build of `cardvault`: `CARDVAULT_BIN` if set, else `target/release/cardvault`
 /// in this workspace. (The server's own tests use the binary cargo built for them instead.)
@@ -89,6 +89,8 @@ pub fn serve_command(bin: &Path, launcher: &[String], data_dir: &Path) -> Comman
 pub struct Listening {
     pub process: Process,
     pub addr: SocketAddr,
+    /// Whether it serves HTTPS (a certificate was configured).
+    pub https: bool,
 }
 
 impl Listening {
@@ -107,24 +109,33 @@ impl Listening {
         let stdout = process.child_mut().stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix(LISTENING)
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; log: {}",
-                    log.and_then(|l| std::fs::read_to_string(l).ok())
-                        .unwrap_or_default()
-                )
-            })
-            .parse()
-            .unwrap();
-        Self { process, addr }
+        let url = line.trim().strip_prefix(LISTENING).unwrap_or_else(|| {
+            panic!(
+                "unexpected first line {line:?}; log: {}",
+                log.and_then(|l| std::fs::read_to_string(l).ok())
+                    .unwrap_or_default()
+            )
+        });
+        let (https, addr) = match url.split_once("://") {
+            Some(("https", addr)) => (true, addr),
+            Some(("http", addr)) => (false, addr),
+            _ => panic!("unexpected URL in {line:?}"),
+        };
+        Self {
+            process,
+            addr: addr.parse().unwrap(),
+            https,
+        }
     }
 
-    /// `http://ADDR{path}`
+    /// `http://ADDR{path}`, or `https://localhost:PORT{path}` over TLS (the name the test
+    /// certificates are issued for).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        if self.https {
+            format!("https://localhost:{}{path}", self.addr.port())
+        } else {
+            format!("http://{}{path}", self.addr)
+        }
     }
 }
 

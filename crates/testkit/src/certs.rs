@@ -53,15 +53,30 @@ impl Authority {
         }
     }
 
+    /// A server certificate for `localhost` and `127.0.0.1` with its key, PEM: what the vault's
+    /// own HTTPS settings (`CARDVAULT_TLS_CERT_FILE`, `CARDVAULT_TLS_KEY_FILE`) take.
+    pub fn server_identity_pem(&self) -> PemIdentity {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = SERVER_NAMES.iter().map(|n| (*n).to_owned()).collect();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        PemIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
     /// A client certificate named `common_name`, signed by this authority.
-    pub fn client_identity(&self, common_name: &str) -> ClientIdentity {
+    pub fn client_identity(&self, common_name: &str) -> PemIdentity {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        ClientIdentity {
+        PemIdentity {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         }
@@ -74,8 +89,8 @@ pub struct ServerIdentity {
     pub key: PrivateKeyDer<'static>,
 }
 
-/// A client's certificate and private key, PEM (as the vault's settings take them).
-pub struct ClientIdentity {
+/// A certificate and its private key, PEM (as the vault's settings take them).
+pub struct PemIdentity {
     pub cert_pem: String,
     pub key_pem: String,
 }

@@ -33,9 +33,9 @@ pub(super) async fn serve(
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| CliError::Listen(settings.listen, e))?;
-    let ready = |addr| {
+    let ready = |endpoint| {
         // Printed once the vault is ready; harnesses that bind port 0 read the real address here.
-        println!("cardvault listening on http://{addr}");
+        println!("cardvault listening on {endpoint}");
         let _ = std::io::stdout().flush();
     };
     crate::serve(listener, settings, ready, shutdown_signal()).await?;

@@ -4,6 +4,7 @@
 //! The stub, the process handling and the CLI plumbing are `cardvault-testkit`'s (shared with
 //! the benchmark); what is here is this suite's own: its vaults, backends and log scan.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -204,6 +205,8 @@ pub struct Vault {
     pub dir: Arc<tempfile::TempDir>,
     pub keys: Keys,
     pub addr: SocketAddr,
+    /// Whether the server speaks HTTPS (a certificate was configured).
+    pub https: bool,
     pub http: reqwest::Client,
     pub backend: Arc<Backend>,
     env: Vec<(String, String)>,
@@ -245,6 +248,7 @@ impl Vault {
             dir,
             keys,
             addr: "127.0.0.1:0".parse().unwrap(),
+            https: false,
             http: reqwest::Client::new(),
             backend,
             env: env.to_vec(),
@@ -280,6 +284,7 @@ impl Vault {
             dir: self.dir.clone(),
             keys: self.keys.clone(),
             addr: "127.0.0.1:0".parse().unwrap(),
+            https: false,
             http: reqwest::Client::new(),
             backend: self.backend.clone(),
             env: self.env.clone(),
@@ -318,6 +323,7 @@ impl Vault {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let server = Listening::spawn(&mut command, Some(&log));
         self.addr = server.addr;
+        self.https = server.https;
         self.process = Some(server.process);
         self.log_files.push(log);
     }
@@ -346,8 +352,14 @@ impl Vault {
         }
     }
 
+    /// `http://ADDR{path}`, or `https://localhost:PORT{path}` over TLS (the name the test
+    /// certificates are issued for).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        if self.https {
+            format!("https://localhost:{}{path}", self.addr.port())
+        } else {
+            format!("http://{}{path}", self.addr)
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -537,4 +549,25 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cond()
+}
+
+/// Whether the child's stderr has a line containing `needle` within 30 s; the child is killed
+/// either way (a vault that never says it would otherwise keep the test waiting).
+pub fn stderr_mentions(child: &mut std::process::Child, needle: &str) -> bool {
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (found, seen) = std::sync::mpsc::channel();
+    let needle = needle.to_owned();
+    std::thread::spawn(move || {
+        let hit = stderr
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains(&needle));
+        let _ = found.send(hit);
+    });
+    let hit = seen
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or(false);
+    let _ = child.kill();
+    let _ = child.wait();
+    hit
 }

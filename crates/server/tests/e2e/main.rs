@@ -19,4 +19,5 @@ mod ssrf;
 mod startup;
 mod storage;
 mod storage_faults;
+mod tls;
 mod tokenize;

@@ -1,31 +1,9 @@
 //! Start-up settings that could silence the vault are refused, and testing relaxations are
 //! announced whatever the log settings.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use crate::harness::*;
-
-/// Whether the child's stderr has a line containing `needle` within 30 s; the child is killed
-/// either way (a vault that never says it would otherwise keep the test waiting).
-fn stderr_mentions(child: &mut std::process::Child, needle: &str) -> bool {
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (found, seen) = std::sync::mpsc::channel();
-    let needle = needle.to_owned();
-    std::thread::spawn(move || {
-        let hit = stderr
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line.contains(&needle));
-        let _ = found.send(hit);
-    });
-    let hit = seen
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .unwrap_or(false);
-    let _ = child.kill();
-    let _ = child.wait();
-    hit
-}
 
 #[test]
 fn a_misspelt_log_level_is_a_start_up_error_naming_the_valid_ones() {
