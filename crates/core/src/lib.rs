@@ -12,6 +12,7 @@ pub mod card;
 pub mod date;
 pub mod destination;
 pub mod mask;
+pub mod origin;
 pub mod scrub;
 pub mod secret;
 pub mod template;

@@ -79,6 +79,8 @@ pub struct Settings {
     pub cache_ttl_ms: u64,
     /// Data key version that encrypts new records; absent: the newest.
     pub active_key_version: Option<u32>,
+    /// Lifetime of a wax key (a browser checkout's right to tokenize).
+    pub collect_session_ttl_seconds: u64,
 }
 
 /// A setting that may carry a password (a database or Redis URL): never printed, and never
@@ -174,6 +176,7 @@ impl Default for Settings {
             test_cvc_sessions_per_project: DEFAULT_TEST_CVC_SESSIONS_PER_PROJECT,
             active_key_version: None,
             cache_ttl_ms: DEFAULT_CACHE_TTL_MS,
+            collect_session_ttl_seconds: crate::collect::DEFAULT_SESSION_TTL_SECONDS,
         }
     }
 }
@@ -229,6 +232,11 @@ impl Settings {
                 "tls_cert_file and tls_key_file go together: set both for HTTPS, or neither".into(),
             ));
         }
+        if self.collect_session_ttl_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "collect_session_ttl_seconds must be at least 1".into(),
+            ));
+        }
         if self.cvc_ttl_seconds == 0 {
             return Err(ConfigError::Invalid(
                 "cvc_ttl_seconds must be at least 1".into(),
@@ -269,6 +277,10 @@ impl Settings {
 
     pub fn cvc_ttl(&self) -> Duration {
         Duration::from_secs(self.cvc_ttl_seconds)
+    }
+
+    pub fn collect_session_ttl(&self) -> Duration {
+        Duration::from_secs(self.collect_session_ttl_seconds)
     }
 
     pub fn upstream_timeout(&self) -> Duration {

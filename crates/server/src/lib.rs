@@ -9,6 +9,7 @@ pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod clock;
+pub mod collect;
 pub mod config;
 pub mod crypto;
 pub mod cvc;
@@ -191,6 +192,12 @@ pub async fn build_state_with(
     })?;
     Ok(AppState {
         caches: Arc::new(api::Caches::new(settings.cache_ttl())),
+        collect: Arc::new(collect::Collect::new(
+            store.clone(),
+            keyring.clone(),
+            settings.collect_session_ttl(),
+            settings.cache_ttl(),
+        )),
         store,
         keyring,
         cvc,

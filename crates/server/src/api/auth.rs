@@ -70,7 +70,14 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = header_key(&parts.headers, "x-api-key")
+        Self::authenticate(state, &parts.headers).await
+    }
+}
+
+impl Caller {
+    /// The application behind `X-API-Key`.
+    pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let key = header_key(headers, "x-api-key")
             .ok_or_else(|| ApiError::InvalidApiKey.because("the X-API-Key header is missing"))?;
         // Keys are looked up by their keyed hash: an attacker cannot steer the hash, so the index
         // lookup's timing says nothing about any stored key.

@@ -39,6 +39,10 @@ pub enum ApiError {
     TokenNotFound,
     #[error("CVC session not found")]
     CvcSessionNotFound,
+    /// A wax key that is unknown, revoked, expired, used up, or bound to another checkout or
+    /// project: told apart for no one.
+    #[error("client session not found")]
+    ClientSessionNotFound,
     #[error("request body too large")]
     BodyTooLarge,
     #[error("request body not received in time")]
@@ -145,6 +149,11 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "CVC session expired or not found",
                 "cvc_session_not_found",
+            ),
+            Self::ClientSessionNotFound => fixed(
+                StatusCode::NOT_FOUND,
+                "Client session expired or not found",
+                "client_session_not_found",
             ),
             Self::BodyTooLarge => fixed(
                 StatusCode::PAYLOAD_TOO_LARGE,

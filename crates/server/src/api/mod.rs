@@ -3,6 +3,7 @@
 mod applications;
 mod auth;
 mod body;
+mod collect;
 mod cvc_sessions;
 mod error;
 mod health;
@@ -21,6 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::{ApiError, BodyKind};
 
 use crate::cache::TtlCache;
+use crate::collect::Collect;
 use crate::crypto::Keyring;
 use crate::cvc::CvcSessions;
 use crate::destinations::Destinations;
@@ -37,6 +39,7 @@ pub struct AppState {
     pub upstream: UpstreamClient,
     pub policy: Arc<RequestPolicy>,
     pub caches: Arc<Caches>,
+    pub collect: Arc<Collect>,
 }
 
 /// Bound on cached API keys and publishable keys.
@@ -87,6 +90,9 @@ pub fn router(state: AppState) -> Router {
             "/proxy/delete-cvc-session/{id}",
             delete(cvc_sessions::delete_by_path),
         )
+        .route("/collect/sessions", post(collect::mint))
+        .route("/collect/sessions/{id}", delete(collect::revoke))
+        .route("/collect/v1/{file}", get(collect::asset))
         .route("/api/applications/key", get(applications::current_key))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

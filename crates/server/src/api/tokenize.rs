@@ -19,14 +19,23 @@ use zeroize::Zeroizing;
 /// Holder names are free text, but bounded and printable.
 const MAX_NAME_CHARS: usize = 128;
 
+/// `POST /tokenize`, by a backend (`X-API-Key` and `X-Pub-Key`) or by the vault's own
+/// tokenizer frame in a shopper's browser (`X-Pub-Key` and a wax key, no secret key).
 pub async fn tokenize(
     State(state): State<AppState>,
-    caller: Caller,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require_tokenization()?;
-    caller.require_pub_key(&state, &headers).await?;
+    let (project, browser) =
+        if headers.contains_key("x-wax-key") && !headers.contains_key("x-api-key") {
+            let (project, grant) = super::collect::authorize_browser(&state, &headers).await?;
+            (project, Some(grant))
+        } else {
+            let caller = Caller::authenticate(&state, &headers).await?;
+            caller.require_tokenization()?;
+            caller.require_pub_key(&state, &headers).await?;
+            (caller.project, None)
+        };
     let body = json_object(&body)?;
     let kind = required_text(&body, "type")?;
     let data = match body.get("data") {
@@ -34,12 +43,29 @@ pub async fn tokenize(
         Some(Value::Object(data)) => data,
         Some(_) => return Err(ApiError::invalid("data")),
     };
+    // A browser's call is counted once the request is known to be well formed, and before
+    // anything is stored: a used-up wax key stores nothing.
+    let take = |grant: Option<crate::collect::Grant>| async {
+        match grant {
+            Some(grant) => state
+                .collect
+                .take(grant)
+                .await
+                .map_err(super::collect::refusal),
+            None => Ok(()),
+        }
+    };
     let response = match kind.as_str() {
         "card" => {
             let card = CardInput::parse(data, "cvv", false)?;
-            store_card(&state, &caller.project, card, None).await?
+            take(browser).await?;
+            store_card(&state, &project, card, None).await?
         }
-        "bank" => store_bank(&state, &caller.project, data).await?,
+        "bank" => {
+            let bank = bank_data(data)?;
+            take(browser).await?;
+            store_bank(&state, &project, bank).await?
+        }
         _ => return Err(ApiError::invalid("type")),
     };
     Ok((StatusCode::CREATED, Json(response)))
@@ -198,13 +224,31 @@ async fn store_card(
     Ok(response)
 }
 
+/// A bank account as submitted, validated.
+fn bank_data(data: &Map<String, Value>) -> Result<TokenData, ApiError> {
+    let account = AccountNumber::parse(&Zeroizing::new(required_text(data, "accountNumber")?))?;
+    let routing = RoutingNumber::parse(&required_text(data, "routingNumber")?)?;
+    Ok(TokenData::Bank {
+        account,
+        routing,
+        holder: Holder {
+            first_name: holder_name(data, "firstName")?,
+            last_name: holder_name(data, "lastName")?,
+        },
+    })
+}
+
 async fn store_bank(
     state: &AppState,
     project: &Project,
-    data: &Map<String, Value>,
+    token_data: TokenData,
 ) -> Result<Value, ApiError> {
-    let account = AccountNumber::parse(&Zeroizing::new(required_text(data, "accountNumber")?))?;
-    let routing = RoutingNumber::parse(&required_text(data, "routingNumber")?)?;
+    let TokenData::Bank {
+        account, routing, ..
+    } = &token_data
+    else {
+        return Err(ApiError::Internal("bank data expected".into()));
+    };
     let (masked, last4, routing_number) = (
         account.masked(),
         account.last4().to_owned(),
@@ -215,14 +259,6 @@ async fn store_bank(
         bin: None,
         last4: last4.clone(),
         brand: None,
-    };
-    let token_data = TokenData::Bank {
-        account,
-        routing,
-        holder: Holder {
-            first_name: holder_name(data, "firstName")?,
-            last_name: holder_name(data, "lastName")?,
-        },
     };
     let stored = store_token(state, project, &token_data, record).await?;
     let mut response = json!({

@@ -18,6 +18,7 @@ use crate::{StartError, open_store};
 
 mod destinations;
 mod init;
+mod project;
 mod serve;
 
 use self::destinations::{TlsFiles, change_allowlist, find_project, set_destination_tls};
@@ -118,6 +119,32 @@ enum ProjectCommand {
     Allow(ProjectRules),
     /// Remove destinations from the project's allowlist.
     Disallow(ProjectRules),
+    /// Set the web origins whose pages may embed the project's card fields (the list is
+    /// replaced; none given: show it).
+    Origins {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// The project's id (`proj_…`).
+        #[arg(long)]
+        project: String,
+        /// Remove every origin: no page may embed the fields.
+        #[arg(long, conflicts_with = "origins")]
+        clear: bool,
+        /// Origins: `https://shop.example`, `https://shop.example:8443`, `https://*.example.com`
+        /// (subdomains); `http://` only for localhost, 127.0.0.1 and [::1].
+        origins: Vec<String>,
+    },
+    /// Show a project's settings: mode, allowed origins, destination allowlist, TLS hosts.
+    Show {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// The project's id (`proj_…`).
+        #[arg(long)]
+        project: String,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set the TLS settings the proxy uses for one processor host: extra trusted roots and a
     /// client certificate for processors that require mutual TLS.
     Tls {
@@ -261,6 +288,23 @@ async fn execute(command: Command) -> Result<(), CliError> {
         Command::Project {
             command: ProjectCommand::Disallow(args),
         } => change_allowlist(args, false).await,
+        Command::Project {
+            command:
+                ProjectCommand::Origins {
+                    vault,
+                    project,
+                    clear,
+                    origins,
+                },
+        } => project::set_origins(&vault, &project, clear, &origins).await,
+        Command::Project {
+            command:
+                ProjectCommand::Show {
+                    vault,
+                    project,
+                    json,
+                },
+        } => project::show(&vault, &project, json).await,
         Command::Project {
             command:
                 ProjectCommand::Tls {

@@ -177,6 +177,17 @@ pub struct DestinationTls {
     pub updated_at_ms: i64,
 }
 
+/// A tokenization session as stored: what its wax key (known only by its keyed hash) allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectSession {
+    pub key_hash: Vec<u8>,
+    pub project_id: String,
+    pub tokenization_session_id: String,
+    pub remaining_calls: u32,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
 /// The vault's durable state.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -238,5 +249,32 @@ pub trait Store: Send + Sync {
         project_id: &str,
         id: &str,
         sealed: &Sealed,
+    ) -> Result<(), StoreError>;
+
+    /// The web origins allowed to embed the project's card fields (empty: none).
+    async fn allowed_origins(&self, project_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Replaces the project's allowed origins with `origins` (normalized patterns).
+    async fn set_allowed_origins(
+        &self,
+        project_id: &str,
+        origins: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// Stores a new tokenization session (and sweeps expired ones).
+    async fn insert_collect_session(&self, session: &CollectSession) -> Result<(), StoreError>;
+    /// The live session of a wax key; `NotFound` when unknown, revoked or expired at `now`.
+    async fn collect_session(
+        &self,
+        key_hash: &[u8],
+        now: i64,
+    ) -> Result<CollectSession, StoreError>;
+    /// Uses one of the session's calls, atomically across instances; `NotFound` when none is
+    /// left, or the session is gone or expired at `now`.
+    async fn take_collect_call(&self, key_hash: &[u8], now: i64) -> Result<(), StoreError>;
+    /// Revokes every wax key of a checkout; `NotFound` when it had none.
+    async fn revoke_collect_session(
+        &self,
+        project_id: &str,
+        tokenization_session_id: &str,
     ) -> Result<(), StoreError>;
 }

@@ -9,7 +9,8 @@ use super::rows::{project_from_row, select_token, token_from_row};
 use super::{PROBE_WRITE, SqlStore};
 use crate::crypto::{Sealed, WrappedDataKey};
 use crate::store::{
-    Application, DestinationTls, Permissions, Project, Store, StoreError, TokenRecord, now_unix,
+    Application, CollectSession, DestinationTls, Permissions, Project, Store, StoreError,
+    TokenRecord, now_unix,
 };
 
 #[async_trait]
@@ -369,5 +370,124 @@ impl Store for SqlStore {
             return Err(StoreError::NotFound);
         }
         self.after_write()
+    }
+
+    async fn allowed_origins(&self, project_id: &str) -> Result<Vec<String>, StoreError> {
+        self.before_read()?;
+        let rows =
+            sqlx::query("SELECT origin FROM project_origins WHERE project_id = $1 ORDER BY origin")
+                .bind(project_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok(r.try_get("origin")?)).collect()
+    }
+
+    async fn set_allowed_origins(
+        &self,
+        project_id: &str,
+        origins: &[String],
+    ) -> Result<(), StoreError> {
+        self.before_write()?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM project_origins WHERE project_id = $1")
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?;
+        for origin in origins {
+            sqlx::query("INSERT INTO project_origins (project_id, origin, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(project_id)
+                .bind(origin)
+                .bind(now_unix())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.after_write()
+    }
+
+    async fn insert_collect_session(&self, session: &CollectSession) -> Result<(), StoreError> {
+        self.before_write()?;
+        let now = now_unix();
+        // Sessions live minutes; sweeping the expired ones on each insert keeps the table at
+        // about one checkout window's worth of rows without a separate job.
+        sqlx::query("DELETE FROM collect_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO collect_sessions (key_hash, project_id, tokenization_session_id, remaining_calls, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&session.key_hash)
+        .bind(&session.project_id)
+        .bind(&session.tokenization_session_id)
+        .bind(i64::from(session.remaining_calls))
+        .bind(session.expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.after_write()
+    }
+
+    async fn collect_session(
+        &self,
+        key_hash: &[u8],
+        now: i64,
+    ) -> Result<CollectSession, StoreError> {
+        self.before_read()?;
+        let row = sqlx::query(
+            "SELECT project_id, tokenization_session_id, remaining_calls, expires_at
+             FROM collect_sessions WHERE key_hash = $1 AND expires_at > $2 AND remaining_calls > 0",
+        )
+        .bind(key_hash)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let remaining: i64 = row.try_get("remaining_calls")?;
+        Ok(CollectSession {
+            key_hash: key_hash.to_vec(),
+            project_id: row.try_get("project_id")?,
+            tokenization_session_id: row.try_get("tokenization_session_id")?,
+            remaining_calls: u32::try_from(remaining)
+                .map_err(|_| StoreError::Corrupt("collect session calls"))?,
+            expires_at: row.try_get("expires_at")?,
+        })
+    }
+
+    async fn take_collect_call(&self, key_hash: &[u8], now: i64) -> Result<(), StoreError> {
+        self.before_write()?;
+        // One statement: the check and the decrement cannot be split by a racing instance.
+        let result = sqlx::query(
+            "UPDATE collect_sessions SET remaining_calls = remaining_calls - 1
+             WHERE key_hash = $1 AND expires_at > $2 AND remaining_calls > 0",
+        )
+        .bind(key_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.after_write()
+    }
+
+    async fn revoke_collect_session(
+        &self,
+        project_id: &str,
+        tokenization_session_id: &str,
+    ) -> Result<(), StoreError> {
+        self.before_write()?;
+        let result = sqlx::query(
+            "DELETE FROM collect_sessions WHERE project_id = $1 AND tokenization_session_id = $2",
+        )
+        .bind(project_id)
+        .bind(tokenization_session_id)
+        .execute(&self.pool)
+        .await?;
+        self.after_write()?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,101 @@
+//! `project origins|show`: the web origins allowed to embed a project's card fields, and a
+//! project's settings at a glance.
+
+use cardvault_core::origin::OriginPattern;
+use serde_json::json;
+
+use super::destinations::find_project;
+use super::init::open_vault;
+use super::{CliError, VaultDir};
+use crate::StartError;
+
+pub(super) async fn set_origins(
+    vault: &VaultDir,
+    project: &str,
+    clear: bool,
+    origins: &[String],
+) -> Result<(), CliError> {
+    let patterns = origins
+        .iter()
+        .map(|o| OriginPattern::parse(o).map(|p| p.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let (store, _) = open_vault(vault).await?;
+    let project = find_project(store.as_ref(), project).await?;
+    if clear || !patterns.is_empty() {
+        store
+            .set_allowed_origins(&project.id, &patterns)
+            .await
+            .map_err(StartError::from)?;
+    }
+    let now = store
+        .allowed_origins(&project.id)
+        .await
+        .map_err(StartError::from)?;
+    if now.is_empty() {
+        println!(
+            "{}: no allowed origins (no page may embed its card fields)",
+            project.id
+        );
+    } else {
+        println!("{} card fields may be embedded by:", project.id);
+        for origin in now {
+            println!("  {origin}");
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn show(vault: &VaultDir, project: &str, as_json: bool) -> Result<(), CliError> {
+    let (store, _) = open_vault(vault).await?;
+    let project = find_project(store.as_ref(), project).await?;
+    let origins = store
+        .allowed_origins(&project.id)
+        .await
+        .map_err(StartError::from)?;
+    let destinations = store
+        .destination_rules(&project.id)
+        .await
+        .map_err(StartError::from)?;
+    let tls_hosts: Vec<String> = store
+        .destination_tls(&project.id)
+        .await
+        .map_err(StartError::from)?
+        .into_iter()
+        .map(|t| t.host)
+        .collect();
+    if as_json {
+        let settings = json!({
+            "project_id": project.id,
+            "name": project.name,
+            "mode": project.mode.as_str(),
+            "deduplicate": project.deduplicate,
+            "allowed_origins": origins,
+            "destination_allowlist": destinations,
+            "tls_hosts": tls_hosts,
+        });
+        println!("{settings}");
+        return Ok(());
+    }
+    let list = |items: &[String], none: &str| {
+        if items.is_empty() {
+            none.to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    println!("project:               {}", project.id);
+    println!("name:                  {}", project.name);
+    println!("mode:                  {}", project.mode.as_str());
+    println!("deduplicate:           {}", project.deduplicate);
+    println!(
+        "allowed origins:       {}",
+        list(&origins, "none (card fields cannot be embedded)")
+    );
+    println!(
+        "destination allowlist: {}",
+        list(&destinations, "none (the server policy applies)")
+    );
+    println!("processor TLS hosts:   {}", list(&tls_hosts, "none"));
+    Ok(())
+}
