@@ -9,6 +9,8 @@
 //! - [`stub`]: the HTTPS payment-processor stub (recording, or lean for load).
 //! - [`process`]: a child process that is killed on drop; waiting for a port.
 //! - [`cardvault`]: the `cardvault` binary: where it is, its CLI's JSON, `serve` on port 0.
+//! - [`checkout`]: an example merchant site on the vault's card element (browser tests, the
+//!   `checkout` binary).
 //! - [`ssrf_corpus`]: the shared SSRF corpus, read by the core's rule test and the server's
 //!   end-to-end test.
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@
 
 pub mod cardvault;
 pub mod certs;
+pub mod checkout;
 pub mod process;
 pub mod ssrf_corpus;
 pub mod stub;

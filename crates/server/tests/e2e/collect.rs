@@ -436,3 +436,30 @@ fn origins_are_checked_when_set() {
         assert!(stderr.contains(says), "{bad}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn the_readme_publishes_the_integrity_hash_of_the_sdk_the_vault_serves() {
+    use base64::Engine;
+    let vault = Vault::start_env(&[]).await;
+    let served = vault
+        .http
+        .get(vault.url("/collect/v1/cardvault.js"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &served);
+    let integrity = format!(
+        "sha384-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    );
+    assert_eq!(integrity, cardvault_testkit::checkout::sdk_integrity());
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("integrity=\"{integrity}\"")),
+        "README.md must publish the SDK's hash: integrity=\"{integrity}\""
+    );
+}

@@ -6,6 +6,7 @@ mod harness;
 mod ambiguous_input;
 mod auth;
 mod bounded_growth;
+mod browser;
 mod collect;
 mod connections;
 mod cvc_sessions;
