@@ -42,6 +42,24 @@ where
             inner.insert(key, value);
         }
     }
+
+    /// Forgets one entry (on this instance), e.g. after its settings changed here.
+    pub fn remove<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(inner) = &self.inner {
+            inner.invalidate(key);
+        }
+    }
+
+    /// Forgets every entry (on this instance), e.g. after a key is revoked here.
+    pub fn clear(&self) {
+        if let Some(inner) = &self.inner {
+            inner.invalidate_all();
+        }
+    }
 }
 
 #[cfg(test)]

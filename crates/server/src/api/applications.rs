@@ -1,13 +1,26 @@
-//! `GET /api/applications/key`: what the presented API key is.
+//! Applications over HTTP, as Ozura documents them: `GET /api/applications/key` (what the
+//! presented key is), and, for a key with `provisioning`, creating, listing, reading, changing,
+//! deleting applications of its own project and rolling their keys (cardvault has no user
+//! accounts: the `provisioning` permission stands in for Ozura's dashboard login).
 
 use axum::Json;
-use serde_json::{Value, json};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value, json};
 
-use super::ApiError;
 use super::auth::Caller;
+use super::body::{RawBody, json_object, required_text};
+use super::{ApiError, AppState};
+use crate::admin::{self, AdminError};
+use crate::clock::rfc3339;
+use crate::store::{ApplicationRecord, Permissions, StoreError};
+
+/// Longest overlap a rolled key may keep its predecessor working: a week.
+const MAX_ROLL_OVERLAP_SECONDS: u64 = 7 * 24 * 3600;
 
 pub async fn current_key(caller: Caller) -> Result<Json<Value>, ApiError> {
-    let p = caller.app.permissions;
     Ok(Json(json!({
         "success": true,
         "message": "API key is valid",
@@ -16,11 +29,292 @@ pub async fn current_key(caller: Caller) -> Result<Json<Value>, ApiError> {
             "application_id": caller.app.id,
             "name": caller.app.name,
             "mode": caller.project.mode.as_str(),
-            "permissions": {
-                "tokenization": {"allowed": p.tokenization},
-                "provisioning": {"allowed": p.provisioning},
-                "reveal": {"allowed": p.reveal},
-            },
+            "permissions": permissions_json(caller.app.permissions),
         },
     })))
+}
+
+/// `POST /api/applications`
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_provisioning()?;
+    let body = json_object(&body)?;
+    let name = application_name(&body)?;
+    let permissions = match body.get("permissions") {
+        None | Some(Value::Null) => Permissions {
+            tokenization: true,
+            ..Permissions::default()
+        },
+        Some(value) => permissions_from_json(value)?,
+    };
+    let created = admin::create_application(
+        state.store.as_ref(),
+        &state.keyring,
+        &caller.project,
+        &name,
+        permissions,
+    )
+    .await
+    .map_err(admin_error)?;
+    // audit: application created
+    let record = state
+        .store
+        .application(&caller.project.id, &created.application_id)
+        .await?;
+    let mut data = application_json(&record);
+    data["api_key"] = json!(created.api_key.expose_secret());
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"success": true, "data": data})),
+    ))
+}
+
+/// `GET /api/applications`
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_provisioning()?;
+    let apps = state.store.applications(&caller.project.id).await?;
+    let data: Vec<Value> = apps.iter().map(application_json).collect();
+    Ok(Json(json!({"success": true, "data": data})))
+}
+
+/// `GET /api/applications/{id}`
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_provisioning()?;
+    let record = find(&state, &caller, id).await?;
+    Ok(Json(
+        json!({"success": true, "data": application_json(&record)}),
+    ))
+}
+
+/// `PUT /api/applications/{id}`: a new name, new permissions, or both.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_provisioning()?;
+    let record = find(&state, &caller, id).await?;
+    let body = json_object(&body)?;
+    if !body.contains_key("name") && !body.contains_key("permissions") {
+        return Err(ApiError::missing("name"));
+    }
+    let name = match body.get("name") {
+        None => record.app.name.clone(),
+        Some(_) => application_name(&body)?,
+    };
+    let permissions = match body.get("permissions") {
+        None => record.app.permissions,
+        Some(value) => permissions_from_json(value)?,
+    };
+    admin::update_application(
+        state.store.as_ref(),
+        &caller.project,
+        &record.app.id,
+        &name,
+        permissions,
+    )
+    .await
+    .map_err(admin_error)?;
+    // audit: application changed
+    // A narrowed permission must not outlive this instance's key cache.
+    state.caches.callers.clear();
+    let record = state
+        .store
+        .application(&caller.project.id, &record.app.id)
+        .await?;
+    Ok(Json(
+        json!({"success": true, "data": application_json(&record)}),
+    ))
+}
+
+/// `DELETE /api/applications/{id}`: the application and every key of it stop working.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_provisioning()?;
+    let record = find(&state, &caller, id).await?;
+    if record.app.id == caller.app.id {
+        return Err(ApiError::OwnKeyInUse);
+    }
+    match state
+        .store
+        .revoke_application(&caller.project.id, &record.app.id)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::NotFound) => return Err(ApiError::ApplicationNotFound),
+        Err(e) => return Err(e.into()),
+    }
+    // audit: application deleted
+    state.caches.callers.clear();
+    Ok(Json(
+        json!({"success": true, "message": "Application deleted"}),
+    ))
+}
+
+/// `POST /api/applications/{id}/roll-key`: a new key; the old ones keep working for
+/// `expire_old_in_seconds` (default 0: they stop now).
+pub async fn roll_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_provisioning()?;
+    let record = find(&state, &caller, id).await?;
+    let overlap = if body.iter().all(u8::is_ascii_whitespace) {
+        0
+    } else {
+        match json_object(&body)?.get("expire_old_in_seconds") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .filter(|s| *s <= MAX_ROLL_OVERLAP_SECONDS)
+                .ok_or_else(|| {
+                    ApiError::invalid("expire_old_in_seconds").because("0 to 604800 seconds")
+                })?,
+            Some(_) => {
+                return Err(
+                    ApiError::invalid("expire_old_in_seconds").because("0 to 604800 seconds")
+                );
+            }
+        }
+    };
+    let (api_key, old_expire_at) = admin::roll_key(
+        state.store.as_ref(),
+        &state.keyring,
+        &caller.project,
+        &record.app.id,
+        std::time::Duration::from_secs(overlap),
+    )
+    .await
+    .map_err(admin_error)?;
+    // audit: key rolled
+    state.caches.callers.clear();
+    let mut data = application_json(&record);
+    data["api_key"] = json!(api_key.expose_secret());
+    data["old_keys_expire_at"] = json!(rfc3339(old_expire_at));
+    Ok(Json(json!({"success": true, "data": data})))
+}
+
+/// The live application `id` of the caller's project; anything else is `Application not found`.
+async fn find(
+    state: &AppState,
+    caller: &Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<ApplicationRecord, ApiError> {
+    let Ok(Path(id)) = id else {
+        return Err(ApiError::ApplicationNotFound);
+    };
+    match state.store.application(&caller.project.id, &id).await {
+        Ok(record) => Ok(record),
+        Err(StoreError::NotFound) => Err(ApiError::ApplicationNotFound),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn application_name(body: &Map<String, Value>) -> Result<String, ApiError> {
+    let name = required_text(body, "name")?;
+    admin::check_application_name(&name)
+        .map_err(|_| ApiError::invalid("name").because("3 to 50 characters"))?;
+    Ok(name)
+}
+
+pub fn admin_error(e: AdminError) -> ApiError {
+    match e {
+        AdminError::Store(StoreError::NotFound) => ApiError::ApplicationNotFound,
+        AdminError::Store(e) => e.into(),
+        AdminError::Crypto(e) => e.into(),
+        AdminError::InvalidName => ApiError::invalid("name").because("3 to 50 characters"),
+        AdminError::NameTaken => ApiError::ApplicationNameTaken,
+        AdminError::Invalid(_) => ApiError::invalid("processor_tls"),
+    }
+}
+
+pub fn application_json(record: &ApplicationRecord) -> Value {
+    json!({
+        "id": record.app.id,
+        "name": record.app.name,
+        "permissions": permissions_json(record.app.permissions),
+        "created_at": rfc3339(record.created_at),
+    })
+}
+
+/// Permissions in Ozura's object form: `{"tokenization": {"allowed": true}, …}`.
+pub fn permissions_json(p: Permissions) -> Value {
+    json!({
+        "tokenization": {"allowed": p.tokenization},
+        "provisioning": {"allowed": p.provisioning},
+        "reveal": {"allowed": p.reveal},
+        "audit": {"allowed": p.audit},
+    })
+}
+
+/// Reads the object form; a permission that does not exist, or anything but
+/// `{"allowed": true|false}`, is `Invalid value for permissions`. Absent ones are not granted.
+pub fn permissions_from_json(value: &Value) -> Result<Permissions, ApiError> {
+    let invalid = || ApiError::invalid("permissions");
+    let Value::Object(entries) = value else {
+        return Err(invalid());
+    };
+    let mut p = Permissions::default();
+    for (name, setting) in entries {
+        let allowed = match setting {
+            Value::Object(s) if s.len() == 1 => s.get("allowed").and_then(Value::as_bool),
+            _ => None,
+        }
+        .ok_or_else(invalid)?;
+        let slot = match name.as_str() {
+            "tokenization" => &mut p.tokenization,
+            "provisioning" => &mut p.provisioning,
+            "reveal" => &mut p.reveal,
+            "audit" => &mut p.audit,
+            _ => {
+                return Err(invalid()
+                    .because("permissions are tokenization, provisioning, reveal and audit"));
+            }
+        };
+        *slot = allowed;
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permissions_round_trip_in_the_object_form() {
+        let p = Permissions {
+            tokenization: true,
+            reveal: true,
+            ..Permissions::default()
+        };
+        assert_eq!(permissions_from_json(&permissions_json(p)).unwrap(), p);
+        let partial = json!({"provisioning": {"allowed": true}});
+        assert!(permissions_from_json(&partial).unwrap().provisioning);
+    }
+
+    #[test]
+    fn anything_else_is_an_invalid_value() {
+        for bad in [
+            json!({"admin": {"allowed": true}}),
+            json!({"tokenization": true}),
+            json!({"tokenization": {"allowed": "yes"}}),
+            json!({"tokenization": {"allowed": true, "x": 1}}),
+            json!(["tokenization"]),
+        ] {
+            assert!(permissions_from_json(&bad).is_err(), "{bad}");
+        }
+    }
 }

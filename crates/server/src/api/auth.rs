@@ -18,11 +18,12 @@ pub struct Caller {
 
 impl Caller {
     pub fn require_tokenization(&self) -> Result<(), ApiError> {
-        if self.app.permissions.tokenization {
-            Ok(())
-        } else {
-            Err(ApiError::PermissionDenied)
-        }
+        allowed(self.app.permissions.tokenization)
+    }
+
+    /// Managing the project's applications and settings (Ozura's dashboard, here a key).
+    pub fn require_provisioning(&self) -> Result<(), ApiError> {
+        allowed(self.app.permissions.provisioning)
     }
 
     /// Checks `X-Pub-Key` names the caller's own project.
@@ -52,6 +53,14 @@ impl Caller {
             Ok(_) | Err(StoreError::NotFound) => Err(ApiError::InvalidApiKey),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+fn allowed(permission: bool) -> Result<(), ApiError> {
+    if permission {
+        Ok(())
+    } else {
+        Err(ApiError::PermissionDenied)
     }
 }
 
@@ -93,6 +102,14 @@ impl Caller {
                 }),
         };
         match found {
+            // A rolled key's overlap ends on time even while it sits in the cache.
+            Ok((app, _))
+                if app
+                    .key_expires_at
+                    .is_some_and(|t| t <= crate::clock::now_unix()) =>
+            {
+                Err(ApiError::InvalidApiKey)
+            }
             Ok((app, project)) => {
                 tracing::Span::current().record("app", app.id.as_str());
                 Ok(Self { app, project })

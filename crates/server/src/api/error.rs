@@ -43,6 +43,15 @@ pub enum ApiError {
     /// project: told apart for no one.
     #[error("client session not found")]
     ClientSessionNotFound,
+    #[error("application not found")]
+    ApplicationNotFound,
+    #[error("project not found")]
+    ProjectNotFound,
+    #[error("application name taken")]
+    ApplicationNameTaken,
+    /// Revoking the application whose key made the request would lock the caller out.
+    #[error("own key in use")]
+    OwnKeyInUse,
     #[error("request body too large")]
     BodyTooLarge,
     #[error("request body not received in time")]
@@ -154,6 +163,26 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "Client session expired or not found",
                 "client_session_not_found",
+            ),
+            Self::ApplicationNotFound => fixed(
+                StatusCode::NOT_FOUND,
+                "Application not found",
+                "application_not_found",
+            ),
+            Self::ProjectNotFound => fixed(
+                StatusCode::NOT_FOUND,
+                "Project not found",
+                "project_not_found",
+            ),
+            Self::ApplicationNameTaken => fixed(
+                StatusCode::CONFLICT,
+                "Application name already exists",
+                "application_name_taken",
+            ),
+            Self::OwnKeyInUse => fixed(
+                StatusCode::CONFLICT,
+                "An application cannot revoke the key it is calling with",
+                "own_key_in_use",
             ),
             Self::BodyTooLarge => fixed(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -7,6 +7,7 @@ mod collect;
 mod cvc_sessions;
 mod error;
 mod health;
+mod projects;
 mod proxy;
 mod request_context;
 mod tokenize;
@@ -94,6 +95,25 @@ pub fn router(state: AppState) -> Router {
         .route("/collect/sessions/{id}", delete(collect::revoke))
         .route("/collect/v1/{file}", get(collect::asset))
         .route("/api/applications/key", get(applications::current_key))
+        .route(
+            "/api/applications",
+            post(applications::create).get(applications::list),
+        )
+        .route(
+            "/api/applications/{id}",
+            get(applications::read)
+                .put(applications::update)
+                .delete(applications::delete),
+        )
+        .route(
+            "/api/applications/{id}/roll-key",
+            post(applications::roll_key),
+        )
+        .route(
+            "/api/projects/{id}",
+            get(projects::read).patch(projects::update),
+        )
+        .route("/internal/provision", post(projects::provision))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route_layer(axum::middleware::from_fn(request_context::record_route))

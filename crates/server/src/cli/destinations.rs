@@ -64,11 +64,7 @@ pub(super) async fn set_destination_tls(
     files: TlsFiles,
     remove: bool,
 ) -> Result<(), CliError> {
-    let rule = AllowRule::parse(host).map_err(|e| CliError::Usage(e.to_string()))?;
-    let host = rule.to_string();
-    if host.contains('/') {
-        return Err(CliError::Usage("a TLS host takes no path".into()));
-    }
+    let host = crate::admin::tls_host(host).map_err(|e| CliError::Usage(e.to_string()))?;
     let (store, keyring) = open_vault(vault).await?;
     let project = find_project(store.as_ref(), project).await?;
     if remove {
@@ -87,46 +83,27 @@ pub(super) async fn set_destination_tls(
         std::fs::read_to_string(path)
             .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
     };
-    let ca_pem = files.ca_file.as_deref().map(read).transpose()?;
-    if let Some(pem) = &ca_pem {
-        crate::upstream::add_pem_roots(&mut rustls::RootCertStore::empty(), pem)
-            .map_err(CliError::Usage)?;
-    }
-    let cert_pem = files.client_cert.as_deref().map(read).transpose()?;
-    let key_pem = files
-        .client_key
-        .as_deref()
-        .map(read)
-        .transpose()?
-        .map(zeroize::Zeroizing::new);
-    let client_key = match (&cert_pem, &key_pem) {
-        (Some(cert), Some(key)) => {
-            crate::upstream::check_client_identity(cert, key).map_err(CliError::Usage)?;
-            let aad = crate::crypto::aad::tls_client_key(&project.id, &host);
-            Some(
-                keyring
-                    .seal(key.as_bytes(), &aad)
-                    .map_err(StartError::from)?,
-            )
-        }
-        _ => None,
-    };
-    if ca_pem.is_none() && client_key.is_none() {
+    if files.ca_file.is_none() && files.client_cert.is_none() {
         return Err(CliError::Usage(
             "give --ca-file, or --client-cert with --client-key (or --remove)".into(),
         ));
     }
-    let tls = crate::store::DestinationTls {
-        host: host.clone(),
-        ca_pem,
-        client_cert_pem: cert_pem,
-        client_key,
-        updated_at_ms: crate::store::now_unix_ms(),
+    let tls = crate::admin::ProcessorTls {
+        ca_pem: files.ca_file.as_deref().map(read).transpose()?,
+        client_cert_pem: files.client_cert.as_deref().map(read).transpose()?,
+        client_key_pem: files
+            .client_key
+            .as_deref()
+            .map(read)
+            .transpose()?
+            .map(zeroize::Zeroizing::new),
     };
-    store
-        .put_destination_tls(&project.id, &tls)
+    let host = crate::admin::set_processor_tls(store.as_ref(), &keyring, &project, &host, tls)
         .await
-        .map_err(StartError::from)?;
+        .map_err(|e| match e {
+            crate::admin::AdminError::Invalid(reason) => CliError::Usage(reason),
+            other => CliError::Admin(other),
+        })?;
     println!("{}: TLS settings for {host} saved", project.id);
     Ok(())
 }

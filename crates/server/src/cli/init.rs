@@ -69,6 +69,10 @@ pub(super) async fn init(vault: &VaultDir, json: bool) -> Result<(), CliError> {
         name: "default",
         mode: Mode::Test,
         deduplicate: false,
+        first_permissions: crate::store::Permissions {
+            tokenization: true,
+            ..Default::default()
+        },
     };
     let created = admin::create_project(store.as_ref(), &keyring, new).await?;
     print_keys(

@@ -186,6 +186,47 @@ struct ProjectRules {
 
 #[derive(Subcommand)]
 enum AppCommand {
+    /// List the project's applications (never their keys).
+    List {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// The project's id (`proj_…`).
+        #[arg(long)]
+        project: String,
+        /// Print exactly one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an application: every key of it stops working (on other instances within
+    /// CARDVAULT_CACHE_TTL_MS).
+    Revoke {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// The project's id (`proj_…`).
+        #[arg(long)]
+        project: String,
+        /// The application's id (`app_…`).
+        #[arg(long)]
+        app: String,
+    },
+    /// Give an application a new API key (shown once); the old one keeps working for
+    /// --expire-old-in-seconds, then stops.
+    RollKey {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// The project's id (`proj_…`).
+        #[arg(long)]
+        project: String,
+        /// The application's id (`app_…`).
+        #[arg(long)]
+        app: String,
+        /// How long the old key keeps working (0: it stops now; at most 604800, a week).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=604_800))]
+        expire_old_in_seconds: u64,
+        /// Print exactly one JSON object with the new key.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create an application and its secret API key.
     Create {
         #[command(flatten)]
@@ -196,7 +237,7 @@ enum AppCommand {
         /// The application's name; it also appears in its key (`key_<name>_test_pvt_…`).
         #[arg(long)]
         name: String,
-        /// Comma list of tokenization, provisioning, reveal.
+        /// Comma list of tokenization, provisioning, reveal, audit.
         #[arg(long, default_value = "tokenization")]
         permissions: String,
         /// Print exactly one JSON object with the ids and keys.
@@ -278,6 +319,10 @@ async fn execute(command: Command) -> Result<(), CliError> {
                 name: &name,
                 mode: mode.into(),
                 deduplicate,
+                first_permissions: crate::store::Permissions {
+                    tokenization: true,
+                    ..Default::default()
+                },
             };
             let created = admin::create_project(store.as_ref(), &keyring, new).await?;
             print_keys(&created, json, "project created")
@@ -324,6 +369,32 @@ async fn execute(command: Command) -> Result<(), CliError> {
             };
             set_destination_tls(&vault, &project, &host, files, remove).await
         }
+        Command::App {
+            command:
+                AppCommand::List {
+                    vault,
+                    project,
+                    json,
+                },
+        } => project::list_apps(&vault, &project, json).await,
+        Command::App {
+            command:
+                AppCommand::Revoke {
+                    vault,
+                    project,
+                    app,
+                },
+        } => project::revoke_app(&vault, &project, &app).await,
+        Command::App {
+            command:
+                AppCommand::RollKey {
+                    vault,
+                    project,
+                    app,
+                    expire_old_in_seconds,
+                    json,
+                },
+        } => project::roll_app_key(&vault, &project, &app, expire_old_in_seconds, json).await,
         Command::App {
             command:
                 AppCommand::Create {

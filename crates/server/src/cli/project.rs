@@ -1,5 +1,5 @@
-//! `project origins|show`: the web origins allowed to embed a project's card fields, and a
-//! project's settings at a glance.
+//! `project origins|show` (the web origins allowed to embed a project's card fields, a project's
+//! settings at a glance) and `app list|revoke|roll-key`.
 
 use cardvault_core::origin::OriginPattern;
 use serde_json::json;
@@ -8,6 +8,7 @@ use super::destinations::find_project;
 use super::init::open_vault;
 use super::{CliError, VaultDir};
 use crate::StartError;
+use crate::store::StoreError;
 
 pub(super) async fn set_origins(
     vault: &VaultDir,
@@ -97,5 +98,98 @@ pub(super) async fn show(vault: &VaultDir, project: &str, as_json: bool) -> Resu
         list(&destinations, "none (the server policy applies)")
     );
     println!("processor TLS hosts:   {}", list(&tls_hosts, "none"));
+    Ok(())
+}
+
+pub(super) async fn list_apps(
+    vault: &VaultDir,
+    project: &str,
+    as_json: bool,
+) -> Result<(), CliError> {
+    let (store, _) = open_vault(vault).await?;
+    let project = find_project(store.as_ref(), project).await?;
+    let apps = store
+        .applications(&project.id)
+        .await
+        .map_err(StartError::from)?;
+    if as_json {
+        let list: Vec<_> = apps
+            .iter()
+            .map(|a| {
+                json!({
+                    "id": a.app.id,
+                    "name": a.app.name,
+                    "permissions": a.app.permissions.to_list(),
+                    "created_at": crate::clock::rfc3339(a.created_at),
+                })
+            })
+            .collect();
+        println!("{}", json!(list));
+        return Ok(());
+    }
+    for a in apps {
+        println!(
+            "{}  {}  [{}]  created {}",
+            a.app.id,
+            a.app.name,
+            a.app.permissions.to_list(),
+            crate::clock::rfc3339(a.created_at)
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn revoke_app(vault: &VaultDir, project: &str, app: &str) -> Result<(), CliError> {
+    let (store, _) = open_vault(vault).await?;
+    let project = find_project(store.as_ref(), project).await?;
+    match store.revoke_application(&project.id, app).await {
+        Ok(()) => {
+            println!(
+                "{app} revoked: its keys no longer work (other running instances stop accepting them within cache_ttl_ms)"
+            );
+            Ok(())
+        }
+        Err(StoreError::NotFound) => Err(CliError::Usage(format!(
+            "no live application {app} in {}",
+            project.id
+        ))),
+        Err(e) => Err(StartError::from(e).into()),
+    }
+}
+
+pub(super) async fn roll_app_key(
+    vault: &VaultDir,
+    project: &str,
+    app: &str,
+    overlap_seconds: u64,
+    as_json: bool,
+) -> Result<(), CliError> {
+    let (store, keyring) = open_vault(vault).await?;
+    let project = find_project(store.as_ref(), project).await?;
+    let (key, old_expire_at) = crate::admin::roll_key(
+        store.as_ref(),
+        &keyring,
+        &project,
+        app,
+        std::time::Duration::from_secs(overlap_seconds),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::admin::AdminError::Store(StoreError::NotFound) => {
+            CliError::Usage(format!("no live application {app} in {}", project.id))
+        }
+        other => CliError::Admin(other),
+    })?;
+    let key = secrecy::ExposeSecret::expose_secret(&key);
+    let old = crate::clock::rfc3339(old_expire_at);
+    if as_json {
+        println!(
+            "{}",
+            json!({"application_id": app, "api_key": key, "old_keys_expire_at": old})
+        );
+    } else {
+        println!("new API key for {app}: {key}");
+        println!("Store it now: it is shown only once. The old key stops working at {old}.");
+    }
     Ok(())
 }

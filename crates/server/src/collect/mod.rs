@@ -136,6 +136,11 @@ impl Collect {
             .await
     }
 
+    /// Drops this instance's cached origins of the project (after it changed them).
+    pub fn forget_origins(&self, project_id: &str) {
+        self.origins.remove(project_id);
+    }
+
     /// The project's allowed origins (cached for `cache_ttl_ms`).
     pub async fn origins(&self, project_id: &str) -> Result<Arc<Vec<OriginPattern>>, StoreError> {
         if let Some(origins) = self.origins.get(project_id) {

@@ -146,6 +146,12 @@ impl Destinations {
     ///
     /// # Errors
     /// [`LoadError`] when the database fails or a stored setting no longer opens.
+    /// Drops this instance's cached settings of the project (after it changed them); other
+    /// instances see the change within the cache period.
+    pub fn forget(&self, project_id: &str) {
+        self.projects.remove(project_id);
+    }
+
     pub async fn project(&self, project_id: &str) -> Result<Arc<ProjectDestinations>, LoadError> {
         if let Some(found) = self.projects.get(project_id) {
             return Ok(found);

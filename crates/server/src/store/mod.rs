@@ -98,10 +98,11 @@ pub struct Permissions {
     pub tokenization: bool,
     pub provisioning: bool,
     pub reveal: bool,
+    pub audit: bool,
 }
 
 impl Permissions {
-    /// Parses `tokenization,provisioning,reveal` (any subset, any order).
+    /// Parses `tokenization,provisioning,reveal,audit` (any subset, any order).
     pub fn parse(list: &str) -> Option<Self> {
         let mut p = Self::default();
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -109,6 +110,7 @@ impl Permissions {
                 "tokenization" => p.tokenization = true,
                 "provisioning" => p.provisioning = true,
                 "reveal" => p.reveal = true,
+                "audit" => p.audit = true,
                 _ => return None,
             }
         }
@@ -120,6 +122,7 @@ impl Permissions {
             (self.tokenization, "tokenization"),
             (self.provisioning, "provisioning"),
             (self.reveal, "reveal"),
+            (self.audit, "audit"),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -135,6 +138,17 @@ pub struct Application {
     pub project_id: String,
     pub name: String,
     pub permissions: Permissions,
+    /// When the key this application was found by stops working (a rolled key's overlap);
+    /// `None` for a key without end, or when the application was not found by a key.
+    pub key_expires_at: Option<i64>,
+}
+
+/// An application as listed: never with a key.
+#[derive(Debug, Clone)]
+pub struct ApplicationRecord {
+    pub app: Application,
+    /// Unix seconds.
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +243,13 @@ pub trait Store: Send + Sync {
     /// The project's destination allowlist (empty when it has none).
     async fn destination_rules(&self, project_id: &str) -> Result<Vec<String>, StoreError>;
     async fn add_destination_rule(&self, project_id: &str, rule: &str) -> Result<(), StoreError>;
+    /// Replaces the project's allowlist in one transaction: no call ever sees it half-made
+    /// (an empty list in between would allow everything).
+    async fn set_destination_rules(
+        &self,
+        project_id: &str,
+        rules: &[String],
+    ) -> Result<(), StoreError>;
     /// `NotFound` if the project had no such rule.
     async fn remove_destination_rule(&self, project_id: &str, rule: &str)
     -> Result<(), StoreError>;
@@ -250,6 +271,34 @@ pub trait Store: Send + Sync {
         id: &str,
         sealed: &Sealed,
     ) -> Result<(), StoreError>;
+
+    /// The project's live applications, oldest first.
+    async fn applications(&self, project_id: &str) -> Result<Vec<ApplicationRecord>, StoreError>;
+    /// A live application of the project; `NotFound` for another project's or a revoked one.
+    async fn application(
+        &self,
+        project_id: &str,
+        id: &str,
+    ) -> Result<ApplicationRecord, StoreError>;
+    /// Renames and re-permits a live application; `Conflict` when the name is taken.
+    async fn update_application(
+        &self,
+        project_id: &str,
+        id: &str,
+        name: &str,
+        permissions: Permissions,
+    ) -> Result<(), StoreError>;
+    /// Revokes a live application and so every key of it.
+    async fn revoke_application(&self, project_id: &str, id: &str) -> Result<(), StoreError>;
+    /// Gives a live application a new key; its other keys stop working at `old_keys_expire_at`.
+    async fn roll_application_key(
+        &self,
+        project_id: &str,
+        id: &str,
+        new_key_hash: &[u8],
+        old_keys_expire_at: i64,
+    ) -> Result<(), StoreError>;
+    async fn set_deduplicate(&self, project_id: &str, on: bool) -> Result<(), StoreError>;
 
     /// The web origins allowed to embed the project's card fields (empty: none).
     async fn allowed_origins(&self, project_id: &str) -> Result<Vec<String>, StoreError>;

@@ -89,7 +89,10 @@ async fn permissions_are_enforced() {
     let stub = Stub::start().await;
     let vault = Vault::start(&stub).await;
     let provisioning_only = vault.create_app("provisioning");
-    assert!(provisioning_only.starts_with("key_limited_test_pvt_"));
+    assert!(
+        provisioning_only.starts_with("key_limited"),
+        "{provisioning_only}"
+    );
     let denied = json!({"success": false, "message": "This API key does not have permission for this operation", "data": null, "code": "permission_denied"});
     let card = json!({"type": "card", "data": {"cardNumber": VISA, "expirationMonth": "12", "expirationYear": "2033"}});
     let headers = [

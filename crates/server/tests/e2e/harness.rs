@@ -38,6 +38,9 @@ const SECRETS: [&str; 7] = [
 ];
 const SHORT_SECRETS: [&str; 2] = [CVC, AMEX_CVC];
 
+/// Application names are unique in a project: each test app gets a number of its own.
+static NEXT_APP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cardvault")
 }
@@ -396,7 +399,10 @@ impl Vault {
             "--project",
             &self.keys.project_id,
             "--name",
-            "limited",
+            &format!(
+                "limited {}",
+                NEXT_APP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             "--permissions",
             permissions,
             "--json",

@@ -13,6 +13,7 @@ mod cvc_sessions;
 mod destinations;
 mod echo_carriers;
 mod limits;
+mod provisioning;
 mod proxy;
 mod proxy_errors;
 mod proxy_formats;

@@ -301,6 +301,9 @@ fn a_bad_certificate_setting_at_start_is_refused_with_the_file_and_the_reason() 
 #[tokio::test]
 async fn plain_http_off_loopback_is_warned_about() {
     let mut vault = Vault::start_env(&[]).await;
+    // Served one request, so its start-up lines are surely written before they are read.
+    let health = vault.http.get(vault.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
     assert!(
         !vault
             .logs()

@@ -5,12 +5,12 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::rows::{project_from_row, select_token, token_from_row};
+use super::rows::{application_from_row, project_from_row, select_token, token_from_row};
 use super::{PROBE_WRITE, SqlStore};
 use crate::crypto::{Sealed, WrappedDataKey};
 use crate::store::{
-    Application, CollectSession, DestinationTls, Permissions, Project, Store, StoreError,
-    TokenRecord, now_unix,
+    Application, ApplicationRecord, CollectSession, DestinationTls, Permissions, Project, Store,
+    StoreError, TokenRecord, now_unix,
 };
 
 #[async_trait]
@@ -80,6 +80,8 @@ impl Store for SqlStore {
         key_hash: &[u8],
     ) -> Result<(), StoreError> {
         self.before_write()?;
+        let now = now_unix();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO applications (id, project_id, name, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -88,9 +90,18 @@ impl Store for SqlStore {
         .bind(&app.name)
         .bind(key_hash)
         .bind(app.permissions.to_list())
-        .bind(now_unix())
-        .execute(&self.pool)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO application_keys (key_hash, application_id, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(key_hash)
+        .bind(&app.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         self.after_write()
     }
 
@@ -119,11 +130,15 @@ impl Store for SqlStore {
     ) -> Result<(Application, Project), StoreError> {
         self.before_read()?;
         let row = sqlx::query(
-            "SELECT a.id AS app_id, a.name AS app_name, a.permissions, p.id, p.name, p.mode, p.deduplicate
-             FROM applications a JOIN projects p ON p.id = a.project_id
-             WHERE a.key_hash = $1 AND a.revoked = 0",
+            "SELECT a.id AS app_id, a.name AS app_name, a.permissions, k.expires_at AS key_expires_at,
+                    p.id, p.name, p.mode, p.deduplicate
+             FROM application_keys k
+             JOIN applications a ON a.id = k.application_id
+             JOIN projects p ON p.id = a.project_id
+             WHERE k.key_hash = $1 AND a.revoked = 0 AND (k.expires_at IS NULL OR k.expires_at > $2)",
         )
         .bind(key_hash)
+        .bind(now_unix())
         .fetch_one(&self.pool)
         .await?;
         let project = project_from_row(&row)?;
@@ -134,6 +149,7 @@ impl Store for SqlStore {
             name: row.try_get("app_name")?,
             permissions: Permissions::parse(&permissions)
                 .ok_or_else(|| StoreError::Corrupt("application permissions"))?,
+            key_expires_at: row.try_get("key_expires_at")?,
         };
         Ok((app, project))
     }
@@ -209,6 +225,29 @@ impl Store for SqlStore {
             .bind(now_unix())
             .execute(&self.pool)
             .await?;
+        self.after_write()
+    }
+
+    async fn set_destination_rules(
+        &self,
+        project_id: &str,
+        rules: &[String],
+    ) -> Result<(), StoreError> {
+        self.before_write()?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM project_destinations WHERE project_id = $1")
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?;
+        for rule in rules {
+            sqlx::query("INSERT INTO project_destinations (project_id, rule, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(project_id)
+                .bind(rule)
+                .bind(now_unix())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         self.after_write()
     }
 
@@ -366,6 +405,126 @@ impl Store for SqlStore {
         .bind(project_id)
         .execute(&self.pool)
         .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.after_write()
+    }
+
+    async fn applications(&self, project_id: &str) -> Result<Vec<ApplicationRecord>, StoreError> {
+        self.before_read()?;
+        let rows = sqlx::query(
+            "SELECT id, project_id, name, permissions, created_at FROM applications
+             WHERE project_id = $1 AND revoked = 0 ORDER BY created_at, id",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(application_from_row).collect()
+    }
+
+    async fn application(
+        &self,
+        project_id: &str,
+        id: &str,
+    ) -> Result<ApplicationRecord, StoreError> {
+        self.before_read()?;
+        let row = sqlx::query(
+            "SELECT id, project_id, name, permissions, created_at FROM applications
+             WHERE project_id = $1 AND id = $2 AND revoked = 0",
+        )
+        .bind(project_id)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        application_from_row(&row)
+    }
+
+    async fn update_application(
+        &self,
+        project_id: &str,
+        id: &str,
+        name: &str,
+        permissions: Permissions,
+    ) -> Result<(), StoreError> {
+        self.before_write()?;
+        let result = sqlx::query(
+            "UPDATE applications SET name = $1, permissions = $2
+             WHERE project_id = $3 AND id = $4 AND revoked = 0",
+        )
+        .bind(name)
+        .bind(permissions.to_list())
+        .bind(project_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.after_write()
+    }
+
+    async fn revoke_application(&self, project_id: &str, id: &str) -> Result<(), StoreError> {
+        self.before_write()?;
+        let result = sqlx::query(
+            "UPDATE applications SET revoked = 1 WHERE project_id = $1 AND id = $2 AND revoked = 0",
+        )
+        .bind(project_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.after_write()
+    }
+
+    async fn roll_application_key(
+        &self,
+        project_id: &str,
+        id: &str,
+        new_key_hash: &[u8],
+        old_keys_expire_at: i64,
+    ) -> Result<(), StoreError> {
+        self.before_write()?;
+        let now = now_unix();
+        let mut tx = self.pool.begin().await?;
+        // The application must be live and the project's; checked inside the transaction so a
+        // revoke racing the roll cannot leave a fresh key on a revoked application.
+        sqlx::query(
+            "SELECT id FROM applications WHERE project_id = $1 AND id = $2 AND revoked = 0",
+        )
+        .bind(project_id)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE application_keys SET expires_at = $1
+             WHERE application_id = $2 AND (expires_at IS NULL OR expires_at > $1)",
+        )
+        .bind(old_keys_expire_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO application_keys (key_hash, application_id, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(new_key_hash)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.after_write()
+    }
+
+    async fn set_deduplicate(&self, project_id: &str, on: bool) -> Result<(), StoreError> {
+        self.before_write()?;
+        let result = sqlx::query("UPDATE projects SET deduplicate = $1 WHERE id = $2")
+            .bind(i64::from(on))
+            .bind(project_id)
+            .execute(&self.pool)
+            .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

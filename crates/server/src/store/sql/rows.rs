@@ -4,7 +4,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::crypto::Sealed;
-use crate::store::{Mode, Project, StoreError, TokenKind, TokenRecord};
+use crate::store::{
+    Application, ApplicationRecord, Mode, Permissions, Project, StoreError, TokenKind, TokenRecord,
+};
 
 pub(super) fn project_from_row(row: &AnyRow) -> Result<Project, StoreError> {
     let mode: String = row.try_get("mode")?;
@@ -13,6 +15,21 @@ pub(super) fn project_from_row(row: &AnyRow) -> Result<Project, StoreError> {
         name: row.try_get("name")?,
         mode: Mode::parse(&mode).ok_or_else(|| StoreError::Corrupt("project mode"))?,
         deduplicate: row.try_get::<i64, _>("deduplicate")? != 0,
+    })
+}
+
+pub(super) fn application_from_row(row: &AnyRow) -> Result<ApplicationRecord, StoreError> {
+    let permissions: String = row.try_get("permissions")?;
+    Ok(ApplicationRecord {
+        app: Application {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            name: row.try_get("name")?,
+            permissions: Permissions::parse(&permissions)
+                .ok_or_else(|| StoreError::Corrupt("application permissions"))?,
+            key_expires_at: None,
+        },
+        created_at: row.try_get("created_at")?,
     })
 }
 

@@ -1,0 +1,261 @@
+//! A project's settings over HTTP (`GET|PATCH /api/projects/{id}`, a key with `provisioning`,
+//! its own project only) and sub-projects (`POST /internal/provision`, Ozura's path).
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use cardvault_core::destination::AllowRule;
+use cardvault_core::origin::OriginPattern;
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value, json};
+
+use super::applications::admin_error;
+use super::auth::Caller;
+use super::body::{RawBody, json_object, required_text};
+use super::{ApiError, AppState};
+use crate::admin::{self, AdminError, NewProject, ProcessorTls};
+use crate::store::{Mode, Permissions, Project, StoreError};
+
+/// `GET /api/projects/{id}`
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_provisioning()?;
+    own_project(&caller, id)?;
+    let project = state.store.project(&caller.project.id).await?;
+    Ok(Json(
+        json!({"success": true, "data": settings_json(&state, &project).await?}),
+    ))
+}
+
+/// `PATCH /api/projects/{id}`: any of `deduplicate`, `allowed_origins`,
+/// `destination_allowlist` (lists replace the current ones) and `processor_tls` (per host:
+/// settings, or `null` to remove them). Everything is checked before anything is changed.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_provisioning()?;
+    own_project(&caller, id)?;
+    let body = json_object(&body)?;
+    const FIELDS: [&str; 4] = [
+        "deduplicate",
+        "allowed_origins",
+        "destination_allowlist",
+        "processor_tls",
+    ];
+    if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        tracing::debug!(field = %unknown, "unknown project setting");
+        return Err(ApiError::InvalidBody(super::BodyKind::Json).because(
+            "settings are deduplicate, allowed_origins, destination_allowlist and processor_tls",
+        ));
+    }
+    let deduplicate = match body.get("deduplicate") {
+        None => None,
+        Some(Value::Bool(on)) => Some(*on),
+        Some(_) => return Err(ApiError::invalid("deduplicate")),
+    };
+    let origins = text_list(&body, "allowed_origins", |o| {
+        OriginPattern::parse(o).map(|p| p.to_string()).ok()
+    })?;
+    let destinations = text_list(&body, "destination_allowlist", |r| {
+        AllowRule::parse(r).map(|r| r.to_string()).ok()
+    })?;
+    let tls = processor_tls(&body)?;
+
+    let project = &caller.project;
+    let store = state.store.as_ref();
+    if let Some(on) = deduplicate {
+        store.set_deduplicate(&project.id, on).await?;
+    }
+    if let Some(origins) = origins {
+        store.set_allowed_origins(&project.id, &origins).await?;
+    }
+    if let Some(rules) = destinations {
+        store.set_destination_rules(&project.id, &rules).await?;
+    }
+    for (host, settings) in tls {
+        match settings {
+            Some(settings) => {
+                admin::set_processor_tls(store, &state.keyring, project, &host, settings)
+                    .await
+                    .map_err(|e| match e {
+                        AdminError::Invalid(_) => ApiError::invalid("processor_tls")
+                            .because("unusable certificate, key or CA"),
+                        other => admin_error(other),
+                    })?;
+            }
+            None => match store.remove_destination_tls(&project.id, &host).await {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    // audit: project settings changed
+    // This instance sees the change at once; others within the cache period.
+    state.caches.callers.clear();
+    state.caches.publishable_keys.clear();
+    state.destinations.forget(&project.id);
+    state.collect.forget_origins(&project.id);
+    let project = state.store.project(&caller.project.id).await?;
+    Ok(Json(
+        json!({"success": true, "data": settings_json(&state, &project).await?}),
+    ))
+}
+
+/// `POST /internal/provision`: a sub-project with its publishable key and a first application
+/// (tokenization and provisioning), keys shown once.
+pub async fn provision(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_provisioning()?;
+    let body = json_object(&body)?;
+    let name = required_text(&body, "name")?;
+    admin::check_application_name(&name)
+        .map_err(|_| ApiError::invalid("name").because("3 to 50 characters"))?;
+    let mode = match body.get("mode") {
+        None | Some(Value::Null) => caller.project.mode,
+        Some(Value::String(m)) => Mode::parse(m).ok_or_else(|| ApiError::invalid("mode"))?,
+        Some(_) => return Err(ApiError::invalid("mode")),
+    };
+    if caller.project.mode == Mode::Test && mode == Mode::Live {
+        return Err(
+            ApiError::PermissionDenied.because("a test project cannot provision a live one")
+        );
+    }
+    let deduplicate = match body.get("deduplicate") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(on)) => *on,
+        Some(_) => return Err(ApiError::invalid("deduplicate")),
+    };
+    let new = NewProject {
+        name: &name,
+        mode,
+        deduplicate,
+        first_permissions: Permissions {
+            tokenization: true,
+            provisioning: true,
+            ..Permissions::default()
+        },
+    };
+    let created = admin::create_project(state.store.as_ref(), &state.keyring, new)
+        .await
+        .map_err(admin_error)?;
+    // audit: project provisioned
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "success": true,
+            "data": {
+                "project_id": created.project_id,
+                "name": name,
+                "mode": mode.as_str(),
+                "publishable_key": created.publishable_key,
+                "application_id": created.application_id,
+                "api_key": created.api_key.expose_secret(),
+            },
+        })),
+    ))
+}
+
+fn own_project(caller: &Caller, id: Result<Path<String>, PathRejection>) -> Result<(), ApiError> {
+    match id {
+        Ok(Path(id)) if id == caller.project.id => Ok(()),
+        _ => Err(ApiError::ProjectNotFound),
+    }
+}
+
+async fn settings_json(state: &AppState, project: &Project) -> Result<Value, ApiError> {
+    let store = state.store.as_ref();
+    let tls: Vec<Value> = store
+        .destination_tls(&project.id)
+        .await?
+        .into_iter()
+        .map(|t| {
+            json!({
+                "host": t.host,
+                "ca": t.ca_pem.is_some(),
+                "client_certificate": t.client_cert_pem.is_some(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "id": project.id,
+        "name": project.name,
+        "mode": project.mode.as_str(),
+        "deduplicate": project.deduplicate,
+        "allowed_origins": store.allowed_origins(&project.id).await?,
+        "destination_allowlist": store.destination_rules(&project.id).await?,
+        "processor_tls": tls,
+    }))
+}
+
+/// A list of strings each of which `parse` normalizes; `None` when the field is absent.
+fn text_list(
+    body: &Map<String, Value>,
+    field: &'static str,
+    parse: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(value) = body.get(field) else {
+        return Ok(None);
+    };
+    let Value::Array(items) = value else {
+        return Err(ApiError::invalid(field));
+    };
+    items
+        .iter()
+        .map(|item| {
+            item.as_str()
+                .and_then(&parse)
+                .ok_or_else(|| ApiError::invalid(field))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `processor_tls`: `{"host": {"ca_pem", "client_cert_pem", "client_key_pem"} | null, …}`.
+fn processor_tls(
+    body: &Map<String, Value>,
+) -> Result<Vec<(String, Option<ProcessorTls>)>, ApiError> {
+    let invalid = || ApiError::invalid("processor_tls");
+    let Some(value) = body.get("processor_tls") else {
+        return Ok(Vec::new());
+    };
+    let Value::Object(hosts) = value else {
+        return Err(invalid());
+    };
+    let mut out = Vec::new();
+    for (host, settings) in hosts {
+        let host = admin::tls_host(host).map_err(|_| invalid())?;
+        let settings = match settings {
+            Value::Null => None,
+            Value::Object(s) => {
+                let text = |name: &str| match s.get(name) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(t)) => Ok(Some(t.clone())),
+                    Some(_) => Err(invalid()),
+                };
+                if s.keys()
+                    .any(|k| !["ca_pem", "client_cert_pem", "client_key_pem"].contains(&k.as_str()))
+                {
+                    return Err(invalid());
+                }
+                Some(ProcessorTls {
+                    ca_pem: text("ca_pem")?,
+                    client_cert_pem: text("client_cert_pem")?,
+                    client_key_pem: text("client_key_pem")?.map(zeroize::Zeroizing::new),
+                })
+            }
+            _ => return Err(invalid()),
+        };
+        out.push((host, settings));
+    }
+    Ok(out)
+}
