@@ -119,6 +119,7 @@ pub struct Keyring {
     data_keys: HashMap<u32, LessSafeKey>,
     fingerprint_key: hmac::Key,
     api_key_pepper: hmac::Key,
+    audit_key: hmac::Key,
     session_key: LessSafeKey,
     rng: SystemRandom,
 }
@@ -147,6 +148,7 @@ impl Keyring {
                 hmac::HMAC_SHA256,
                 master.derive(b"api-key-pepper")?.as_ref(),
             ),
+            audit_key: hmac::Key::new(hmac::HMAC_SHA256, master.derive(b"audit-chain")?.as_ref()),
             session_key: master.aead(b"cvc-session")?,
             rng: SystemRandom::new(),
         })
@@ -242,6 +244,11 @@ impl Keyring {
         hmac::sign(&self.api_key_pepper, key.as_bytes())
             .as_ref()
             .to_vec()
+    }
+
+    /// The audit chain's link: a keyed hash, so rewriting the log takes the master key too.
+    pub fn audit_mac(&self, data: &[u8]) -> Vec<u8> {
+        hmac::sign(&self.audit_key, data).as_ref().to_vec()
     }
 
     pub fn random_hex(&self, bytes: usize) -> Result<String, CryptoError> {

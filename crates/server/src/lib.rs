@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod clock;
@@ -190,7 +191,9 @@ pub async fn build_state_with(
         max_response_bytes: settings.max_response_bytes,
         extra_ca_file: settings.upstream_ca_file.as_deref(),
     })?;
+    let audit = audit::AuditLog::start(store.clone(), keyring.clone(), "serve").await?;
     Ok(AppState {
+        audit,
         caches: Arc::new(api::Caches::new(settings.cache_ttl())),
         collect: Arc::new(collect::Collect::new(
             store.clone(),

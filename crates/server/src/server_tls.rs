@@ -47,6 +47,9 @@ pub struct ServerTls {
     current: Arc<CurrentCertificate>,
     files: CertificateFiles,
     provider: Arc<CryptoProvider>,
+    /// The files as they were when loaded at start: a change made before the watch first looks
+    /// is still a change.
+    loaded: FilesStamp,
 }
 
 impl ServerTls {
@@ -57,6 +60,7 @@ impl ServerTls {
     /// that the key does not belong to the certificate.
     pub fn load(files: CertificateFiles) -> Result<Self, CertificateError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let loaded = FilesStamp::read(&files);
         let certified = load_certified_key(&files, &provider)?;
         let current = Arc::new(CurrentCertificate(RwLock::new(Arc::new(certified))));
         let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -70,6 +74,7 @@ impl ServerTls {
             current,
             files,
             provider,
+            loaded,
         })
     }
 
@@ -93,7 +98,7 @@ impl ServerTls {
     pub fn watch(self: Arc<Self>) {
         tokio::spawn(async move {
             let mut hangup = hangup_signal();
-            let mut seen = FilesStamp::read(&self.files);
+            let mut seen = self.loaded.clone();
             loop {
                 let forced = tokio::select! {
                     () = tokio::time::sleep(WATCH_INTERVAL) => false,
@@ -178,10 +183,10 @@ fn read(path: &Path) -> Result<Vec<u8>, CertificateError> {
 
 /// What identifies the files' contents without reading them: replaced (renamed over) or
 /// rewritten files both change it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct FilesStamp([Option<FileStamp>; 2]);
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct FileStamp {
     device: u64,
     inode: u64,

@@ -59,7 +59,9 @@ pub async fn create(
     )
     .await
     .map_err(admin_error)?;
-    // audit: application created
+    let mut entry = caller.audit("application.create");
+    entry.detail["target"] = created.application_id.clone().into();
+    state.audit(entry).await?;
     let record = state
         .store
         .application(&caller.project.id, &created.application_id)
@@ -123,7 +125,10 @@ pub async fn update(
     )
     .await
     .map_err(admin_error)?;
-    // audit: application changed
+    let mut entry = caller.audit("application.update");
+    entry.detail["target"] = record.app.id.clone().into();
+    entry.detail["permissions"] = permissions.to_list().into();
+    state.audit(entry).await?;
     // A narrowed permission must not outlive this instance's key cache.
     state.caches.callers.clear();
     let record = state
@@ -155,7 +160,9 @@ pub async fn delete(
         Err(StoreError::NotFound) => return Err(ApiError::ApplicationNotFound),
         Err(e) => return Err(e.into()),
     }
-    // audit: application deleted
+    let mut entry = caller.audit("application.delete");
+    entry.detail["target"] = record.app.id.clone().into();
+    state.audit(entry).await?;
     state.caches.callers.clear();
     Ok(Json(
         json!({"success": true, "message": "Application deleted"}),
@@ -199,7 +206,10 @@ pub async fn roll_key(
     )
     .await
     .map_err(admin_error)?;
-    // audit: key rolled
+    let mut entry = caller.audit("application.roll_key");
+    entry.detail["target"] = record.app.id.clone().into();
+    entry.detail["old_keys_expire_at"] = rfc3339(old_expire_at).into();
+    state.audit(entry).await?;
     state.caches.callers.clear();
     let mut data = application_json(&record);
     data["api_key"] = json!(api_key.expose_secret());

@@ -14,11 +14,27 @@ const MAX_KEY_LEN: usize = 256;
 pub struct Caller {
     pub app: Application,
     pub project: Project,
+    /// The request's id, for the audit log.
+    pub request_id: String,
 }
 
 impl Caller {
+    /// An audit entry for `action` by this caller.
+    pub fn audit(&self, action: &'static str) -> crate::audit::Entry {
+        let mut entry = crate::audit::Entry::new(action);
+        entry.request_id.clone_from(&self.request_id);
+        entry.project_id.clone_from(&self.project.id);
+        entry.application_id.clone_from(&self.app.id);
+        entry
+    }
+
     pub fn require_tokenization(&self) -> Result<(), ApiError> {
         allowed(self.app.permissions.tokenization)
+    }
+
+    /// Reading the audit log.
+    pub fn require_audit(&self) -> Result<(), ApiError> {
+        allowed(self.app.permissions.audit)
     }
 
     /// Managing the project's applications and settings (Ozura's dashboard, here a key).
@@ -79,7 +95,11 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Self::authenticate(state, &parts.headers).await
+        let mut caller = Self::authenticate(state, &parts.headers).await?;
+        if let Some(id) = parts.extensions.get::<super::request_context::RequestId>() {
+            caller.request_id = id.0.clone();
+        }
+        Ok(caller)
     }
 }
 
@@ -112,7 +132,11 @@ impl Caller {
             }
             Ok((app, project)) => {
                 tracing::Span::current().record("app", app.id.as_str());
-                Ok(Self { app, project })
+                Ok(Self {
+                    app,
+                    project,
+                    request_id: String::new(),
+                })
             }
             Err(StoreError::NotFound) => Err(ApiError::InvalidApiKey),
             Err(e) => Err(e.into()),

@@ -50,6 +50,9 @@ pub async fn mint(
             crate::collect::MintError::Store(e) => ApiError::from(e),
             crate::collect::MintError::Crypto(e) => ApiError::Internal(Box::new(e)),
         })?;
+    let mut entry = caller.audit("collect_session.create");
+    entry.detail["tokenization_session_id"] = session_id.clone().into();
+    state.audit(entry).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -72,7 +75,14 @@ pub async fn revoke(
     let Ok(Path(id)) = id else {
         return Err(ApiError::ClientSessionNotFound);
     };
-    match state.collect.revoke(&caller.project.id, &id).await {
+    let revoked = state.collect.revoke(&caller.project.id, &id).await;
+    let mut entry = caller.audit("collect_session.revoke");
+    entry.detail["tokenization_session_id"] = id.clone().into();
+    if let Err(StoreError::NotFound) = &revoked {
+        entry.outcome = ApiError::ClientSessionNotFound.code().to_owned();
+    }
+    state.audit(entry).await?;
+    match revoked {
         Ok(()) => Ok(Json(
             json!({"success": true, "message": "Client session revoked"}),
         )),

@@ -49,7 +49,14 @@ pub async fn delete_from_query_or_body(
 async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Json<Value>, ApiError> {
     caller.require_tokenization()?;
     let id = Uuid::parse_str(id.trim()).map_err(|_| ApiError::CvcSessionNotFound)?;
-    if !state.cvc.delete(id, &caller.project.id).await? {
+    let deleted = state.cvc.delete(id, &caller.project.id).await?;
+    let mut entry = caller.audit("cvc_session.delete");
+    entry.detail["cvc_session_id"] = id.to_string().into();
+    if !deleted {
+        entry.outcome = ApiError::CvcSessionNotFound.code().to_owned();
+    }
+    state.audit(entry).await?;
+    if !deleted {
         return Err(ApiError::CvcSessionNotFound);
     }
     Ok(Json(

@@ -103,6 +103,11 @@ impl ApiError {
         }
     }
 
+    /// The stable `code` this error answers with (what the audit log records as the outcome).
+    pub fn code(&self) -> &'static str {
+        self.parts().2
+    }
+
     fn parts(&self) -> (StatusCode, String, &'static str) {
         use ValidationError as V;
         let fixed = |status, message: &str, code| (status, message.to_owned(), code);

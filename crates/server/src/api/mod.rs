@@ -1,6 +1,7 @@
 //! The HTTP API: routes, shared state, and the request context every call runs in.
 
 mod applications;
+mod audit_logs;
 mod auth;
 mod body;
 mod collect;
@@ -41,6 +42,17 @@ pub struct AppState {
     pub policy: Arc<RequestPolicy>,
     pub caches: Arc<Caches>,
     pub collect: Arc<Collect>,
+    pub audit: crate::audit::AuditLog,
+}
+
+impl AppState {
+    /// Commits `entry` to the audit log; a call that cannot be audited is not answered as done.
+    pub async fn audit(&self, entry: crate::audit::Entry) -> Result<(), ApiError> {
+        self.audit
+            .record(entry)
+            .await
+            .map_err(|e| ApiError::Unavailable(Box::new(e)))
+    }
 }
 
 /// Bound on cached API keys and publishable keys.
@@ -114,6 +126,7 @@ pub fn router(state: AppState) -> Router {
             get(projects::read).patch(projects::update),
         )
         .route("/internal/provision", post(projects::provision))
+        .route("/audit-logs", get(audit_logs::list))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route_layer(axum::middleware::from_fn(request_context::record_route))

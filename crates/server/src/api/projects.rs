@@ -96,7 +96,9 @@ pub async fn update(
             },
         }
     }
-    // audit: project settings changed
+    let mut entry = caller.audit("project.update");
+    entry.detail["fields"] = body.keys().cloned().collect::<Vec<_>>().into();
+    state.audit(entry).await?;
     // This instance sees the change at once; others within the cache period.
     state.caches.callers.clear();
     state.caches.publishable_keys.clear();
@@ -148,7 +150,9 @@ pub async fn provision(
     let created = admin::create_project(state.store.as_ref(), &state.keyring, new)
         .await
         .map_err(admin_error)?;
-    // audit: project provisioned
+    let mut entry = caller.audit("project.provision");
+    entry.detail["target"] = created.project_id.clone().into();
+    state.audit(entry).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({

@@ -14,11 +14,16 @@ use crate::http_server::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES};
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// The request's id (the caller's `X-Request-Id` when safe, else a new one), for handlers that
+/// record it (the audit log).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
 /// The route template (`/tokens/{token}`), never the concrete path.
 #[derive(Clone)]
 struct RouteName(String);
 
-pub async fn request_context(request: Request, next: Next) -> Response {
+pub async fn request_context(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request
         .headers()
@@ -27,6 +32,7 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .filter(|v| is_safe_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
     let span =
         tracing::info_span!("request", request_id = %id, %method, app = tracing::field::Empty);

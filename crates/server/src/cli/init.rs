@@ -18,14 +18,14 @@ pub(super) async fn open_vault(
 ) -> Result<
     (
         std::sync::Arc<dyn crate::store::Store>,
-        crate::crypto::Keyring,
+        std::sync::Arc<crate::crypto::Keyring>,
     ),
     CliError,
 > {
     let store = open_store(&vault.database(), false).await?;
     let master = MasterKey::load(&vault.data_dir).map_err(StartError::from)?;
     let keyring = load_keyring(store.as_ref(), &master).await?;
-    Ok((store, keyring))
+    Ok((store, std::sync::Arc::new(keyring)))
 }
 
 pub(super) async fn init(vault: &VaultDir, json: bool) -> Result<(), CliError> {
@@ -64,7 +64,7 @@ pub(super) async fn init(vault: &VaultDir, json: bool) -> Result<(), CliError> {
         write_private_file(&key_path, master.to_hex().as_bytes())
             .map_err(|e| CliError::Path(key_path.clone(), e))?;
     }
-    let keyring = load_keyring(store.as_ref(), &master).await?;
+    let keyring = std::sync::Arc::new(load_keyring(store.as_ref(), &master).await?);
     let new = NewProject {
         name: "default",
         mode: Mode::Test,
@@ -75,6 +75,14 @@ pub(super) async fn init(vault: &VaultDir, json: bool) -> Result<(), CliError> {
         },
     };
     let created = admin::create_project(store.as_ref(), &keyring, new).await?;
+    super::audit::record(
+        &store,
+        &keyring,
+        "project.create",
+        &created.project_id,
+        serde_json::json!({"by": "init"}),
+    )
+    .await?;
     print_keys(
         &created,
         json,

@@ -16,6 +16,7 @@ use crate::store::Database;
 use crate::store::{Mode, Permissions};
 use crate::{StartError, open_store};
 
+mod audit;
 mod destinations;
 mod init;
 mod project;
@@ -76,6 +77,36 @@ enum Command {
     App {
         #[command(subcommand)]
         command: AppCommand,
+    },
+    /// Check and export the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every chain of the audit log: an edited, deleted, inserted or reordered record is
+    /// named; prints each chain's head. Keep the heads elsewhere (--write-heads) and pass them
+    /// back later (--heads) to catch a log cut after them.
+    Verify {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// Heads kept from an earlier run, one `chain:seq:hash` per line: each must still be there.
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// Write the heads found to this file.
+        #[arg(long)]
+        write_heads: Option<PathBuf>,
+    },
+    /// Write the audit log as JSON lines (one record each, hashes included) to stdout.
+    Export {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// Only this project's records.
+        #[arg(long)]
+        project: Option<String>,
     },
 }
 
@@ -325,6 +356,14 @@ async fn execute(command: Command) -> Result<(), CliError> {
                 },
             };
             let created = admin::create_project(store.as_ref(), &keyring, new).await?;
+            audit::record(
+                &store,
+                &keyring,
+                "project.create",
+                &created.project_id,
+                serde_json::json!({}),
+            )
+            .await?;
             print_keys(&created, json, "project created")
         }
         Command::Project {
@@ -369,6 +408,17 @@ async fn execute(command: Command) -> Result<(), CliError> {
             };
             set_destination_tls(&vault, &project, &host, files, remove).await
         }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    vault,
+                    heads,
+                    write_heads,
+                },
+        } => audit::verify(&vault, heads.as_deref(), write_heads.as_deref()).await,
+        Command::Audit {
+            command: AuditCommand::Export { vault, project },
+        } => audit::export(&vault, project).await,
         Command::App {
             command:
                 AppCommand::List {
@@ -407,7 +457,8 @@ async fn execute(command: Command) -> Result<(), CliError> {
         } => {
             let permissions = Permissions::parse(&permissions).ok_or_else(|| {
                 CliError::Usage(
-                    "permissions are a comma list of tokenization, provisioning, reveal".into(),
+                    "permissions are a comma list of tokenization, provisioning, reveal, audit"
+                        .into(),
                 )
             })?;
             let (store, keyring) = open_vault(&vault).await?;
@@ -415,6 +466,14 @@ async fn execute(command: Command) -> Result<(), CliError> {
             let created =
                 admin::create_application(store.as_ref(), &keyring, &project, &name, permissions)
                     .await?;
+            audit::record(
+                &store,
+                &keyring,
+                "application.create",
+                &project.id,
+                serde_json::json!({"target": created.application_id}),
+            )
+            .await?;
             print_keys(&created, json, "application created")
         }
     }

@@ -21,13 +21,21 @@ pub(super) async fn set_origins(
         .map(|o| OriginPattern::parse(o).map(|p| p.to_string()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let (store, _) = open_vault(vault).await?;
+    let (store, keyring) = open_vault(vault).await?;
     let project = find_project(store.as_ref(), project).await?;
     if clear || !patterns.is_empty() {
         store
             .set_allowed_origins(&project.id, &patterns)
             .await
             .map_err(StartError::from)?;
+        super::audit::record(
+            &store,
+            &keyring,
+            "project.update",
+            &project.id,
+            json!({"fields": ["allowed_origins"]}),
+        )
+        .await?;
     }
     let now = store
         .allowed_origins(&project.id)
@@ -140,10 +148,18 @@ pub(super) async fn list_apps(
 }
 
 pub(super) async fn revoke_app(vault: &VaultDir, project: &str, app: &str) -> Result<(), CliError> {
-    let (store, _) = open_vault(vault).await?;
+    let (store, keyring) = open_vault(vault).await?;
     let project = find_project(store.as_ref(), project).await?;
     match store.revoke_application(&project.id, app).await {
         Ok(()) => {
+            super::audit::record(
+                &store,
+                &keyring,
+                "application.delete",
+                &project.id,
+                json!({"target": app}),
+            )
+            .await?;
             println!(
                 "{app} revoked: its keys no longer work (other running instances stop accepting them within cache_ttl_ms)"
             );
@@ -180,8 +196,16 @@ pub(super) async fn roll_app_key(
         }
         other => CliError::Admin(other),
     })?;
-    let key = secrecy::ExposeSecret::expose_secret(&key);
     let old = crate::clock::rfc3339(old_expire_at);
+    super::audit::record(
+        &store,
+        &keyring,
+        "application.roll_key",
+        &project.id,
+        json!({"target": app, "old_keys_expire_at": old}),
+    )
+    .await?;
+    let key = secrecy::ExposeSecret::expose_secret(&key);
     if as_json {
         println!(
             "{}",

@@ -202,9 +202,39 @@ pub struct CollectSession {
     pub expires_at: i64,
 }
 
+/// Which audit records to read (`GET /audit-logs`, `cardvault audit export`).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub project_id: Option<String>,
+    pub action: Option<String>,
+    pub token: Option<String>,
+    /// Unix milliseconds, inclusive.
+    pub since_ms: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub until_ms: Option<i64>,
+    /// Only records after this id (the cursor); 0 for the first page.
+    pub after_id: i64,
+    pub limit: i64,
+}
+
+/// Where the audit log lives: the same database as everything else, so a record and the state
+/// it describes share their durability.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends linked records in one transaction.
+    async fn append_audit(&self, rows: &[crate::audit::AuditRow]) -> Result<(), StoreError>;
+    /// A chain's last record number and hash, if it has any.
+    async fn audit_head(&self, chain: &str) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+    /// Records in id order, filtered.
+    async fn audit_records(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<crate::audit::AuditRow>, StoreError>;
+}
+
 /// The vault's durable state.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: AuditStore + Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 
     async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError>;

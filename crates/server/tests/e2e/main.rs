@@ -4,6 +4,7 @@
 mod harness;
 
 mod ambiguous_input;
+mod audit;
 mod auth;
 mod bounded_growth;
 mod browser;

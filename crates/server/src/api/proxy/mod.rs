@@ -10,6 +10,8 @@
 //!
 //! Everything before stage 4 leaves the session untouched; a call that fails before anything
 //! is sent gives it back; everything before "send" guarantees the processor saw nothing.
+//! Every call, answered or refused, is an audit record (token, destination host, processor
+//! status, `request_sent`, latency), committed before the answer.
 
 mod json_mode;
 mod media_type;
@@ -39,7 +41,31 @@ pub async fn transaction(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     caller.require_tokenization()?;
-    let request = parse(&state, &headers, &uri, &body)?;
+    let started = std::time::Instant::now();
+    let mut entry = caller.audit("proxy");
+    let result = forward(&state, &caller, &uri, &headers, &body, &mut entry).await;
+    entry.outcome = match &result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.code().to_owned(),
+    };
+    entry.detail["latency_ms"] = started.elapsed().as_millis().into();
+    state.audit(entry).await?;
+    result
+}
+
+async fn forward(
+    state: &AppState,
+    caller: &Caller,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    entry: &mut crate::audit::Entry,
+) -> Result<Response, ApiError> {
+    let request = parse(state, headers, uri, body)?;
+    // The host only: a path or query could carry anything the caller put there.
+    entry.token.clone_from(&request.token);
+    entry.detail["host"] = request.url.host_str().unwrap_or("").into();
+    let state = state.clone();
     let project_id = caller.project.id.as_str();
 
     let destinations = state.destinations.project(project_id).await?;
@@ -73,6 +99,10 @@ pub async fn transaction(
         )
         .await;
     let request_sent = sent.as_ref().map_or_else(|e| e.request_sent(), |_| true);
+    entry.detail["request_sent"] = request_sent.into();
+    if let Ok(answer) = &sent {
+        entry.detail["upstream_status"] = answer.status.as_u16().into();
+    }
     finish_lease(lease, request_sent).await;
     Ok(response::wrap(sent?, &values))
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection, Executor};
 
+mod audit;
 mod queries;
 mod rows;
 

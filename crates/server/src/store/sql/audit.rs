@@ -1,0 +1,114 @@
+//! The audit log's queries (same SQL on both engines).
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::SqlStore;
+use crate::audit::AuditRow;
+use crate::store::{AuditFilter, AuditStore, StoreError};
+
+const COLUMNS: &str = "id, chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash";
+
+#[async_trait]
+impl AuditStore for SqlStore {
+    async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        self.before_write()?;
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO audit_log (chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&row.chain)
+            .bind(row.seq)
+            .bind(row.at_ms)
+            .bind(&row.request_id)
+            .bind(&row.project_id)
+            .bind(&row.application_id)
+            .bind(&row.action)
+            .bind(&row.outcome)
+            .bind(&row.token)
+            .bind(&row.detail)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.after_write()
+    }
+
+    async fn audit_head(&self, chain: &str) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        self.before_read()?;
+        let row = sqlx::query(
+            "SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(chain)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("hash")?)))
+            .transpose()
+    }
+
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        self.before_read()?;
+        let mut conditions = vec!["id > $1".to_owned()];
+        let mut n = 1;
+        let mut next = |column: &str, op: &str| {
+            n += 1;
+            format!("{column} {op} ${n}")
+        };
+        if filter.project_id.is_some() {
+            conditions.push(next("project_id", "="));
+        }
+        if filter.action.is_some() {
+            conditions.push(next("action", "="));
+        }
+        if filter.token.is_some() {
+            conditions.push(next("token", "="));
+        }
+        if filter.since_ms.is_some() {
+            conditions.push(next("at_ms", ">="));
+        }
+        if filter.until_ms.is_some() {
+            conditions.push(next("at_ms", "<"));
+        }
+        let limit = next("", "").trim().to_owned();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY id LIMIT {limit}",
+            conditions.join(" AND ")
+        );
+        // Built from fixed column names and numbered placeholders only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(filter.after_id);
+        for text in [&filter.project_id, &filter.action, &filter.token]
+            .into_iter()
+            .flatten()
+        {
+            query = query.bind(text.clone());
+        }
+        for at in [filter.since_ms, filter.until_ms].into_iter().flatten() {
+            query = query.bind(at);
+        }
+        let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
+        rows.iter().map(audit_row).collect()
+    }
+}
+
+fn audit_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
+    Ok(AuditRow {
+        id: row.try_get("id")?,
+        chain: row.try_get("chain")?,
+        seq: row.try_get("seq")?,
+        at_ms: row.try_get("at_ms")?,
+        request_id: row.try_get("request_id")?,
+        project_id: row.try_get("project_id")?,
+        application_id: row.try_get("application_id")?,
+        action: row.try_get("action")?,
+        outcome: row.try_get("outcome")?,
+        token: row.try_get("token")?,
+        detail: row.try_get("detail")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
