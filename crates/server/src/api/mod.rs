@@ -69,6 +69,9 @@ pub struct RequestPolicy {
     pub max_in_flight_requests: usize,
     pub max_request_bytes: usize,
     pub body_read_timeout: Duration,
+    /// Lifetime of a token tokenized without an expiry of its own, and the latest expiry a
+    /// caller may ask for; `None`: kept until deleted.
+    pub token_retention: Option<Duration>,
 }
 
 pub fn router(state: AppState) -> Router {
