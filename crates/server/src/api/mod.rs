@@ -10,6 +10,7 @@ mod health;
 mod proxy;
 mod request_context;
 mod tokenize;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,10 @@ pub fn router(state: AppState) -> Router {
         .route("/tokenize", post(tokenize::tokenize))
         .route("/test-tokens", post(tokenize::test_token))
         .route("/proxy/transaction", post(proxy::transaction))
+        .route(
+            "/tokens/{token}",
+            get(tokens::metadata).delete(tokens::delete),
+        )
         .route(
             "/proxy/delete-cvc-session",
             delete(cvc_sessions::delete_from_query_or_body),
