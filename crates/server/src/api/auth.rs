@@ -25,6 +25,16 @@ impl Caller {
         }
     }
 
+    /// `reveal`: reading card data back in the clear (`POST /detokenize`). Never implied by
+    /// another permission and never granted by default.
+    pub fn require_reveal(&self) -> Result<(), ApiError> {
+        if self.app.permissions.reveal {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied)
+        }
+    }
+
     /// Checks `X-Pub-Key` names the caller's own project.
     pub async fn require_pub_key(
         &self,

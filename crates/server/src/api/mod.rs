@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod collect;
 mod cvc_sessions;
+mod detokenize;
 mod error;
 mod health;
 mod proxy;
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
             "/tokens/{token}",
             get(tokens::metadata).delete(tokens::delete),
         )
+        .route("/detokenize", post(detokenize::detokenize))
         .route(
             "/proxy/delete-cvc-session",
             delete(cvc_sessions::delete_from_query_or_body),
