@@ -47,6 +47,15 @@ pub fn app_in(vault: &Vault, project_id: &str, permissions: &str) -> String {
     created["api_key"].as_str().unwrap().to_owned()
 }
 
+/// A card tokenize body with `extra` top-level fields (`expires_at`, `ttl_seconds`).
+fn card_with(number: &str, extra: Value) -> Value {
+    let mut body = json!({"type": "card", "data": {"cardNumber": number, "expirationMonth": "12", "expirationYear": "2034"}});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
 /// A charge of `token` through the proxy with the key of `keys`' project.
 async fn charge(vault: &Vault, stub: &Stub, keys: &Keys, token: &str) -> (u16, Value) {
     let call = json!({"token": token, "proxy_url": stub.url("/charge"), "request_data": {"number": "${cardNumber}"}});
@@ -303,7 +312,7 @@ async fn expired_tokens_are_gone_everywhere_and_swept() {
     let vault = Vault::start_with(&stub, &[("CARDVAULT_TOKEN_SWEEP_INTERVAL_SECONDS", "1")]).await;
     let revealer = vault.create_app("tokenization,reveal");
     let api_key = vault.keys.api_key.clone();
-    let expiring = |ttl: Value| json!({"type": "card", "ttl_seconds": ttl, "data": {"cardNumber": VISA, "expirationMonth": "1", "expirationYear": "2033"}});
+    let expiring = |ttl: Value| card_with(VISA, json!({"ttl_seconds": ttl}));
 
     let (status, short) = vault
         .post("/tokenize", &vault.keys, &expiring(json!(1)))
@@ -355,13 +364,7 @@ async fn an_expired_token_is_not_found_before_the_sweeper_runs() {
     let vault = Vault::start(&stub).await;
     let keys = vault.create_project(&["--deduplicate"]);
     let revealer = app_in(&vault, &keys.project_id, "tokenization,reveal");
-    let card = |extra: Value| {
-        let mut body = json!({"type": "card", "data": {"cardNumber": MASTERCARD, "expirationMonth": "1", "expirationYear": "2033"}});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        body
-    };
+    let card = |extra: Value| card_with(MASTERCARD, extra);
     let (status, first) = vault
         .post("/tokenize", &keys, &card(json!({"ttl_seconds": 1})))
         .await;
@@ -371,7 +374,7 @@ async fn an_expired_token_is_not_found_before_the_sweeper_runs() {
         .post(
             "/tokenize",
             &vault.keys,
-            &json!({"type": "card", "ttl_seconds": 1, "data": {"cardNumber": VISA, "expirationMonth": "1", "expirationYear": "2033"}}),
+            &card_with(VISA, json!({"ttl_seconds": 1})),
         )
         .await;
     assert_eq!(status, 201, "{deleted_later}");
@@ -413,13 +416,7 @@ async fn a_deduplicated_token_keeps_the_later_expiry() {
     let stub = Stub::start().await;
     let vault = Vault::start(&stub).await;
     let keys = vault.create_project(&["--deduplicate"]);
-    let card = |extra: Value| {
-        let mut body = json!({"type": "card", "data": {"cardNumber": AMEX, "expirationMonth": "1", "expirationYear": "2033"}});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        body
-    };
+    let card = |extra: Value| card_with(AMEX, extra);
     let (_, first) = vault
         .post("/tokenize", &keys, &card(json!({"ttl_seconds": 3600})))
         .await;
@@ -440,13 +437,7 @@ async fn a_deduplicated_token_keeps_the_later_expiry() {
 async fn bad_expiries_get_exact_messages_and_store_nothing() {
     let stub = Stub::start().await;
     let vault = Vault::start(&stub).await;
-    let card = |extra: Value| {
-        let mut body = json!({"type": "card", "data": {"cardNumber": VISA, "expirationMonth": "12", "expirationYear": "2034"}});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        body
-    };
+    let card = |extra: Value| card_with(VISA, extra);
     let refused = |field: &str, detail: &str| {
         json!({"success": false, "message": format!("Invalid value for {field}"), "data": null,
                "code": "invalid_field", "detail": detail})
@@ -517,13 +508,7 @@ async fn bad_expiries_get_exact_messages_and_store_nothing() {
 async fn retention_sets_and_bounds_expiries() {
     let stub = Stub::start().await;
     let vault = Vault::start_with(&stub, &[("CARDVAULT_TOKEN_RETENTION_SECONDS", "3600")]).await;
-    let card = |extra: Value| {
-        let mut body = json!({"type": "card", "data": {"cardNumber": VISA, "expirationMonth": "12", "expirationYear": "2034"}});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        body
-    };
+    let card = |extra: Value| card_with(VISA, extra);
     let beyond = "the expiry is later than the vault's retention period";
     for (extra, field) in [
         (json!({"ttl_seconds": 3700}), "ttl_seconds"),
