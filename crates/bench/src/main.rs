@@ -305,6 +305,8 @@ async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String>
                     bin: Some("424242".into()),
                     last4: "4242".into(),
                     brand: Some("visa".into()),
+                    created_at: cardvault_server::clock::now_unix(),
+                    expires_at: None,
                 }
             })
             .collect();

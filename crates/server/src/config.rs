@@ -81,6 +81,11 @@ pub struct Settings {
     pub active_key_version: Option<u32>,
     /// Lifetime of a wax key (a browser checkout's right to tokenize).
     pub collect_session_ttl_seconds: u64,
+    /// How long a token tokenized without an expiry of its own lives (and the latest expiry a
+    /// caller may ask for); absent: tokens are kept until deleted.
+    pub token_retention_seconds: Option<u64>,
+    /// How often expired tokens are crypto-shredded.
+    pub token_sweep_interval_seconds: u64,
 }
 
 /// A setting that may carry a password (a database or Redis URL): never printed, and never
@@ -177,6 +182,8 @@ impl Default for Settings {
             active_key_version: None,
             cache_ttl_ms: DEFAULT_CACHE_TTL_MS,
             collect_session_ttl_seconds: crate::collect::DEFAULT_SESSION_TTL_SECONDS,
+            token_retention_seconds: None,
+            token_sweep_interval_seconds: crate::tokens::sweeper::DEFAULT_INTERVAL_SECONDS,
         }
     }
 }
@@ -237,6 +244,16 @@ impl Settings {
                 "collect_session_ttl_seconds must be at least 1".into(),
             ));
         }
+        if self.token_retention_seconds == Some(0) {
+            return Err(ConfigError::Invalid(
+                "token_retention_seconds must be at least 1 (leave it unset to keep tokens until deleted)".into(),
+            ));
+        }
+        if self.token_sweep_interval_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "token_sweep_interval_seconds must be at least 1".into(),
+            ));
+        }
         if self.cvc_ttl_seconds == 0 {
             return Err(ConfigError::Invalid(
                 "cvc_ttl_seconds must be at least 1".into(),
@@ -281,6 +298,14 @@ impl Settings {
 
     pub fn collect_session_ttl(&self) -> Duration {
         Duration::from_secs(self.collect_session_ttl_seconds)
+    }
+
+    pub fn token_retention(&self) -> Option<Duration> {
+        self.token_retention_seconds.map(Duration::from_secs)
+    }
+
+    pub fn token_sweep_interval(&self) -> Duration {
+        Duration::from_secs(self.token_sweep_interval_seconds)
     }
 
     pub fn upstream_timeout(&self) -> Duration {
@@ -514,6 +539,21 @@ mod tests {
     }
 
     #[test]
+    fn token_lifecycle_settings_default_to_keeping_tokens() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.token_retention(), None);
+            assert_eq!(s.token_sweep_interval(), Duration::from_secs(60));
+            jail.set_env("CARDVAULT_TOKEN_RETENTION_SECONDS", "86400");
+            jail.set_env("CARDVAULT_TOKEN_SWEEP_INTERVAL_SECONDS", "1");
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.token_retention(), Some(Duration::from_secs(86_400)));
+            assert_eq!(s.token_sweep_interval(), Duration::from_secs(1));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CARDVAULT_CVC_TTL_SECONDS", "soon");
@@ -522,6 +562,14 @@ mod tests {
             assert!(Settings::load(None, Overrides::default()).is_err());
             jail.set_env("CARDVAULT_CVC_TTL_SECONDS", "90");
             jail.set_env("CARDVAULT_DESTINATION_ALLOWLIST", "*");
+            assert!(Settings::load(None, Overrides::default()).is_err());
+            jail.set_env("CARDVAULT_DESTINATION_ALLOWLIST", "");
+            jail.set_env("CARDVAULT_TOKEN_RETENTION_SECONDS", "0");
+            assert!(Settings::load(None, Overrides::default()).is_err());
+            jail.set_env("CARDVAULT_TOKEN_RETENTION_SECONDS", "-1");
+            assert!(Settings::load(None, Overrides::default()).is_err());
+            jail.set_env("CARDVAULT_TOKEN_RETENTION_SECONDS", "86400");
+            jail.set_env("CARDVAULT_TOKEN_SWEEP_INTERVAL_SECONDS", "0");
             assert!(Settings::load(None, Overrides::default()).is_err());
             Ok(())
         });

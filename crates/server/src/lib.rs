@@ -211,6 +211,7 @@ pub async fn build_state_with(
             max_in_flight_requests: settings.max_in_flight_requests,
             max_request_bytes: settings.max_request_bytes,
             body_read_timeout: settings.client_read_timeout(),
+            token_retention: settings.token_retention(),
         }),
     })
 }
@@ -248,6 +249,8 @@ pub async fn serve_with_lookup(
         .transpose()?
         .map(Arc::new);
     let state = build_state_with(&settings, lookup).await?;
+    // Runs while the vault serves; dropped (stopped) when it returns.
+    let _sweeper = tokens::sweeper::start(state.store.clone(), settings.token_sweep_interval());
     let app = api::router(state);
     let endpoint = Endpoint {
         addr: listener.local_addr()?,

@@ -42,6 +42,16 @@ impl Caller {
         allowed(self.app.permissions.provisioning)
     }
 
+    /// `reveal`: reading card data back in the clear (`POST /detokenize`). Never implied by
+    /// another permission and never granted by default.
+    pub fn require_reveal(&self) -> Result<(), ApiError> {
+        if self.app.permissions.reveal {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied)
+        }
+    }
+
     /// Checks `X-Pub-Key` names the caller's own project.
     pub async fn require_pub_key(
         &self,

@@ -6,12 +6,14 @@ mod auth;
 mod body;
 mod collect;
 mod cvc_sessions;
+mod detokenize;
 mod error;
 mod health;
 mod projects;
 mod proxy;
 mod request_context;
 mod tokenize;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +84,9 @@ pub struct RequestPolicy {
     pub max_in_flight_requests: usize,
     pub max_request_bytes: usize,
     pub body_read_timeout: Duration,
+    /// Lifetime of a token tokenized without an expiry of its own, and the latest expiry a
+    /// caller may ask for; `None`: kept until deleted.
+    pub token_retention: Option<Duration>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -91,6 +96,11 @@ pub fn router(state: AppState) -> Router {
         .route("/tokenize", post(tokenize::tokenize))
         .route("/test-tokens", post(tokenize::test_token))
         .route("/proxy/transaction", post(proxy::transaction))
+        .route(
+            "/tokens/{token}",
+            get(tokens::metadata).delete(tokens::delete),
+        )
+        .route("/detokenize", post(detokenize::detokenize))
         .route(
             "/proxy/delete-cvc-session",
             delete(cvc_sessions::delete_from_query_or_body),

@@ -11,8 +11,10 @@ use serde_json::{Map, Value, json};
 use super::auth::Caller;
 use super::body::{RawBody, json_object, optional_text, required_text, required_text_or_integer};
 use super::{ApiError, AppState};
+use crate::clock::rfc3339;
 use crate::cvc::TEST_SESSION_TTL;
 use crate::store::{Mode, Project, StoreError, TokenKind, TokenRecord, now_unix};
+use crate::tokens::expiry::{self, ExpiryError};
 use crate::tokens::{Holder, TokenData};
 use zeroize::Zeroizing;
 
@@ -23,26 +25,53 @@ const MAX_NAME_CHARS: usize = 128;
 /// tokenizer frame in a shopper's browser (`X-Pub-Key` and a wax key, no secret key).
 pub async fn tokenize(
     State(state): State<AppState>,
+    axum::Extension(request_id): axum::Extension<super::request_context::RequestId>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut entry = crate::audit::Entry::new("tokenize");
+    entry.request_id = request_id.0;
     let (project, browser) =
         if headers.contains_key("x-wax-key") && !headers.contains_key("x-api-key") {
             let (project, grant) = super::collect::authorize_browser(&state, &headers).await?;
+            entry.detail["by"] = "browser".into();
             (project, Some(grant))
         } else {
             let caller = Caller::authenticate(&state, &headers).await?;
             caller.require_tokenization()?;
             caller.require_pub_key(&state, &headers).await?;
+            entry.application_id.clone_from(&caller.app.id);
             (caller.project, None)
         };
-    let body = json_object(&body)?;
+    entry.project_id.clone_from(&project.id);
+    let result = tokenize_for(&state, &project, browser, &body).await;
+    entry.outcome = match &result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.code().to_owned(),
+    };
+    if let Ok((_, Json(answer))) = &result {
+        entry.token = answer["token"].as_str().unwrap_or("").to_owned();
+    }
+    state.audit(entry).await?;
+    result
+}
+
+async fn tokenize_for(
+    state: &AppState,
+    project: &Project,
+    browser: Option<crate::collect::Grant>,
+    body: &[u8],
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let state = state.clone();
+    let project = project.clone();
+    let body = json_object(body)?;
     let kind = required_text(&body, "type")?;
     let data = match body.get("data") {
         None | Some(Value::Null) => return Err(ApiError::missing("data")),
         Some(Value::Object(data)) => data,
         Some(_) => return Err(ApiError::invalid("data")),
     };
+    let expires_at = token_expiry(&state, &body)?;
     // A browser's call is counted once the request is known to be well formed, and before
     // anything is stored: a used-up wax key stores nothing.
     let take = |grant: Option<crate::collect::Grant>| async {
@@ -59,12 +88,12 @@ pub async fn tokenize(
         "card" => {
             let card = CardInput::parse(data, "cvv", false)?;
             take(browser).await?;
-            store_card(&state, &project, card, None).await?
+            store_card(&state, &project, card, expires_at, None).await?
         }
         "bank" => {
             let bank = bank_data(data)?;
             take(browser).await?;
-            store_bank(&state, &project, bank).await?
+            store_bank(&state, &project, bank, expires_at).await?
         }
         _ => return Err(ApiError::invalid("type")),
     };
@@ -86,10 +115,29 @@ pub async fn test_token(
     }
     let body = json_object(&body)?;
     let card = CardInput::parse(&body, "cvc", true)?;
-    let mut response = store_card(&state, &caller.project, card, Some(TEST_SESSION_TTL)).await?;
+    let expires_at = token_expiry(&state, &body)?;
+    let mut response = store_card(
+        &state,
+        &caller.project,
+        card,
+        expires_at,
+        Some(TEST_SESSION_TTL),
+    )
+    .await?;
     response["test_mode"] = json!(true);
     response["expires_in"] = json!("1 year (test session)");
+    let mut entry = caller.audit("tokenize");
+    entry.token = response["token"].as_str().unwrap_or("").to_owned();
+    entry.detail["by"] = "test-tokens".into();
+    state.audit(entry).await?;
     Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// The token's expiry from the body's top-level `expires_at` or `ttl_seconds`, bounded by the
+/// vault's retention period (see [`expiry::requested_expiry`]).
+fn token_expiry(state: &AppState, body: &Map<String, Value>) -> Result<Option<i64>, ApiError> {
+    expiry::requested_expiry(body, now_unix(), state.policy.token_retention)
+        .map_err(|e: ExpiryError| ApiError::invalid(e.field()).because(e.reason()))
 }
 
 /// A card as submitted, validated.
@@ -159,6 +207,7 @@ async fn store_card(
     state: &AppState,
     project: &Project,
     card: CardInput,
+    expires_at: Option<i64>,
     test_ttl: Option<std::time::Duration>,
 ) -> Result<Value, ApiError> {
     let masked = card.pan.masked();
@@ -176,6 +225,7 @@ async fn store_card(
         bin: Some(bin.clone()),
         last4: last4.clone(),
         brand: Some(brand.to_owned()),
+        expires_at,
     };
     let data = TokenData::Card {
         pan: card.pan,
@@ -218,9 +268,7 @@ async fn store_card(
     if let Some(id) = cvc_session_id {
         response["cvc_session_id"] = json!(id);
     }
-    if let Some(fingerprint) = stored.fingerprint {
-        response["fingerprint"] = json!(fingerprint);
-    }
+    stored.describe(&mut response);
     Ok(response)
 }
 
@@ -242,6 +290,7 @@ async fn store_bank(
     state: &AppState,
     project: &Project,
     token_data: TokenData,
+    expires_at: Option<i64>,
 ) -> Result<Value, ApiError> {
     let TokenData::Bank {
         account, routing, ..
@@ -259,6 +308,7 @@ async fn store_bank(
         bin: None,
         last4: last4.clone(),
         brand: None,
+        expires_at,
     };
     let stored = store_token(state, project, &token_data, record).await?;
     let mut response = json!({
@@ -268,9 +318,7 @@ async fn store_bank(
         "data": {"last4": last4, "routing_number": routing_number},
         "deduplicated": stored.deduplicated,
     });
-    if let Some(fingerprint) = stored.fingerprint {
-        response["fingerprint"] = json!(fingerprint);
-    }
+    stored.describe(&mut response);
     Ok(response)
 }
 
@@ -279,12 +327,29 @@ struct NewToken {
     bin: Option<String>,
     last4: String,
     brand: Option<String>,
+    /// Unix seconds; `None`: kept until deleted.
+    expires_at: Option<i64>,
 }
 
 struct StoredToken {
     token_id: String,
     deduplicated: bool,
     fingerprint: Option<String>,
+    /// The token's expiry as stored (a deduplicated token keeps the later one).
+    expires_at: Option<i64>,
+}
+
+impl StoredToken {
+    /// Adds the optional fields to a tokenize answer: `fingerprint` with deduplication on,
+    /// and (extension) `expires_at` when the token has one.
+    fn describe(&self, response: &mut Value) {
+        if let Some(fingerprint) = &self.fingerprint {
+            response["fingerprint"] = json!(fingerprint);
+        }
+        if let Some(at) = self.expires_at {
+            response["expires_at"] = json!(rfc3339(at));
+        }
+    }
 }
 
 /// Seals and stores a token. With deduplication on, a card already held by the project keeps
@@ -299,7 +364,7 @@ async fn store_token(
         .deduplicate
         .then(|| state.keyring.fingerprint(&project.id, &data.identity()));
     if let Some(fp) = &fingerprint
-        && let Some(existing) = refresh_existing(state, project, data, fp).await?
+        && let Some(existing) = refresh_existing(state, project, data, fp, new.expires_at).await?
     {
         return Ok(existing);
     }
@@ -313,16 +378,19 @@ async fn store_token(
         bin: new.bin,
         last4: new.last4,
         brand: new.brand,
+        created_at: now_unix(),
+        expires_at: new.expires_at,
     };
     match state.store.insert_token(&record).await {
         Ok(()) => Ok(StoredToken {
             token_id,
             deduplicated: false,
             fingerprint: fingerprint.map(hex::encode),
+            expires_at: new.expires_at,
         }),
         Err(StoreError::Conflict) => match &fingerprint {
             // Another request stored the same card first: answer with its token.
-            Some(fp) => refresh_existing(state, project, data, fp)
+            Some(fp) => refresh_existing(state, project, data, fp, new.expires_at)
                 .await?
                 .ok_or_else(|| ApiError::Internal("deduplication conflict without a token".into())),
             None => Err(StoreError::Conflict.into()),
@@ -331,11 +399,14 @@ async fn store_token(
     }
 }
 
+/// The project's live token for this card, its sealed data refreshed and its expiry the later
+/// of its own and `expires_at`; `None` when there is none (a deleted or expired token is none).
 async fn refresh_existing(
     state: &AppState,
     project: &Project,
     data: &TokenData,
     fingerprint: &[u8],
+    expires_at: Option<i64>,
 ) -> Result<Option<StoredToken>, ApiError> {
     let existing = match state
         .store
@@ -347,13 +418,21 @@ async fn refresh_existing(
         Err(e) => return Err(e.into()),
     };
     let sealed = data.seal(&state.keyring, &project.id, &existing.id)?;
-    state
+    let expires_at = expiry::later(existing.expires_at, expires_at);
+    match state
         .store
-        .update_token_data(&project.id, &existing.id, &sealed)
-        .await?;
+        .update_token_data(&project.id, &existing.id, &sealed, expires_at)
+        .await
+    {
+        Ok(()) => {}
+        // It expired (or was deleted) since it was read: the card gets a new token.
+        Err(StoreError::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
     Ok(Some(StoredToken {
         token_id: existing.id,
         deduplicated: true,
         fingerprint: Some(hex::encode(fingerprint)),
+        expires_at,
     }))
 }

@@ -177,6 +177,11 @@ pub struct TokenRecord {
     pub bin: Option<String>,
     pub last4: String,
     pub brand: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `None`: the token lives until it is deleted. Invariant: a record a read
+    /// returns is not expired (reads answer `NotFound` from this instant on).
+    pub expires_at: Option<i64>,
 }
 
 /// A project's TLS settings for one processor host (pattern as in allowlists, without a path).
@@ -261,10 +266,13 @@ pub trait Store: AuditStore + Send + Sync {
 
     /// `Conflict` if the project already holds a live token with the same fingerprint.
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
-    /// A live token of this project; `NotFound` for another project's or a deleted one.
+    /// A live token of this project; `NotFound` for another project's, a deleted or an expired
+    /// one.
     async fn token(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError>;
     /// Inserts many tokens in one transaction (bulk imports); all or none.
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
+    /// The project's live token with this fingerprint; `NotFound` when none (a deleted or
+    /// expired token is none).
     async fn token_by_fingerprint(
         &self,
         project_id: &str,
@@ -294,13 +302,23 @@ pub trait Store: AuditStore + Send + Sync {
     /// `NotFound` if the project had no settings for that host.
     async fn remove_destination_tls(&self, project_id: &str, host: &str) -> Result<(), StoreError>;
 
-    /// Replaces a token's sealed data (newer expiry or name on a deduplicated card).
+    /// Replaces a live token's sealed data (newer expiry or name on a deduplicated card) and
+    /// its expiry; `NotFound` when it is deleted or expired.
     async fn update_token_data(
         &self,
         project_id: &str,
         id: &str,
         sealed: &Sealed,
+        expires_at: Option<i64>,
     ) -> Result<(), StoreError>;
+    /// Crypto-shreds a token: its nonce and ciphertext are overwritten (empty) and its
+    /// fingerprint erased, so nothing can open it again and deduplication cannot find it.
+    /// `NotFound` for another project's token, a deleted one, or an expired one (which is
+    /// erased all the same).
+    async fn delete_token(&self, project_id: &str, id: &str) -> Result<(), StoreError>;
+    /// Crypto-shreds, as [`Store::delete_token`] does, at most `limit` tokens expired at `now`;
+    /// returns how many. Safe to run from every instance at once.
+    async fn shred_expired_tokens(&self, now: i64, limit: u32) -> Result<u64, StoreError>;
 
     /// The project's live applications, oldest first.
     async fn applications(&self, project_id: &str) -> Result<Vec<ApplicationRecord>, StoreError>;

@@ -126,7 +126,7 @@ async fn calls_are_recorded_with_who_what_and_where_but_never_card_data() {
         }
     }
     let actions: Vec<String> = rows.iter().map(|r| r.get::<String, _>("action")).collect();
-    for action in ["chain.start", "proxy", "cvc_session.delete"] {
+    for action in ["chain.start", "tokenize", "proxy", "cvc_session.delete"] {
         assert!(
             actions.iter().any(|a| a == action),
             "no {action} in {actions:?}"

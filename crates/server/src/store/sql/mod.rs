@@ -25,8 +25,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// kill of the process (a token answered with 201 is never lost); an OS crash or power loss may
 /// lose the last commits, never corrupt the file.
 /// `journal_size_limit` trims the write-ahead log back to its bound whenever the log restarts
-/// (see `sqlite_upkeep`).
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 16777216;";
+/// (see `sqlite_upkeep`). `secure_delete` zeroes the space a deleted or rewritten value leaves in
+/// its page: without it, a deleted token's ciphertext stays readable in the file's free space.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 16777216; PRAGMA secure_delete = ON;";
 
 /// The readiness probe's write, the same on both engines.
 pub(in crate::store) const PROBE_WRITE: &str = "INSERT INTO readiness_probe (id, checked_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at";

@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::rows::{application_from_row, project_from_row, select_token, token_from_row};
+use super::rows::{
+    application_from_row, project_from_row, select_token, shred_tokens, token_from_row,
+};
 use super::{PROBE_WRITE, SqlStore};
 use crate::crypto::{Sealed, WrappedDataKey};
 use crate::store::{
@@ -157,34 +159,37 @@ impl Store for SqlStore {
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         self.before_write()?;
         let now = now_unix();
-        sqlx::query(
-            "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&token.id)
-        .bind(&token.project_id)
-        .bind(token.kind.as_str())
-        .bind(i64::from(token.sealed.key_version))
-        .bind(&token.sealed.nonce)
-        .bind(&token.sealed.ciphertext)
-        .bind(&token.fingerprint)
-        .bind(&token.bin)
-        .bind(&token.last4)
-        .bind(&token.brand)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let inserted = self.insert_token_row(token, now).await;
+        match (&inserted, &token.fingerprint) {
+            (Err(StoreError::Conflict), Some(fingerprint)) => {
+                // The card's fingerprint may still be held by an expired token the sweeper has
+                // not reached yet: erase that one now, as the sweeper would, and the card gets
+                // its new token. (Only on a conflict, so tokenize stays one write.)
+                let erased = shred(shred_tokens!(
+                    "project_id = $4 AND fingerprint = $5 AND deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= $3"
+                ), now)
+                .bind(&token.project_id)
+                .bind(fingerprint)
+                .execute(&self.pool)
+                .await?;
+                if erased.rows_affected() == 0 {
+                    return inserted;
+                }
+                self.insert_token_row(token, now).await?;
+            }
+            _ => inserted?,
+        }
         self.after_write()
     }
 
     async fn token(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError> {
         self.before_read()?;
         let row = sqlx::query(select_token!(
-            "id = $1 AND project_id = $2 AND deleted_at IS NULL"
+            "id = $1 AND project_id = $2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $3)"
         ))
         .bind(id)
         .bind(project_id)
+        .bind(now_unix())
         .fetch_one(&self.pool)
         .await?;
         token_from_row(&row)
@@ -197,10 +202,11 @@ impl Store for SqlStore {
     ) -> Result<TokenRecord, StoreError> {
         self.before_read()?;
         let row = sqlx::query(select_token!(
-            "project_id = $1 AND fingerprint = $2 AND deleted_at IS NULL"
+            "project_id = $1 AND fingerprint = $2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $3)"
         ))
         .bind(project_id)
         .bind(fingerprint)
+        .bind(now_unix())
         .fetch_one(&self.pool)
         .await?;
         token_from_row(&row)
@@ -346,7 +352,7 @@ impl Store for SqlStore {
 
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         self.before_write()?;
-        const COLUMNS: usize = 12;
+        const COLUMNS: usize = 13;
         const ROWS_PER_STATEMENT: usize = 400;
         let now = now_unix();
         let mut tx = self.pool.begin().await?;
@@ -360,7 +366,7 @@ impl Store for SqlStore {
                 })
                 .collect();
             let sql = format!(
-                "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at) VALUES {}",
+                "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at) VALUES {}",
                 values.join(", ")
             );
             // Built from numbered placeholders only; every value is bound.
@@ -377,8 +383,9 @@ impl Store for SqlStore {
                     .bind(token.bin.clone())
                     .bind(token.last4.clone())
                     .bind(token.brand.clone())
+                    .bind(token.created_at)
                     .bind(now)
-                    .bind(now);
+                    .bind(token.expires_at);
             }
             query.execute(&mut *tx).await?;
         }
@@ -391,16 +398,18 @@ impl Store for SqlStore {
         project_id: &str,
         id: &str,
         sealed: &Sealed,
+        expires_at: Option<i64>,
     ) -> Result<(), StoreError> {
         self.before_write()?;
         let result = sqlx::query(
-            "UPDATE tokens SET key_version = $1, nonce = $2, ciphertext = $3, updated_at = $4
-             WHERE id = $5 AND project_id = $6 AND deleted_at IS NULL",
+            "UPDATE tokens SET key_version = $1, nonce = $2, ciphertext = $3, updated_at = $4, expires_at = $5
+             WHERE id = $6 AND project_id = $7 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $4)",
         )
         .bind(i64::from(sealed.key_version))
         .bind(&sealed.nonce)
         .bind(&sealed.ciphertext)
         .bind(now_unix())
+        .bind(expires_at)
         .bind(id)
         .bind(project_id)
         .execute(&self.pool)
@@ -531,6 +540,46 @@ impl Store for SqlStore {
         self.after_write()
     }
 
+    async fn delete_token(&self, project_id: &str, id: &str) -> Result<(), StoreError> {
+        self.before_write()?;
+        let now = now_unix();
+        let shredded = shred(
+            shred_tokens!(
+                "id = $4 AND project_id = $5 AND deleted_at IS NULL RETURNING expires_at"
+            ),
+            now,
+        )
+        .bind(id)
+        .bind(project_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        self.after_write()?;
+        let expires_at: Option<i64> = match shredded {
+            Some(row) => row.try_get("expires_at")?,
+            None => return Err(StoreError::NotFound),
+        };
+        // An expired token was already gone for every caller: erased now, but not found.
+        match expires_at {
+            Some(at) if at <= now => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    async fn shred_expired_tokens(&self, now: i64, limit: u32) -> Result<u64, StoreError> {
+        self.before_write()?;
+        let result = shred(
+            shred_tokens!(
+                "deleted_at IS NULL AND id IN (SELECT id FROM tokens WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= $3 LIMIT $4)"
+            ),
+            now,
+        )
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        self.after_write()?;
+        Ok(result.rows_affected())
+    }
+
     async fn allowed_origins(&self, project_id: &str) -> Result<Vec<String>, StoreError> {
         self.before_read()?;
         let rows =
@@ -647,6 +696,43 @@ impl Store for SqlStore {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        Ok(())
+    }
+}
+
+/// A crypto-shredding statement (see [`shred_tokens`]) with its first three parameters bound:
+/// the empty nonce and ciphertext, and `now` as the deletion time.
+fn shred(
+    sql: &'static str,
+    now: i64,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(sql)
+        .bind(Vec::<u8>::new())
+        .bind(Vec::<u8>::new())
+        .bind(now)
+}
+
+impl SqlStore {
+    async fn insert_token_row(&self, token: &TokenRecord, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&token.id)
+        .bind(&token.project_id)
+        .bind(token.kind.as_str())
+        .bind(i64::from(token.sealed.key_version))
+        .bind(&token.sealed.nonce)
+        .bind(&token.sealed.ciphertext)
+        .bind(&token.fingerprint)
+        .bind(&token.bin)
+        .bind(&token.last4)
+        .bind(&token.brand)
+        .bind(token.created_at)
+        .bind(now)
+        .bind(token.expires_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -53,6 +53,8 @@ pub(super) fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
         bin: row.try_get("bin")?,
         last4: row.try_get("last4")?,
         brand: row.try_get("brand")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
     })
 }
 
@@ -60,10 +62,24 @@ pub(super) fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
 macro_rules! select_token {
     ($where:literal) => {
         concat!(
-            "SELECT id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand FROM tokens WHERE ",
+            "SELECT id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, expires_at FROM tokens WHERE ",
+            $where
+        )
+    };
+}
+
+/// An `UPDATE` that crypto-shreds the tokens the given `WHERE` clause selects: nonce and
+/// ciphertext overwritten with nothing (`$1`, `$2`: empty), the fingerprint erased so
+/// deduplication cannot find the card again, and the row kept, deleted at `$3`, as a tombstone
+/// that holds only the metadata PCI DSS allows in the clear.
+macro_rules! shred_tokens {
+    ($where:literal) => {
+        concat!(
+            "UPDATE tokens SET nonce = $1, ciphertext = $2, fingerprint = NULL, deleted_at = $3, updated_at = $3 WHERE ",
             $where
         )
     };
 }
 
 pub(super) use select_token;
+pub(super) use shred_tokens;

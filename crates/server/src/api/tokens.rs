@@ -1,0 +1,120 @@
+//! `GET /tokens/{token}` (what a token is, never the number it holds) and
+//! `DELETE /tokens/{token}` (crypto-shredding: the sealed data is erased, not flagged).
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::{ApiError, AppState};
+use crate::clock::rfc3339;
+use crate::store::{StoreError, TokenKind, TokenRecord};
+use crate::tokens::TokenData;
+
+/// Longer than any token the vault issues (`tok_` and 32 hex digits) or imports; a longer path
+/// names no token and is refused before the database is asked.
+const MAX_TOKEN_LEN: usize = 128;
+
+/// Metadata only: the card number, account number and holder name never leave through here.
+pub async fn metadata(
+    State(state): State<AppState>,
+    caller: Caller,
+    token: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_tokenization()?;
+    let id = token_id(token)?;
+    let record = live_token(&state, &caller.project.id, &id).await?;
+    // The expiry is inside the sealed data (it changes when a deduplicated card is tokenized
+    // again), so the record is opened; only the expiry and routing number are read from it.
+    let data = TokenData::open(
+        &state.keyring,
+        &record.sealed,
+        &record.project_id,
+        &record.id,
+    )?;
+    let mut answer = json!({
+        "token": record.id,
+        "type": record.kind.as_str(),
+        "brand": record.brand,
+        "last4": record.last4,
+        "bin": record.bin,
+        "expiration_month": null,
+        "expiration_year": null,
+        "created_at": rfc3339(record.created_at),
+        "expires_at": record.expires_at.map(rfc3339),
+    });
+    match (&data, record.kind) {
+        (TokenData::Card { expiry, .. }, TokenKind::Card) => {
+            answer["expiration_month"] = json!(expiry.month());
+            answer["expiration_year"] = json!(expiry.year());
+        }
+        (TokenData::Bank { routing, .. }, TokenKind::Bank) => {
+            answer["routing_number"] = json!(routing.as_str());
+        }
+        _ => {
+            return Err(ApiError::Internal(
+                "token kind differs from its data".into(),
+            ));
+        }
+    }
+    if caller.project.deduplicate
+        && let Some(fingerprint) = &record.fingerprint
+    {
+        answer["fingerprint"] = json!(hex::encode(fingerprint));
+    }
+    Ok(Json(json!({"success": true, "data": answer})))
+}
+
+/// Erases the token's sealed data and fingerprint; from then on every call answers
+/// `404 Token not found`, and tokenizing the same card again gives a new token.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    token: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_tokenization()?;
+    let id = token_id(token)?;
+    let deleted = state.store.delete_token(&caller.project.id, &id).await;
+    let mut entry = caller.audit("token.delete");
+    entry.token.clone_from(&id);
+    entry.outcome = match &deleted {
+        Ok(()) => "ok".to_owned(),
+        Err(StoreError::NotFound) => ApiError::TokenNotFound.code().to_owned(),
+        Err(_) => "failed".to_owned(),
+    };
+    state.audit(entry).await?;
+    match deleted {
+        Ok(()) => Ok(Json(json!({"success": true, "message": "Token deleted"}))),
+        Err(StoreError::NotFound) => Err(ApiError::TokenNotFound),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A live token of the caller's project: another project's, a deleted and an expired token
+/// are all `404 Token not found`, told apart for no one.
+///
+/// # Errors
+/// [`ApiError::TokenNotFound`], or the store's failure.
+pub(super) async fn live_token(
+    state: &AppState,
+    project_id: &str,
+    id: &str,
+) -> Result<TokenRecord, ApiError> {
+    if id.is_empty() || id.len() > MAX_TOKEN_LEN {
+        return Err(ApiError::TokenNotFound);
+    }
+    match state.store.token(project_id, id).await {
+        Ok(record) => Ok(record),
+        Err(StoreError::NotFound) => Err(ApiError::TokenNotFound),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A path segment that does not even decode, or is longer than any token, names no token.
+fn token_id(token: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    match token {
+        Ok(Path(id)) if !id.is_empty() && id.len() <= MAX_TOKEN_LEN => Ok(id),
+        _ => Err(ApiError::TokenNotFound),
+    }
+}
