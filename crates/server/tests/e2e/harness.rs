@@ -210,6 +210,9 @@ pub struct Vault {
     pub addr: SocketAddr,
     /// Whether the server speaks HTTPS (a certificate was configured).
     pub https: bool,
+    /// Whether dropping the vault checks its audit log with `cardvault audit verify` (every
+    /// test's log, so the whole suite's are checked; off only for a test that breaks the log).
+    pub check_audit: bool,
     pub http: reqwest::Client,
     pub backend: Arc<Backend>,
     env: Vec<(String, String)>,
@@ -252,6 +255,7 @@ impl Vault {
             keys,
             addr: "127.0.0.1:0".parse().unwrap(),
             https: false,
+            check_audit: true,
             http: reqwest::Client::new(),
             backend,
             env: env.to_vec(),
@@ -288,6 +292,7 @@ impl Vault {
             keys: self.keys.clone(),
             addr: "127.0.0.1:0".parse().unwrap(),
             https: false,
+            check_audit: true,
             http: reqwest::Client::new(),
             backend: self.backend.clone(),
             env: self.env.clone(),
@@ -489,6 +494,20 @@ impl Drop for Vault {
         self.kill();
         if !std::thread::panicking() {
             assert_logs_clean(&self.logs());
+            if self.check_audit {
+                let dir = self.data_dir();
+                let out = self
+                    .cli()
+                    .args(["audit", "verify", "--data-dir", dir.to_str().unwrap()])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "the audit log does not verify: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
         }
     }
 }

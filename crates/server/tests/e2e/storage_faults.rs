@@ -66,6 +66,8 @@ async fn removed_or_replaced_files_acknowledge_nothing() {
     }
     for replace in [false, true] {
         let mut vault = Vault::start(&stub).await;
+        // The test removes or replaces the database files themselves: no log is left to check.
+        vault.check_audit = false;
         assert_eq!(tokenize_status(&vault).await, 201);
         assert_eq!(readyz(&vault).await.0, 200);
         for file in database_files(&vault) {
@@ -188,6 +190,9 @@ async fn a_read_only_or_full_file_system_is_not_ready() {
         return;
     }
     let mut vault = Vault::start(&stub).await;
+    // The data directory is mounted over with other file systems: the log under them is not
+    // the one the test ends with.
+    vault.check_audit = false;
     vault.kill();
     let data_dir = vault.data_dir();
     let _tmpfs = move_onto_tmpfs(&data_dir, 48);
