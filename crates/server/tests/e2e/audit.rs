@@ -111,14 +111,11 @@ async fn calls_are_recorded_with_who_what_and_where_but_never_card_data() {
             .map(|i| row.get::<String, _>(i))
             .collect::<Vec<_>>()
             .join("|");
-        for secret in [
-            VISA,
-            CVC,
-            "s3cr3t",
-            "cus_9",
-            "/v1/charges",
-            &vault.keys.api_key,
-        ] {
+        // The CVC is three digits: it is looked for as a word of its own, not inside the
+        // random hex of an id, where it turns up by chance.
+        let words: Vec<&str> = text.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+        assert!(!words.contains(&CVC), "the CVC in an audit record: {text}");
+        for secret in [VISA, "s3cr3t", "cus_9", "/v1/charges", &vault.keys.api_key] {
             assert!(
                 !text.contains(secret),
                 "{secret} in an audit record: {text}"

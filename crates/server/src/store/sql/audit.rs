@@ -13,27 +13,44 @@ const COLUMNS: &str = "id, chain, seq, at_ms, request_id, project_id, applicatio
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        const COLUMNS: usize = 12;
+        // Within SQLite's and PostgreSQL's bound-parameter limits.
+        const ROWS_PER_STATEMENT: usize = 64;
         self.before_write()?;
         let mut tx = self.pool.begin().await?;
-        for row in rows {
-            sqlx::query(
-                "INSERT INTO audit_log (chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(&row.chain)
-            .bind(row.seq)
-            .bind(row.at_ms)
-            .bind(&row.request_id)
-            .bind(&row.project_id)
-            .bind(&row.application_id)
-            .bind(&row.action)
-            .bind(&row.outcome)
-            .bind(&row.token)
-            .bind(&row.detail)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
-            .execute(&mut *tx)
-            .await?;
+        // One statement per group of records: the group commit's cost is paid per statement,
+        // not per record.
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let params: Vec<String> = (1..=COLUMNS)
+                        .map(|c| format!("${}", row * COLUMNS + c))
+                        .collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO audit_log (chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash) VALUES {}",
+                values.join(", ")
+            );
+            // Built from numbered placeholders only; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in chunk {
+                query = query
+                    .bind(row.chain.clone())
+                    .bind(row.seq)
+                    .bind(row.at_ms)
+                    .bind(row.request_id.clone())
+                    .bind(row.project_id.clone())
+                    .bind(row.application_id.clone())
+                    .bind(row.action.clone())
+                    .bind(row.outcome.clone())
+                    .bind(row.token.clone())
+                    .bind(row.detail.clone())
+                    .bind(row.prev_hash.clone())
+                    .bind(row.hash.clone());
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         self.after_write()
