@@ -62,8 +62,6 @@ async fn tokenize_for(
     browser: Option<crate::collect::Grant>,
     body: &[u8],
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let state = state.clone();
-    let project = project.clone();
     let body = json_object(body)?;
     let kind = required_text(&body, "type")?;
     let data = match body.get("data") {
@@ -71,7 +69,7 @@ async fn tokenize_for(
         Some(Value::Object(data)) => data,
         Some(_) => return Err(ApiError::invalid("data")),
     };
-    let expires_at = token_expiry(&state, &body)?;
+    let expires_at = token_expiry(state, &body)?;
     // A browser's call is counted once the request is known to be well formed, and before
     // anything is stored: a used-up wax key stores nothing.
     let take = |grant: Option<crate::collect::Grant>| async {
@@ -88,12 +86,12 @@ async fn tokenize_for(
         "card" => {
             let card = CardInput::parse(data, "cvv", false)?;
             take(browser).await?;
-            store_card(&state, &project, card, expires_at, None).await?
+            store_card(state, project, card, expires_at, None).await?
         }
         "bank" => {
             let bank = bank_data(data)?;
             take(browser).await?;
-            store_bank(&state, &project, bank, expires_at).await?
+            store_bank(state, project, bank, expires_at).await?
         }
         _ => return Err(ApiError::invalid("type")),
     };

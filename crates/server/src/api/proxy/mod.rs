@@ -65,7 +65,6 @@ async fn forward(
     // The host only: a path or query could carry anything the caller put there.
     entry.token.clone_from(&request.token);
     entry.detail["host"] = request.url.host_str().unwrap_or("").into();
-    let state = state.clone();
     let project_id = caller.project.id.as_str();
 
     let destinations = state.destinations.project(project_id).await?;
@@ -73,12 +72,12 @@ async fn forward(
         .destinations
         .permit(&destinations, &request.url)
         .map_err(refused)?;
-    let mut values = token_values(&state, project_id, &request).await?;
+    let mut values = token_values(state, project_id, &request).await?;
     state.destinations.check_addresses(&request.url).await?;
     let tls = destinations.tls_for(&request.url);
 
     let lease = match request.cvc_session {
-        Some(session) => Some(take_cvc(&state, project_id, session, &mut values).await?),
+        Some(session) => Some(take_cvc(state, project_id, session, &mut values).await?),
         None => None,
     };
     let outgoing = match request.body.render(&values) {

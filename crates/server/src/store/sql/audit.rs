@@ -21,17 +21,10 @@ impl AuditStore for SqlStore {
         // One statement per group of records: the group commit's cost is paid per statement,
         // not per record.
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let params: Vec<String> = (1..=COLUMNS)
-                        .map(|c| format!("${}", row * COLUMNS + c))
-                        .collect();
-                    format!("({})", params.join(", "))
-                })
-                .collect();
+            let values = super::values_placeholders(chunk.len(), COLUMNS);
             let sql = format!(
                 "INSERT INTO audit_log (chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash) VALUES {}",
-                values.join(", ")
+                values
             );
             // Built from numbered placeholders only; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));

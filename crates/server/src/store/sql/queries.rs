@@ -239,22 +239,8 @@ impl Store for SqlStore {
         project_id: &str,
         rules: &[String],
     ) -> Result<(), StoreError> {
-        self.before_write()?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM project_destinations WHERE project_id = $1")
-            .bind(project_id)
-            .execute(&mut *tx)
-            .await?;
-        for rule in rules {
-            sqlx::query("INSERT INTO project_destinations (project_id, rule, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(project_id)
-                .bind(rule)
-                .bind(now_unix())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        self.after_write()
+        self.replace_project_list(ProjectList::Destinations, project_id, rules)
+            .await
     }
 
     async fn remove_destination_rule(
@@ -357,17 +343,10 @@ impl Store for SqlStore {
         let now = now_unix();
         let mut tx = self.pool.begin().await?;
         for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let params: Vec<String> = (1..=COLUMNS)
-                        .map(|c| format!("${}", row * COLUMNS + c))
-                        .collect();
-                    format!("({})", params.join(", "))
-                })
-                .collect();
+            let values = super::values_placeholders(chunk.len(), COLUMNS);
             let sql = format!(
                 "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at) VALUES {}",
-                values.join(", ")
+                values
             );
             // Built from numbered placeholders only; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -595,22 +574,8 @@ impl Store for SqlStore {
         project_id: &str,
         origins: &[String],
     ) -> Result<(), StoreError> {
-        self.before_write()?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM project_origins WHERE project_id = $1")
-            .bind(project_id)
-            .execute(&mut *tx)
-            .await?;
-        for origin in origins {
-            sqlx::query("INSERT INTO project_origins (project_id, origin, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(project_id)
-                .bind(origin)
-                .bind(now_unix())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        self.after_write()
+        self.replace_project_list(ProjectList::Origins, project_id, origins)
+            .await
     }
 
     async fn insert_collect_session(&self, session: &CollectSession) -> Result<(), StoreError> {
@@ -734,5 +699,57 @@ impl SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+/// A per-project list of patterns that is replaced whole.
+#[derive(Clone, Copy)]
+enum ProjectList {
+    Destinations,
+    Origins,
+}
+
+impl ProjectList {
+    fn statements(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Destinations => (
+                "DELETE FROM project_destinations WHERE project_id = $1",
+                "INSERT INTO project_destinations (project_id, rule, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            ),
+            Self::Origins => (
+                "DELETE FROM project_origins WHERE project_id = $1",
+                "INSERT INTO project_origins (project_id, origin, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            ),
+        }
+    }
+}
+
+impl SqlStore {
+    /// Replaces the project's list in one transaction: no call ever sees it half-made (an
+    /// empty allowlist in between would allow everything).
+    async fn replace_project_list(
+        &self,
+        list: ProjectList,
+        project_id: &str,
+        items: &[String],
+    ) -> Result<(), StoreError> {
+        let (delete, insert) = list.statements();
+        self.before_write()?;
+        let now = now_unix();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(delete)
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?;
+        for item in items {
+            sqlx::query(insert)
+                .bind(project_id)
+                .bind(item)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.after_write()
     }
 }
