@@ -233,7 +233,7 @@ async fn find(
     }
 }
 
-fn application_name(body: &Map<String, Value>) -> Result<String, ApiError> {
+pub(super) fn application_name(body: &Map<String, Value>) -> Result<String, ApiError> {
     let name = required_text(body, "name")?;
     admin::check_application_name(&name)
         .map_err(|_| ApiError::invalid("name").because("3 to 50 characters"))?;

@@ -60,25 +60,29 @@ impl Caller {
     ) -> Result<(), ApiError> {
         let key = header_key(headers, "x-pub-key")
             .ok_or_else(|| ApiError::InvalidApiKey.because("the X-Pub-Key header is missing"))?;
-        let hash = state.keyring.key_hash(key);
-        let found = match state.caches.publishable_keys.get(&hash) {
-            Some(project) => Ok(project),
-            None => state
-                .store
-                .project_by_pub_key(&hash)
-                .await
-                .inspect(|project| {
-                    state
-                        .caches
-                        .publishable_keys
-                        .insert(hash.clone(), project.clone());
-                }),
-        };
-        match found {
-            Ok(project) if project.id == self.project.id => Ok(()),
-            Ok(_) | Err(StoreError::NotFound) => Err(ApiError::InvalidApiKey),
-            Err(e) => Err(e.into()),
+        match project_by_pub_key(state, key).await? {
+            Some(project) if project.id == self.project.id => Ok(()),
+            _ => Err(ApiError::InvalidApiKey),
         }
+    }
+}
+
+/// The project a publishable key belongs to (cached), if any.
+pub async fn project_by_pub_key(state: &AppState, key: &str) -> Result<Option<Project>, ApiError> {
+    if key.len() > MAX_KEY_LEN {
+        return Ok(None);
+    }
+    let hash = state.keyring.key_hash(key);
+    if let Some(project) = state.caches.publishable_keys.get(&hash) {
+        return Ok(Some(project));
+    }
+    match state.store.project_by_pub_key(&hash).await {
+        Ok(project) => {
+            state.caches.publishable_keys.insert(hash, project.clone());
+            Ok(Some(project))
+        }
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::auth::Caller;
+use super::auth::{Caller, project_by_pub_key};
 use super::body::{RawBody, json_object, required_text};
 use super::{ApiError, AppState};
 use crate::collect::assets::{self, Kind};
@@ -130,24 +130,6 @@ pub fn refusal(refusal: Refusal) -> ApiError {
         Refusal::OriginNotAllowed => ApiError::PermissionDenied
             .because("the page's origin is not one of the project's allowed origins"),
         Refusal::Store(e) => e.into(),
-    }
-}
-
-async fn project_by_pub_key(state: &AppState, key: &str) -> Result<Option<Project>, ApiError> {
-    if key.len() > 256 {
-        return Ok(None);
-    }
-    let hash = state.keyring.key_hash(key);
-    if let Some(project) = state.caches.publishable_keys.get(&hash) {
-        return Ok(Some(project));
-    }
-    match state.store.project_by_pub_key(&hash).await {
-        Ok(project) => {
-            state.caches.publishable_keys.insert(hash, project.clone());
-            Ok(Some(project))
-        }
-        Err(StoreError::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::applications::admin_error;
 use super::auth::Caller;
-use super::body::{RawBody, json_object, required_text};
+use super::body::{RawBody, json_object};
 use super::{ApiError, AppState};
 use crate::admin::{self, AdminError, NewProject, ProcessorTls};
 use crate::store::{Mode, Permissions, Project, StoreError};
@@ -119,9 +119,7 @@ pub async fn provision(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require_provisioning()?;
     let body = json_object(&body)?;
-    let name = required_text(&body, "name")?;
-    admin::check_application_name(&name)
-        .map_err(|_| ApiError::invalid("name").because("3 to 50 characters"))?;
+    let name = super::applications::application_name(&body)?;
     let mode = match body.get("mode") {
         None | Some(Value::Null) => caller.project.mode,
         Some(Value::String(m)) => Mode::parse(m).ok_or_else(|| ApiError::invalid("mode"))?,
