@@ -65,8 +65,13 @@ impl Drop for Process {
 pub fn wait_for_port(port: u16, limit: Duration) -> bool {
     let start = Instant::now();
     loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
+        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            // With no listener, a connect from an ephemeral port equal to `port` meets itself
+            // (TCP simultaneous open) and "succeeds"; that is not a server.
+            let connected_to_itself = stream.local_addr().ok() == stream.peer_addr().ok();
+            if !connected_to_itself {
+                return true;
+            }
         }
         if start.elapsed() >= limit {
             return false;
