@@ -73,6 +73,20 @@ impl SqliteUpkeep {
         self.files.after_write().map_err(StoreError::Files)
     }
 
+    /// Copies the log back into the database, every watch round, off the request path: a
+    /// passive checkpoint, so writers and readers go on meanwhile (the pool's connections do
+    /// not checkpoint: `wal_autocheckpoint = 0`).
+    async fn checkpoint(&self) -> Result<(), sqlx::Error> {
+        if self.files.wal_bytes() == 0 || !self.files.writes_ok() {
+            return Ok(());
+        }
+        let mut keeper = self.keeper.lock().await;
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *keeper)
+            .await
+            .map(|_| ())
+    }
+
     /// Empties the log if it is over the limit and fully copied back; a no-op otherwise.
     async fn bound_wal(&self) -> Result<(), sqlx::Error> {
         if self.files.wal_bytes() <= WAL_LIMIT_BYTES || !self.files.writes_ok() {
@@ -107,6 +121,9 @@ async fn watch(upkeep: Weak<SqliteUpkeep>) {
         // A problem is logged by the check itself, once.
         let _ = upkeep.files.check();
         round = round.wrapping_add(1);
+        if let Err(e) = upkeep.checkpoint().await {
+            tracing::warn!(error = %e, "write-ahead log checkpoint failed");
+        }
         if round.is_multiple_of(CHECKPOINT_EVERY)
             && let Err(e) = upkeep.bound_wal().await
         {

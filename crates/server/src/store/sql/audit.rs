@@ -8,44 +8,26 @@ use super::SqlStore;
 use crate::audit::AuditRow;
 use crate::store::{AuditFilter, AuditStore, StoreError};
 
+/// Records per INSERT: 512 × 12 bound values, well within SQLite's (32,766) and PostgreSQL's
+/// (65,535) limits, and as many as the writer groups at once, so a group is one statement.
+const ROWS_PER_STATEMENT: usize = 512;
+
 const COLUMNS: &str = "id, chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash";
 
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
-        const COLUMNS: usize = 12;
-        // Within SQLite's and PostgreSQL's bound-parameter limits.
-        const ROWS_PER_STATEMENT: usize = 64;
         self.before_write()?;
-        let mut tx = self.pool.begin().await?;
-        // One statement per group of records: the group commit's cost is paid per statement,
-        // not per record.
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let values = super::values_placeholders(chunk.len(), COLUMNS);
-            let sql = format!(
-                "INSERT INTO audit_log (chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash) VALUES {}",
-                values
-            );
-            // Built from numbered placeholders only; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for row in chunk {
-                query = query
-                    .bind(row.chain.clone())
-                    .bind(row.seq)
-                    .bind(row.at_ms)
-                    .bind(row.request_id.clone())
-                    .bind(row.project_id.clone())
-                    .bind(row.application_id.clone())
-                    .bind(row.action.clone())
-                    .bind(row.outcome.clone())
-                    .bind(row.token.clone())
-                    .bind(row.detail.clone())
-                    .bind(row.prev_hash.clone())
-                    .bind(row.hash.clone());
+        if rows.len() <= ROWS_PER_STATEMENT {
+            // One statement is atomic on its own: no transaction, one round trip.
+            insert_audit_rows(rows).execute(&self.pool).await?;
+        } else {
+            let mut tx = self.pool.begin().await?;
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                insert_audit_rows(chunk).execute(&mut *tx).await?;
             }
-            query.execute(&mut *tx).await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
         self.after_write()
     }
 
@@ -121,4 +103,32 @@ fn audit_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
     })
+}
+
+fn insert_audit_rows(
+    rows: &[AuditRow],
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    const COLUMNS: usize = 12;
+    let sql = format!(
+        "INSERT INTO audit_log (chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash) VALUES {}",
+        super::values_placeholders(rows.len(), COLUMNS)
+    );
+    // Built from numbered placeholders only; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for row in rows {
+        query = query
+            .bind(row.chain.clone())
+            .bind(row.seq)
+            .bind(row.at_ms)
+            .bind(row.request_id.clone())
+            .bind(row.project_id.clone())
+            .bind(row.application_id.clone())
+            .bind(row.action.clone())
+            .bind(row.outcome.clone())
+            .bind(row.token.clone())
+            .bind(row.detail.clone())
+            .bind(row.prev_hash.clone())
+            .bind(row.hash.clone());
+    }
+    query
 }

@@ -29,6 +29,11 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// its page: without it, a deleted token's ciphertext stays readable in the file's free space.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 16777216; PRAGMA secure_delete = ON;";
 
+/// Checkpoints are the keeper's (see `sqlite_upkeep`) on the connections that serve calls: run
+/// inline, one would stall the commit that triggered it, and every call waiting on that commit,
+/// for the write-back and its fsync.
+const SQLITE_NO_INLINE_CHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 0;";
+
 /// The readiness probe's write, the same on both engines.
 pub(in crate::store) const PROBE_WRITE: &str = "INSERT INTO readiness_probe (id, checked_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at";
 
@@ -92,9 +97,13 @@ impl SqlStore {
                 let pool = AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(5))
+                    // A local file does not drop a connection; the ping before each use would be
+                    // one more round trip to the connection's thread on every query.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(SQLITE_PRAGMAS).await?;
+                            conn.execute(SQLITE_NO_INLINE_CHECKPOINT).await?;
                             Ok(())
                         })
                     })
