@@ -45,6 +45,9 @@ struct Args {
     /// Fixed rates (requests per second) for the latency runs.
     #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
     rates: Vec<u64>,
+    /// Stored tokens for the run measuring the proxy during a data-key rotation (0 to skip).
+    #[arg(long, default_value_t = 0)]
+    rotation_tokens: u64,
 }
 
 const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -555,4 +558,85 @@ async fn main() {
             );
         }
     }
+
+    if bench.args.rotation_tokens > 0 {
+        rotation_run(&bench, &stub, &client, bench.args.rotation_tokens).await;
+    }
+}
+
+/// Proxy throughput before, during and after `cardvault keys rotate` reseals `count` tokens.
+async fn rotation_run(bench: &Bench, stub: &Stub, client: &reqwest::Client, count: u64) {
+    const CACHE_TTL_MS: &str = "1000";
+    eprintln!("-- rotation of {count} tokens");
+    let vault = start_vault(
+        stub,
+        &[("CARDVAULT_CACHE_TTL_MS".to_owned(), CACHE_TTL_MS.to_owned())],
+    );
+    let data_dir = vault._dir.path().join("data");
+    let sample = bulk_load(&data_dir, &vault.keys.project_id, count).await;
+    let url = stub.url("/v1/charges");
+    let bodies: BodyFn =
+        Arc::new(move |n| proxy_body(&sample[(n as usize * 7919) % sample.len()], &url));
+    let target = proxy_target(&vault, bytes::Bytes::new());
+    let before = load::saturate(
+        client,
+        &target,
+        Some(bodies.clone()),
+        CONNECTIONS,
+        bench.duration,
+    )
+    .await;
+
+    let mut rotation = std::process::Command::new(cardvault_testkit::cardvault::release_binary())
+        .args([
+            "keys",
+            "rotate",
+            "--json",
+            "--cache-ttl-ms",
+            CACHE_TTL_MS,
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cardvault keys rotate");
+    let started = Instant::now();
+    let mut during = Vec::new();
+    while rotation.try_wait().expect("rotation status").is_none() {
+        during.push(
+            load::saturate(
+                client,
+                &target,
+                Some(bodies.clone()),
+                CONNECTIONS,
+                Duration::from_secs(5),
+            )
+            .await,
+        );
+    }
+    let took = started.elapsed().as_secs_f64();
+    let output = rotation.wait_with_output().expect("rotation output");
+    assert!(output.status.success(), "the rotation failed");
+    let done: serde_json::Value = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("the rotation's last JSON line");
+    let after = load::saturate(client, &target, Some(bodies), CONNECTIONS, bench.duration).await;
+
+    let completed: u64 = during.iter().map(|o| o.completed).sum();
+    let errors: u64 = during.iter().map(|o| o.errors).sum();
+    let seconds: f64 = during.iter().map(|o| o.elapsed.as_secs_f64()).sum();
+    println!("\n## Proxy throughput during a data-key rotation (SQLite, random tokens)\n");
+    println!(
+        "| stored tokens | before (req/s) | during (req/s) | errors during | rotation (s) | resealed/s | after (req/s) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {count} | {:.0} | {:.0} | {errors} | {took:.1} | {:.0} | {:.0} |",
+        before.throughput(),
+        completed as f64 / seconds.max(f64::EPSILON),
+        done["resealed"].as_f64().unwrap_or(0.0) / took,
+        after.throughput()
+    );
 }

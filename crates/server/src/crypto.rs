@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use arc_swap::ArcSwap;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::{hkdf, hmac};
@@ -111,12 +112,25 @@ pub struct Sealed {
 pub struct WrappedDataKey {
     pub version: u32,
     pub wrapped: Vec<u8>,
+    /// Whether it may seal new records. A rotation adds a key inactive, so every instance can
+    /// open what it seals before any instance seals with it.
+    pub active: bool,
+}
+
+/// The data keys in use: every version that still opens records, and the newest active one.
+struct DataKeys {
+    sealing_version: u32,
+    keys: HashMap<u32, LessSafeKey>,
 }
 
 /// The keys a running vault uses, derived from the master key and the stored data keys.
 pub struct Keyring {
-    current_version: u32,
-    data_keys: HashMap<u32, LessSafeKey>,
+    /// Swapped whole when a rotation adds, activates or retires a data key.
+    data: ArcSwap<DataKeys>,
+    /// `CARDVAULT_ACTIVE_KEY_VERSION`: seals with this version whatever the database says.
+    pinned_version: Option<u32>,
+    /// Opens data keys added while the vault runs.
+    wrapping: LessSafeKey,
     fingerprint_key: hmac::Key,
     api_key_pepper: hmac::Key,
     audit_key: hmac::Key,
@@ -125,21 +139,17 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// Unwraps the stored data keys; the highest version encrypts new records.
+    /// Unwraps the stored data keys; the newest active one seals new records.
     ///
     /// # Errors
     /// [`CryptoError::Decrypt`] when a data key was not wrapped by this master key.
     pub fn new(master: &MasterKey, wrapped: &[WrappedDataKey]) -> Result<Self, CryptoError> {
         let wrapping = master.aead(b"data-key-wrapping")?;
-        let mut data_keys = HashMap::new();
-        for key in wrapped {
-            let raw = open(&wrapping, &key.wrapped, &wrap_aad(key.version))?;
-            data_keys.insert(key.version, aead_key(&raw)?);
-        }
-        let current_version = data_keys.keys().copied().max().unwrap_or(0);
+        let data = unwrap_data_keys(&wrapping, wrapped)?;
         Ok(Self {
-            current_version,
-            data_keys,
+            data: ArcSwap::from_pointee(data),
+            pinned_version: None,
+            wrapping,
             fingerprint_key: hmac::Key::new(
                 hmac::HMAC_SHA256,
                 master.derive(b"fingerprint")?.as_ref(),
@@ -154,17 +164,49 @@ impl Keyring {
         })
     }
 
-    /// Encrypts new records under `version` instead of the newest key: during a rotation every
-    /// instance keeps writing with the old key until all of them can read the new one.
+    /// Encrypts new records under `version` whatever the database says is active.
     ///
     /// # Errors
     /// [`CryptoError::UnknownKeyVersion`] when the database holds no such key.
     pub fn with_active_version(mut self, version: u32) -> Result<Self, CryptoError> {
-        if !self.data_keys.contains_key(&version) {
+        if !self.data.load().keys.contains_key(&version) {
             return Err(CryptoError::UnknownKeyVersion(version));
         }
-        self.current_version = version;
+        self.pinned_version = Some(version);
         Ok(self)
+    }
+
+    /// Takes the stored data keys as they are now: keys added by a rotation open records from
+    /// now on, the newest active one seals them, retired ones are forgotten.
+    ///
+    /// # Errors
+    /// [`CryptoError::Decrypt`] when a stored key was not wrapped by this master key; the keys
+    /// in use stay as they were.
+    pub fn refresh(&self, wrapped: &[WrappedDataKey]) -> Result<(), CryptoError> {
+        let current = self.data.load();
+        let unchanged = wrapped.len() == current.keys.len()
+            && wrapped
+                .iter()
+                .all(|k| current.keys.contains_key(&k.version))
+            && sealing_version_of(wrapped) == current.sealing_version;
+        if unchanged {
+            return Ok(());
+        }
+        let data = unwrap_data_keys(&self.wrapping, wrapped)?;
+        if data.sealing_version != current.sealing_version && self.pinned_version.is_none() {
+            tracing::info!(
+                version = data.sealing_version,
+                "new records are sealed with another data key version"
+            );
+        }
+        self.data.store(std::sync::Arc::new(data));
+        Ok(())
+    }
+
+    /// The data key version sealing new records.
+    pub fn sealing_version(&self) -> u32 {
+        self.pinned_version
+            .unwrap_or_else(|| self.data.load().sealing_version)
     }
 
     /// A fresh data key, wrapped for storage.
@@ -183,23 +225,38 @@ impl Keyring {
             raw.as_ref(),
             &wrap_aad(version),
         )?;
-        Ok(WrappedDataKey { version, wrapped })
+        Ok(WrappedDataKey {
+            version,
+            wrapped,
+            active: true,
+        })
     }
 
     pub fn has_data_key(&self) -> bool {
-        !self.data_keys.is_empty()
+        !self.data.load().keys.is_empty()
     }
 
-    /// Encrypts `plaintext` under the current data key, bound to `aad`.
+    /// Encrypts `plaintext` under the sealing data key, bound to `aad`.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, CryptoError> {
-        let key = self
-            .data_keys
-            .get(&self.current_version)
-            .ok_or(CryptoError::UnknownKeyVersion(self.current_version))?;
+        self.seal_with(self.sealing_version(), plaintext, aad)
+    }
+
+    /// Encrypts `plaintext` under data key `version` (a rotation moving records to it).
+    pub fn seal_with(
+        &self,
+        version: u32,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Sealed, CryptoError> {
+        let data = self.data.load();
+        let key = data
+            .keys
+            .get(&version)
+            .ok_or(CryptoError::UnknownKeyVersion(version))?;
         let combined = seal(&self.rng, key, plaintext, aad)?;
         let (nonce, ciphertext) = combined.split_at(NONCE_LEN);
         Ok(Sealed {
-            key_version: self.current_version,
+            key_version: version,
             nonce: nonce.to_vec(),
             ciphertext: ciphertext.to_vec(),
         })
@@ -207,8 +264,9 @@ impl Keyring {
 
     /// Decrypts a record; fails closed if it was altered or moved to another `aad`.
     pub fn open(&self, sealed: &Sealed, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let key = self
-            .data_keys
+        let data = self.data.load();
+        let key = data
+            .keys
             .get(&sealed.key_version)
             .ok_or(CryptoError::UnknownKeyVersion(sealed.key_version))?;
         let mut combined = Vec::with_capacity(sealed.nonce.len() + sealed.ciphertext.len());
@@ -275,6 +333,33 @@ pub mod aad {
     pub fn tls_client_key(project_id: &str, host: &str) -> Vec<u8> {
         format!("cardvault:tls-key:v1:{project_id}:{host}").into_bytes()
     }
+}
+
+/// The version that seals new records: the newest active one (before rotations existed every
+/// key was active, so the newest one).
+fn sealing_version_of(wrapped: &[WrappedDataKey]) -> u32 {
+    wrapped
+        .iter()
+        .filter(|k| k.active)
+        .map(|k| k.version)
+        .max()
+        .or_else(|| wrapped.iter().map(|k| k.version).max())
+        .unwrap_or(0)
+}
+
+fn unwrap_data_keys(
+    wrapping: &LessSafeKey,
+    wrapped: &[WrappedDataKey],
+) -> Result<DataKeys, CryptoError> {
+    let mut keys = HashMap::new();
+    for key in wrapped {
+        let raw = open(wrapping, &key.wrapped, &wrap_aad(key.version))?;
+        keys.insert(key.version, aead_key(&raw)?);
+    }
+    Ok(DataKeys {
+        sealing_version: sealing_version_of(wrapped),
+        keys,
+    })
 }
 
 fn wrap_aad(version: u32) -> Vec<u8> {
@@ -372,5 +457,57 @@ mod tests {
             ring.fingerprint("p1", b"4242"),
             ring.fingerprint("p2", b"4242")
         );
+    }
+
+    #[test]
+    fn a_refreshed_keyring_opens_added_keys_seals_with_the_newest_active_and_forgets_retired_ones()
+    {
+        let master = MasterKey::generate().unwrap();
+        let v1 = Keyring::wrap_new_data_key(&master, 1).unwrap();
+        let ring = Keyring::new(&master, std::slice::from_ref(&v1)).unwrap();
+        let old = ring.seal(b"4242424242424242", b"a").unwrap();
+
+        // Added, not active: it opens what a rotation seals with it, nothing else changes.
+        let mut v2 = Keyring::wrap_new_data_key(&master, 2).unwrap();
+        v2.active = false;
+        ring.refresh(&[v1.clone(), v2.clone()]).unwrap();
+        assert_eq!(ring.sealing_version(), 1);
+        let moved = ring.seal_with(2, b"4242424242424242", b"a").unwrap();
+        assert_eq!(
+            ring.open(&moved, b"a").unwrap().as_slice(),
+            b"4242424242424242"
+        );
+
+        // Activated: new records are sealed with it; old ones still open.
+        v2.active = true;
+        ring.refresh(&[v1.clone(), v2.clone()]).unwrap();
+        assert_eq!(ring.seal(b"x", b"a").unwrap().key_version, 2);
+        assert!(ring.open(&old, b"a").is_ok());
+
+        // Retired: gone.
+        ring.refresh(std::slice::from_ref(&v2)).unwrap();
+        assert!(matches!(
+            ring.open(&old, b"a"),
+            Err(CryptoError::UnknownKeyVersion(1))
+        ));
+
+        // A key wrapped by another master key is refused and changes nothing.
+        let foreign = Keyring::wrap_new_data_key(&MasterKey::generate().unwrap(), 3).unwrap();
+        assert!(ring.refresh(&[v2, foreign]).is_err());
+        assert_eq!(ring.sealing_version(), 2);
+    }
+
+    #[test]
+    fn a_pinned_version_seals_whatever_the_database_makes_active() {
+        let master = MasterKey::generate().unwrap();
+        let v1 = Keyring::wrap_new_data_key(&master, 1).unwrap();
+        let v2 = Keyring::wrap_new_data_key(&master, 2).unwrap();
+        let ring = Keyring::new(&master, &[v1.clone(), v2.clone()])
+            .unwrap()
+            .with_active_version(1)
+            .unwrap();
+        assert_eq!(ring.seal(b"x", b"a").unwrap().key_version, 1);
+        ring.refresh(&[v1, v2]).unwrap();
+        assert_eq!(ring.sealing_version(), 1);
     }
 }

@@ -17,6 +17,7 @@ pub mod cvc;
 pub mod destinations;
 pub mod error_chain;
 pub mod http_server;
+pub mod keys;
 pub mod limits;
 pub mod logging;
 pub mod server_tls;
@@ -150,6 +151,11 @@ pub async fn build_state_with(
     }
     let keyring = Arc::new(keyring);
     drop(master);
+    // With caching off (0) the keys are still reloaded, four times a second.
+    let key_reload = settings
+        .cache_ttl()
+        .max(std::time::Duration::from_millis(250));
+    keys::follow_stored_keys(store.clone(), &keyring, key_reload);
     let cvc_store: Arc<dyn cvc::CvcStore> = match &settings.redis_url {
         Some(url) => {
             let redis = RedisCvcStore::new(

@@ -19,6 +19,7 @@ use crate::{StartError, open_store};
 mod audit;
 mod destinations;
 mod init;
+mod keys;
 mod project;
 mod serve;
 
@@ -82,6 +83,48 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Rotate, inspect and retire the data keys that seal stored card data.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a data key version, make it seal new records on every instance, and reseal every
+    /// record from older versions with it, in batches, while the vault serves. Stopped (Ctrl-C,
+    /// kill), it resumes where it was when run again; one runs at a time.
+    Rotate {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// How long running instances take to see changed keys: their CARDVAULT_CACHE_TTL_MS
+        /// (the rotation waits that long, plus a second, before each switch).
+        #[arg(long, env = "CARDVAULT_CACHE_TTL_MS", default_value_t = crate::config::DEFAULT_CACHE_TTL_MS)]
+        cache_ttl_ms: u64,
+        /// Records resealed per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch_size: u32,
+        /// Progress as JSON lines on stdout (events: added, resuming, waiting, activated,
+        /// progress, done) instead of a progress bar.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the data key versions, how many records each seals, and any rotation in progress.
+    Status {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a data key version no record uses any more (refused while one does).
+    Retire {
+        #[command(flatten)]
+        vault: VaultDir,
+        /// The version to retire.
+        version: u32,
     },
 }
 
@@ -408,6 +451,24 @@ async fn execute(command: Command) -> Result<(), CliError> {
             };
             set_destination_tls(&vault, &project, &host, files, remove).await
         }
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    vault,
+                    cache_ttl_ms,
+                    batch_size,
+                    json,
+                },
+        } => {
+            let cache_ttl = std::time::Duration::from_millis(cache_ttl_ms);
+            keys::rotate(&vault, cache_ttl, batch_size, json).await
+        }
+        Command::Keys {
+            command: KeysCommand::Status { vault, json },
+        } => keys::status(&vault, json).await,
+        Command::Keys {
+            command: KeysCommand::Retire { vault, version },
+        } => keys::retire(&vault, version).await,
         Command::Audit {
             command:
                 AuditCommand::Verify {

@@ -237,9 +237,97 @@ pub trait AuditStore: Send + Sync {
     ) -> Result<Vec<crate::audit::AuditRow>, StoreError>;
 }
 
+/// Which kind of sealed record: each kind opens with its own associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedKind {
+    /// A token's card or bank data.
+    Token,
+    /// A project's TLS client key for a processor.
+    TlsClientKey,
+}
+
+impl SealedKind {
+    pub const ALL: [Self; 2] = [Self::Token, Self::TlsClientKey];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "tokens",
+            Self::TlsClientKey => "tls_client_keys",
+        }
+    }
+}
+
+/// One sealed record as a rotation reads it.
+#[derive(Debug, Clone)]
+pub struct SealedRecord {
+    pub project_id: String,
+    /// The token id, or the host of a TLS client key.
+    pub id: String,
+    pub sealed: Sealed,
+}
+
+/// A background key job's row: who holds it, when it last showed life, what it is moving to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyJob {
+    /// Empty when nobody runs it.
+    pub owner: String,
+    pub heartbeat_at_ms: i64,
+    pub target_version: Option<u32>,
+}
+
+/// What key rotation needs from the database.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Makes data key `version` the one new records are sealed with.
+    async fn activate_data_key(&self, version: u32) -> Result<(), StoreError>;
+    /// Deletes data key `version` if no record uses it; otherwise deletes nothing and returns
+    /// how many do.
+    async fn delete_unused_data_key(&self, version: u32) -> Result<u64, StoreError>;
+    /// Records per kind and key version (shredded tokens, which hold none, are left out).
+    async fn sealed_counts(&self) -> Result<Vec<(SealedKind, u32, u64)>, StoreError>;
+    /// Up to `limit` records of `kind` sealed with another version than `target`, after `after`
+    /// in id order.
+    async fn sealed_batch(
+        &self,
+        kind: SealedKind,
+        target: u32,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<SealedRecord>, StoreError>;
+    /// Replaces each record's sealed value in one transaction, only where it is still the one
+    /// that was read (a record changed meanwhile was sealed anew and is left as it is); returns
+    /// how many were replaced.
+    async fn reseal(
+        &self,
+        kind: SealedKind,
+        records: &[(SealedRecord, Sealed)],
+    ) -> Result<u64, StoreError>;
+    async fn key_job(&self, name: &str) -> Result<Option<KeyJob>, StoreError>;
+    /// Takes the job for `owner` if its row still says `expected` (`None`: there is no row);
+    /// returns whether it did.
+    async fn claim_key_job(
+        &self,
+        name: &str,
+        expected: Option<&KeyJob>,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Records that `owner` still runs the job, moving records to `target_version` (`None`: the
+    /// job is done); returns false when `owner` no longer holds it.
+    async fn update_key_job(
+        &self,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        target_version: Option<u32>,
+    ) -> Result<bool, StoreError>;
+    /// Lets go of the job (keeping its target, so the next run resumes).
+    async fn release_key_job(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+}
+
 /// The vault's durable state.
 #[async_trait]
-pub trait Store: AuditStore + Send + Sync {
+pub trait Store: AuditStore + KeyStore + Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 
     async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError>;

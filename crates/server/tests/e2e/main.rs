@@ -14,6 +14,7 @@ mod cvc_sessions;
 mod destinations;
 mod detokenize;
 mod echo_carriers;
+mod keys_rotation;
 mod limits;
 mod provisioning;
 mod proxy;

@@ -32,7 +32,7 @@ impl Store for SqlStore {
 
     async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError> {
         self.before_read()?;
-        let rows = sqlx::query("SELECT version, wrapped FROM data_keys ORDER BY version")
+        let rows = sqlx::query("SELECT version, wrapped, active FROM data_keys ORDER BY version")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -40,6 +40,7 @@ impl Store for SqlStore {
                 Ok(WrappedDataKey {
                     version: row.try_get::<i64, _>("version")? as u32,
                     wrapped: row.try_get("wrapped")?,
+                    active: row.try_get::<i64, _>("active")? != 0,
                 })
             })
             .collect()
@@ -47,12 +48,15 @@ impl Store for SqlStore {
 
     async fn insert_data_key(&self, key: &WrappedDataKey) -> Result<(), StoreError> {
         self.before_write()?;
-        sqlx::query("INSERT INTO data_keys (version, wrapped, created_at) VALUES ($1, $2, $3)")
-            .bind(i64::from(key.version))
-            .bind(&key.wrapped)
-            .bind(now_unix())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO data_keys (version, wrapped, created_at, active) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(i64::from(key.version))
+        .bind(&key.wrapped)
+        .bind(now_unix())
+        .bind(i64::from(key.active))
+        .execute(&self.pool)
+        .await?;
         self.after_write()
     }
 

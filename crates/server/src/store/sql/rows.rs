@@ -70,12 +70,13 @@ macro_rules! select_token {
 
 /// An `UPDATE` that crypto-shreds the tokens the given `WHERE` clause selects: nonce and
 /// ciphertext overwritten with nothing (`$1`, `$2`: empty), the fingerprint erased so
-/// deduplication cannot find the card again, and the row kept, deleted at `$3`, as a tombstone
-/// that holds only the metadata PCI DSS allows in the clear.
+/// deduplication cannot find the card again, the key version 0 (it holds nothing sealed), and
+/// the row kept, deleted at `$3`, as a tombstone that holds only the metadata PCI DSS allows in
+/// the clear.
 macro_rules! shred_tokens {
     ($where:literal) => {
         concat!(
-            "UPDATE tokens SET nonce = $1, ciphertext = $2, fingerprint = NULL, deleted_at = $3, updated_at = $3 WHERE ",
+            "UPDATE tokens SET key_version = 0, nonce = $1, ciphertext = $2, fingerprint = NULL, deleted_at = $3, updated_at = $3 WHERE ",
             $where
         )
     };

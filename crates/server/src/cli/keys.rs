@@ -1,0 +1,306 @@
+//! `keys rotate|status|retire`: the data keys' life, from the command line.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::{CliError, VaultDir};
+use crate::crypto::{Keyring, MasterKey};
+use crate::keys::rotation::{self, Progress, Rotation};
+use crate::store::{SealedKind, Store};
+use crate::{StartError, load_keyring, open_store};
+
+/// JSON progress lines at most this often (and always the last one).
+const JSON_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+async fn open(vault: &VaultDir) -> Result<(Arc<dyn Store>, Arc<Keyring>, MasterKey), CliError> {
+    let store = open_store(&vault.database(), false).await?;
+    let master = MasterKey::load(&vault.data_dir).map_err(StartError::from)?;
+    let keyring = Arc::new(load_keyring(store.as_ref(), &master).await?);
+    Ok((store, keyring, master))
+}
+
+pub(super) async fn rotate(
+    vault: &VaultDir,
+    cache_ttl: Duration,
+    batch_size: u32,
+    json: bool,
+) -> Result<(), CliError> {
+    let (store, keyring, master) = open(vault).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    tokio::spawn(stop_on_signal(stop.clone()));
+    let rotation = Rotation {
+        store: store.clone(),
+        keyring: &keyring,
+        master: &master,
+        settle: cache_ttl + Duration::from_secs(1),
+        batch_size,
+        stop: &stop,
+    };
+    let mut display = Display::new(json);
+    let outcome = rotation.run(&mut |p| display.show(p)).await;
+    display.finish();
+    let rotated = outcome.map_err(|e| CliError::Usage(crate::error_chain::chain(&e)))?;
+    super::audit::record(
+        &store,
+        &keyring,
+        "keys.rotate",
+        "",
+        json!({"version": rotated.version, "resealed": rotated.resealed}),
+    )
+    .await?;
+    if json {
+        println!(
+            "{}",
+            json!({"event": "done", "version": rotated.version, "resealed": rotated.resealed})
+        );
+    } else {
+        println!(
+            "rotated: data key version {} seals every record ({} resealed)",
+            rotated.version, rotated.resealed
+        );
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM: finish the batch in progress, then stop.
+async fn stop_on_signal(stop: Arc<AtomicBool>) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("cardvault: stopping after the batch in progress…");
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// Progress as a bar on a terminal, or as JSON lines for automation.
+struct Display {
+    json: bool,
+    bar: Option<ProgressBar>,
+    started: Option<Instant>,
+    last_line: Option<Instant>,
+    pending: Option<(u64, u64)>,
+}
+
+impl Display {
+    fn new(json: bool) -> Self {
+        Self {
+            json,
+            bar: None,
+            started: None,
+            last_line: None,
+            pending: None,
+        }
+    }
+
+    fn show(&mut self, progress: &Progress) {
+        match *progress {
+            Progress::Added { version } => self.event(
+                json!({"event": "added", "version": version}),
+                format!("added data key version {version}"),
+            ),
+            Progress::Resuming { version } => self.event(
+                json!({"event": "resuming", "version": version}),
+                format!("resuming the rotation to data key version {version}"),
+            ),
+            Progress::Settling {
+                version,
+                activating,
+                seconds,
+            } => {
+                let (event, text) = if activating {
+                    (
+                        "activated",
+                        "version {v} now seals new records; waiting {s} s for every instance to switch",
+                    )
+                } else {
+                    (
+                        "waiting",
+                        "waiting {s} s for every instance to load version {v}",
+                    )
+                };
+                self.event(
+                    json!({"event": event, "version": version, "seconds": seconds}),
+                    text.replace("{v}", &version.to_string())
+                        .replace("{s}", &seconds.to_string()),
+                );
+            }
+            Progress::Resealed { done, total } => self.resealed(done, total),
+        }
+    }
+
+    fn event(&self, line: serde_json::Value, text: String) {
+        if self.json {
+            println!("{line}");
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    fn resealed(&mut self, done: u64, total: u64) {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if self.json {
+            self.pending = Some((done, total));
+            let due = self
+                .last_line
+                .is_none_or(|at| at.elapsed() >= JSON_PROGRESS_EVERY);
+            if due || done == total {
+                self.json_progress(started);
+            }
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "resealing {bar:40} {pos}/{len} records  {per_sec}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        bar.set_length(total);
+        bar.set_position(done);
+    }
+
+    fn json_progress(&mut self, started: Instant) {
+        let Some((done, total)) = self.pending.take() else {
+            return;
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let rate = if seconds > 0.0 {
+            done as f64 / seconds
+        } else {
+            0.0
+        };
+        let eta = if rate > 0.0 {
+            Some(((total - done) as f64 / rate).ceil() as u64)
+        } else {
+            None
+        };
+        println!(
+            "{}",
+            json!({"event": "progress", "done": done, "total": total,
+                   "rate_per_second": rate.round(), "eta_seconds": eta})
+        );
+        self.last_line = Some(Instant::now());
+    }
+
+    fn finish(&mut self) {
+        if let Some(started) = self.started {
+            self.json_progress(started);
+        }
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+    }
+}
+
+pub(super) async fn status(vault: &VaultDir, json: bool) -> Result<(), CliError> {
+    let (store, keyring, _) = open(vault).await?;
+    let wrapped = store.data_keys().await.map_err(StartError::from)?;
+    let counts = store.sealed_counts().await.map_err(StartError::from)?;
+    let job = rotation::job(store.as_ref())
+        .await
+        .map_err(StartError::from)?;
+    let sealing = keyring.sealing_version();
+    let mut by_version: BTreeMap<u32, [u64; 2]> =
+        wrapped.iter().map(|k| (k.version, [0, 0])).collect();
+    for (kind, version, n) in counts {
+        let slot = by_version.entry(version).or_default();
+        slot[usize::from(kind == SealedKind::TlsClientKey)] += n;
+    }
+    let rotation = job.and_then(|j| {
+        let target = j.target_version?;
+        Some((target, !j.owner.is_empty()))
+    });
+    if json {
+        let versions: Vec<_> = by_version
+            .iter()
+            .map(|(v, [tokens, tls])| {
+                json!({
+                    "version": v,
+                    "stored": wrapped.iter().any(|k| k.version == *v),
+                    "active": wrapped.iter().any(|k| k.version == *v && k.active),
+                    "sealing": *v == sealing,
+                    "tokens": tokens,
+                    "tls_client_keys": tls,
+                })
+            })
+            .collect();
+        let rotation =
+            rotation.map(|(target, running)| json!({"target_version": target, "running": running}));
+        println!(
+            "{}",
+            json!({"sealing_version": sealing, "versions": versions, "rotation": rotation})
+        );
+        return Ok(());
+    }
+    println!("version  state      tokens  tls client keys");
+    for (v, [tokens, tls]) in &by_version {
+        let state = match wrapped.iter().find(|k| k.version == *v) {
+            None => "missing",
+            Some(_) if *v == sealing => "sealing",
+            Some(k) if k.active => "active",
+            Some(_) => "added",
+        };
+        println!("{v:>7}  {state:<9} {tokens:>7}  {tls:>15}");
+    }
+    match rotation {
+        Some((target, true)) => println!("a rotation to version {target} is running"),
+        Some((target, false)) => println!(
+            "a rotation to version {target} was stopped; run `cardvault keys rotate` to resume it"
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
+pub(super) async fn retire(vault: &VaultDir, version: u32) -> Result<(), CliError> {
+    let (store, keyring, _) = open(vault).await?;
+    if version == keyring.sealing_version() {
+        return Err(CliError::Usage(format!(
+            "data key version {version} seals new records; rotate to a new one first (`cardvault keys rotate`)"
+        )));
+    }
+    let job = rotation::job(store.as_ref())
+        .await
+        .map_err(StartError::from)?;
+    if job.and_then(|j| j.target_version) == Some(version) {
+        return Err(CliError::Usage(format!(
+            "a rotation is moving records to data key version {version}; let it finish first"
+        )));
+    }
+    match store.delete_unused_data_key(version).await {
+        Ok(0) => {}
+        Ok(in_use) => {
+            return Err(CliError::Usage(format!(
+                "{in_use} records are still sealed with data key version {version}; run `cardvault keys rotate` first"
+            )));
+        }
+        Err(crate::store::StoreError::NotFound) => {
+            return Err(CliError::Usage(format!(
+                "there is no data key version {version}"
+            )));
+        }
+        Err(e) => return Err(StartError::from(e).into()),
+    }
+    super::audit::record(
+        &store,
+        &keyring,
+        "keys.retire",
+        "",
+        json!({"version": version}),
+    )
+    .await?;
+    println!("data key version {version} retired: it is gone from the database");
+    Ok(())
+}
