@@ -454,3 +454,65 @@ async fn retire_refuses_while_a_record_uses_the_key_then_forgets_it() {
             .collect();
     assert_eq!(actions, ["keys.rotate", "keys.retire"]);
 }
+
+#[tokio::test]
+async fn a_processors_client_key_is_resealed_and_still_used() {
+    let (stub, cert_pem, key_pem) = Stub::start_mutual_tls().await;
+    // No caching: the proxy call after the rotation opens the key as now stored.
+    let vault = Vault::start_with(&stub, &[("CARDVAULT_CACHE_TTL_MS", "0")]).await;
+    let (token, _) = vault.visa().await;
+    let dir = vault.dir.path();
+    std::fs::write(dir.join("client.pem"), &cert_pem).unwrap();
+    std::fs::write(dir.join("client.key"), &key_pem).unwrap();
+    let out = vault
+        .cli()
+        .args([
+            "project",
+            "tls",
+            "--data-dir",
+            vault.data_dir().to_str().unwrap(),
+        ])
+        .args(["--project", &vault.keys.project_id, "--host", "localhost"])
+        .args(["--client-cert", dir.join("client.pem").to_str().unwrap()])
+        .args(["--client-key", dir.join("client.key").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = keys_command(&vault, &["rotate", "--json", "--cache-ttl-ms", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version: i64 = sqlx::query("SELECT key_version FROM destination_tls")
+        .fetch_one(&mut vault.database().await)
+        .await
+        .unwrap()
+        .get("key_version");
+    assert_eq!(version, 2);
+    let shown = status(&vault);
+    let v2 = shown["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == 2)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (v2["tokens"].as_u64(), v2["tls_client_keys"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    let (status, body) = vault
+        .proxy(&json!({"token": token, "proxy_url": stub.url("/charge"), "request_data": {"n": "${cardNumber}"}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stub.count("/charge"), 1);
+}
