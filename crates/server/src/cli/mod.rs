@@ -103,8 +103,9 @@ enum KeysCommand {
         /// (the rotation waits that long, plus a second, before each switch).
         #[arg(long, env = "CARDVAULT_CACHE_TTL_MS", default_value_t = crate::config::DEFAULT_CACHE_TTL_MS)]
         cache_ttl_ms: u64,
-        /// Records resealed per transaction.
-        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        /// Records resealed per transaction (after each, the rotation pauses as long as the
+        /// transaction took, so calls being served get the database in between).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch_size: u32,
         /// Progress as JSON lines on stdout (events: added, resuming, waiting, activated,
         /// progress, done) instead of a progress bar.

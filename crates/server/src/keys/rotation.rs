@@ -208,7 +208,11 @@ impl Rotation<'_> {
                     Ok((record, sealed))
                 })
                 .collect::<Result<Vec<_>, RotationError>>()?;
+            let writing = tokio::time::Instant::now();
             replaced += self.store.reseal(kind, &resealed).await?;
+            // As long again without writing: on SQLite a batch holds the database's one write
+            // lock, and the calls being served (their audit records) must get it in between.
+            tokio::time::sleep(writing.elapsed()).await;
             *done += resealed.len() as u64;
             // Records sealed with the old key by a slow instance during the pass add to it.
             *total = (*total).max(*done);
