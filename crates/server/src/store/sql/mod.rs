@@ -13,6 +13,7 @@ use sqlx::{AnyPool, Connection, Executor};
 mod audit;
 mod queries;
 mod rows;
+mod stats;
 
 use super::StoreError;
 use super::sqlite_files::FileProblem;
