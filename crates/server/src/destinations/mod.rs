@@ -218,7 +218,10 @@ impl Destinations {
         if self.require_allowlist && self.allowlist.is_empty() && project.allow.is_empty() {
             return Err(Refusal::NoAllowlist);
         }
-        Ok(server.or(own).cloned().unwrap_or_else(DestinationLabel::other))
+        Ok(server
+            .or(own)
+            .cloned()
+            .unwrap_or_else(DestinationLabel::other))
     }
 
     /// Resolves the destination and checks every address, without connecting, so a refused

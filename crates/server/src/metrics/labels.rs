@@ -149,20 +149,38 @@ mod tests {
     #[test]
     fn a_destination_label_is_the_host_pattern_without_the_path() {
         let rule = AllowRule::parse("api.stripe.com/v1/accounts/acct_123").unwrap();
-        assert_eq!(&*DestinationLabel::server_rule(&rule).label(), "api.stripe.com");
+        assert_eq!(
+            &*DestinationLabel::server_rule(&rule).label(),
+            "api.stripe.com"
+        );
         let rule = AllowRule::parse("*.adyen.com").unwrap();
-        assert_eq!(&*DestinationLabel::project_rule(&rule).label(), "*.adyen.com");
+        assert_eq!(
+            &*DestinationLabel::project_rule(&rule).label(),
+            "*.adyen.com"
+        );
     }
 
     #[test]
     fn patterns_past_the_cap_are_other() {
         let patterns = Patterns::new(3);
-        let labels: Vec<String> = ["a.example", "b.example", "a.example", "c.example", "d.example"]
-            .iter()
-            .map(|p| patterns.label((*p).to_owned()).label().to_string())
-            .collect();
-        assert_eq!(labels, ["a.example", "b.example", "a.example", "c.example", OTHER]);
-        assert_eq!(patterns.label("a.example".into()).label().to_string(), "a.example");
+        let labels: Vec<String> = [
+            "a.example",
+            "b.example",
+            "a.example",
+            "c.example",
+            "d.example",
+        ]
+        .iter()
+        .map(|p| patterns.label((*p).to_owned()).label().to_string())
+        .collect();
+        assert_eq!(
+            labels,
+            ["a.example", "b.example", "a.example", "c.example", OTHER]
+        );
+        assert_eq!(
+            patterns.label("a.example".into()).label().to_string(),
+            "a.example"
+        );
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ::metrics::{
-    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
-    gauge, histogram,
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
 };
 use http::{Method, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -46,8 +46,8 @@ pub const KEY_ROTATION_TOTAL: &str = "cardvault_key_rotation_records_total";
 /// Histogram buckets, in seconds: from 100 µs (a cached auth, a render) to 10 s (a slow
 /// processor), dense around the millisecond the vault's own work is measured in.
 const LATENCY_BUCKETS_SECONDS: [f64; 17] = [
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0, 30.0,
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
 ];
 
 /// Histograms are drained into their buckets at each scrape and at least this often, so the
@@ -242,7 +242,10 @@ fn describe() {
         KEY_ROTATION_DONE,
         "Sealed records under the newest data key version (rotation progress)"
     );
-    describe_gauge!(KEY_ROTATION_TOTAL, "Sealed records to be under the newest data key version");
+    describe_gauge!(
+        KEY_ROTATION_TOTAL,
+        "Sealed records to be under the newest data key version"
+    );
 }
 
 /// One answered request. `route` is the matched route template (`/tokens/{token}`), never the

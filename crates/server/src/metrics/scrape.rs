@@ -69,7 +69,9 @@ impl Scraper {
                 store
                     .live_collect_sessions(crate::clock::now_unix())
                     .await
-                    .inspect_err(|e| tracing::debug!(error = %e, "metrics: client sessions not counted"))
+                    .inspect_err(
+                        |e| tracing::debug!(error = %e, "metrics: client sessions not counted"),
+                    )
                     .ok()
             })
             .await;
@@ -84,7 +86,9 @@ impl Scraper {
                 store
                     .sealed_records()
                     .await
-                    .inspect_err(|e| tracing::debug!(error = %e, "metrics: sealed records not counted"))
+                    .inspect_err(
+                        |e| tracing::debug!(error = %e, "metrics: sealed records not counted"),
+                    )
                     .ok()
             })
             .await;

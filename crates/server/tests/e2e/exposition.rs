@@ -126,9 +126,7 @@ fn is_label_name(name: &str) -> bool {
 
 /// `name{label="value",…} value [timestamp]`
 fn parse_sample(line: &str) -> Result<Sample, String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
-        .ok_or("no value")?;
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..name_end];
     if !is_metric_name(name) {
         return Err("bad metric name".into());
@@ -218,12 +216,12 @@ fn the_reader_accepts_the_format_and_refuses_what_is_not() {
     assert_eq!(parsed.value("h_count", &[]), Some(2.0));
     assert_eq!(parsed.value("g", &[("v", "a\"b\\c")]), Some(-1500.0));
     for bad in [
-        "a_total 1\n",                             // no TYPE
-        "# TYPE a counter\na{x=1} 1\n",            // unquoted
-        "# TYPE a counter\na{x=\"1\" 1\n",         // unterminated
-        "# TYPE a counter\na one\n",               // not a number
+        "a_total 1\n",                              // no TYPE
+        "# TYPE a counter\na{x=1} 1\n",             // unquoted
+        "# TYPE a counter\na{x=\"1\" 1\n",          // unterminated
+        "# TYPE a counter\na one\n",                // not a number
         "# TYPE a counter\na{x=\"1\",x=\"2\"} 1\n", // label twice
-        "# TYPE 1a counter\n",                     // bad name
+        "# TYPE 1a counter\n",                      // bad name
     ] {
         assert!(Exposition::parse(bad).is_err(), "{bad:?} was accepted");
     }

@@ -228,7 +228,11 @@ async fn requests_proxy_stages_processor_answers_and_gauges_are_exported() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, body) = vault
         .proxy(&charge(&first, None, &stub.url("/decline")))
         .await;
@@ -259,7 +263,8 @@ async fn metrics_on_their_own_address_need_no_token() {
     let logged = eventually(Duration::from_secs(10), || {
         addr = vault.logs().lines().find_map(|line| {
             let line: Value = serde_json::from_str(line).ok()?;
-            (line["message"] == "metrics listening").then(|| line["addr"].as_str().map(str::to_owned))?
+            (line["message"] == "metrics listening")
+                .then(|| line["addr"].as_str().map(str::to_owned))?
         });
         addr.is_some()
     })
@@ -275,9 +280,16 @@ async fn metrics_on_their_own_address_need_no_token() {
     assert_eq!(status, 404, "{body}");
 
     let (token, _) = vault.visa().await;
-    let (status, body) = vault.proxy(&charge(&token, None, &stub.url("/charge"))).await;
+    let (status, body) = vault
+        .proxy(&charge(&token, None, &stub.url("/charge")))
+        .await;
     assert_eq!(status, 200, "{body}");
-    let answer = vault.http.get(metrics_url("/metrics")).send().await.unwrap();
+    let answer = vault
+        .http
+        .get(metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 200);
     let text = answer.text().await.unwrap();
     let parsed = Exposition::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -364,7 +376,10 @@ async fn no_card_data_key_token_or_url_reaches_the_metrics() {
         "refused.example",
         "/lookup",
     ] {
-        assert!(!text.contains(secret), "the metrics contain {secret:?}:\n{text}");
+        assert!(
+            !text.contains(secret),
+            "the metrics contain {secret:?}:\n{text}"
+        );
     }
     for sample in &parsed.samples {
         for (label, value) in &sample.labels {
@@ -400,7 +415,10 @@ async fn no_card_data_key_token_or_url_reaches_the_metrics() {
         "unmatched",
     ];
     for route in expected {
-        assert!(routes.iter().any(|r| r == route), "{route} missing: {routes:?}");
+        assert!(
+            routes.iter().any(|r| r == route),
+            "{route} missing: {routes:?}"
+        );
     }
     // A method the route does not serve (405) may or may not be counted under its template.
     assert!(
