@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Enough for 1,000 calls a second to processors that take up to four seconds to answer.
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 4096;
 pub const DEFAULT_TEST_CVC_SESSIONS_PER_PROJECT: usize = 10_000;
+/// A metrics token shorter than this is refused: it is all that guards `/metrics`.
+pub const MIN_METRICS_TOKEN_LEN: usize = 16;
 
 /// Every setting of the server. Field names are the environment names without `CARDVAULT_`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +88,11 @@ pub struct Settings {
     pub token_retention_seconds: Option<u64>,
     /// How often expired tokens are crypto-shredded.
     pub token_sweep_interval_seconds: u64,
+    /// Bearer token that opens `GET /metrics` on the main listener; absent: no `/metrics` there.
+    pub metrics_token: Option<Redacted>,
+    /// Address of a separate plain-HTTP listener that serves only `/metrics`, without a token;
+    /// absent: none.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A setting that may carry a password (a database or Redis URL): never printed, and never
@@ -184,6 +191,8 @@ impl Default for Settings {
             collect_session_ttl_seconds: crate::collect::DEFAULT_SESSION_TTL_SECONDS,
             token_retention_seconds: None,
             token_sweep_interval_seconds: crate::tokens::sweeper::DEFAULT_INTERVAL_SECONDS,
+            metrics_token: None,
+            metrics_listen: None,
         }
     }
 }
@@ -289,7 +298,33 @@ impl Settings {
                 "size limits must be at least 1 byte".into(),
             ));
         }
+        self.check_metrics_token()?;
         Ok(())
+    }
+
+    /// The token is never part of the message: only what is wrong with it.
+    fn check_metrics_token(&self) -> Result<(), ConfigError> {
+        let Some(token) = &self.metrics_token else {
+            return Ok(());
+        };
+        let token = token.expose();
+        if token.len() < MIN_METRICS_TOKEN_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "metrics_token must be at least {MIN_METRICS_TOKEN_LEN} characters"
+            )));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::Invalid(
+                "metrics_token must be printable ASCII without spaces (it is sent in a header)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether metrics are exposed at all (on the main listener, their own, or both).
+    pub fn metrics_enabled(&self) -> bool {
+        self.metrics_token.is_some() || self.metrics_listen.is_some()
     }
 
     pub fn cvc_ttl(&self) -> Duration {
@@ -549,6 +584,34 @@ mod tests {
             let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(s.token_retention(), Some(Duration::from_secs(86_400)));
             assert_eq!(s.token_sweep_interval(), Duration::from_secs(1));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_metrics_token_must_be_long_and_header_safe_and_is_never_echoed() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert!(!s.metrics_enabled());
+            for bad in ["short-secret", "a token with spaces in it"] {
+                jail.set_env("CARDVAULT_METRICS_TOKEN", bad);
+                let error = Settings::load(None, Overrides::default())
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                assert!(error.contains("metrics_token"), "{error}");
+                assert!(!error.contains(bad), "the token is echoed: {error}");
+            }
+            jail.set_env("CARDVAULT_METRICS_TOKEN", "0123456789abcdef-scrape");
+            jail.set_env("CARDVAULT_METRICS_LISTEN", "127.0.0.1:9464");
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert!(s.metrics_enabled());
+            assert_eq!(
+                s.metrics_token.as_ref().map(Redacted::expose),
+                Some("0123456789abcdef-scrape")
+            );
+            assert_eq!(s.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+            assert!(!format!("{s:?}").contains("0123456789abcdef"));
             Ok(())
         });
     }

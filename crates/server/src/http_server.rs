@@ -158,8 +158,12 @@ pub async fn run(
                     }
                     // Over TLS the refusal would need a handshake first, the very work the cap
                     // is there to avoid: the connection is just closed.
-                    Err(_) if tls.is_some() => drop(stream),
+                    Err(_) if tls.is_some() => {
+                        crate::metrics::load_shed(crate::metrics::Shed::Connections);
+                        drop(stream);
+                    }
                     Err(_) => {
+                        crate::metrics::load_shed(crate::metrics::Shed::Connections);
                         if let Ok(permit) = refusals.clone().try_acquire_owned() {
                             tokio::spawn(async move {
                                 refuse(stream).await;

@@ -20,6 +20,7 @@ pub mod http_server;
 pub mod keys;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod server_tls;
 pub mod store;
 pub mod tokens;
@@ -198,7 +199,17 @@ pub async fn build_state_with(
         extra_ca_file: settings.upstream_ca_file.as_deref(),
     })?;
     let audit = audit::AuditLog::start(store.clone(), keyring.clone(), "serve").await?;
+    // Installed only when exposed: until then every recording site is a no-op.
+    let metrics = settings.metrics_enabled().then(|| {
+        let scraper =
+            crate::metrics::Scraper::new(crate::metrics::install(), store.clone(), cvc.clone());
+        Arc::new(api::metrics::MetricsAccess::new(
+            scraper,
+            settings.metrics_token.as_ref(),
+        ))
+    });
     Ok(AppState {
+        metrics,
         audit,
         caches: Arc::new(api::Caches::new(settings.cache_ttl())),
         collect: Arc::new(collect::Collect::new(
@@ -257,6 +268,17 @@ pub async fn serve_with_lookup(
     let state = build_state_with(&settings, lookup).await?;
     // Runs while the vault serves; dropped (stopped) when it returns.
     let _sweeper = tokens::sweeper::start(state.store.clone(), settings.token_sweep_interval());
+    let _metrics_listener = match (settings.metrics_listen, &state.metrics) {
+        (Some(addr), Some(access)) => Some(
+            api::metrics::serve_own_listener(
+                addr,
+                access.scraper.clone(),
+                settings.connection_limits(),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let app = api::router(state);
     let endpoint = Endpoint {
         addr: listener.local_addr()?,

@@ -9,6 +9,7 @@ mod cvc_sessions;
 mod detokenize;
 mod error;
 mod health;
+pub mod metrics;
 mod projects;
 mod proxy;
 mod request_context;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub caches: Arc<Caches>,
     pub collect: Arc<Collect>,
     pub audit: crate::audit::AuditLog,
+    /// What `/metrics` serves; `None`: metrics are off.
+    pub metrics: Option<Arc<metrics::MetricsAccess>>,
 }
 
 impl AppState {
@@ -139,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit-logs", get(audit_logs::list))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .merge(metrics::routes(&state))
         .route_layer(axum::middleware::from_fn(request_context::record_route))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

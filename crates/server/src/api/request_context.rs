@@ -53,6 +53,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
             "request completed"
         );
     });
+    crate::metrics::request(route, &method, response.status(), started.elapsed());
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, value);

@@ -172,4 +172,9 @@ impl CvcStore for MemoryCvcStore {
             _ => Ok(false),
         }
     }
+
+    /// Expired sessions count until the next sweep (within a second).
+    fn live_sessions(&self) -> Option<usize> {
+        Some(self.len())
+    }
 }

@@ -61,6 +61,11 @@ pub trait CvcStore: Send + Sync {
     async fn ping(&self) -> Result<(), CvcError> {
         Ok(())
     }
+    /// Sessions held right now, when the store can tell cheaply (for the metrics). A shared
+    /// store cannot (counting would scan every key), and says `None`.
+    fn live_sessions(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Encrypting front of a [`CvcStore`].
@@ -94,6 +99,7 @@ impl CvcSessions {
             sealed,
         };
         self.store.put(id, session, ttl).await?;
+        crate::metrics::cvc_session_created();
         Ok(id)
     }
 
@@ -127,6 +133,11 @@ impl CvcSessions {
 
     pub async fn ping(&self) -> Result<(), CvcError> {
         self.store.ping().await
+    }
+
+    /// See [`CvcStore::live_sessions`].
+    pub fn live_sessions(&self) -> Option<usize> {
+        self.store.live_sessions()
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cardvault_core::destination::{
-    AllowRule, DestinationError, DestinationRules, InvalidAllowRule, allowlist_permits,
+    AllowRule, DestinationError, DestinationRules, InvalidAllowRule,
 };
 use url::Url;
 
@@ -23,6 +23,7 @@ pub use resolver::{ConnectResolver, NameLookup, PolicyResolver, SystemLookup};
 
 use crate::cache::TtlCache;
 use crate::crypto::{CryptoError, Keyring};
+use crate::metrics::DestinationLabel;
 use crate::store::{Store, StoreError};
 use crate::upstream::{TlsProfile, UpstreamError};
 
@@ -79,6 +80,8 @@ pub enum LoadError {
 /// A project's outbound settings, parsed and opened.
 pub struct ProjectDestinations {
     allow: Vec<AllowRule>,
+    /// The metrics label of each `allow` rule, in the same order.
+    allow_labels: Vec<DestinationLabel>,
     /// TLS profiles with their host pattern, exact hosts before wildcards.
     tls: Vec<(AllowRule, Arc<TlsProfile>)>,
 }
@@ -107,6 +110,8 @@ pub struct DestinationSettings {
 pub struct Destinations {
     rules: DestinationRules,
     allowlist: Vec<AllowRule>,
+    /// The metrics label of each `allowlist` rule, in the same order.
+    allowlist_labels: Vec<DestinationLabel>,
     require_allowlist: bool,
     resolver: Arc<PolicyResolver>,
     projects: TtlCache<String, Arc<ProjectDestinations>>,
@@ -121,8 +126,14 @@ impl Destinations {
         keyring: Arc<Keyring>,
     ) -> Self {
         let resolver = Arc::new(PolicyResolver::new(settings.rules.clone(), settings.lookup));
+        let allowlist_labels = settings
+            .allowlist
+            .iter()
+            .map(DestinationLabel::server_rule)
+            .collect();
         Self {
             rules: settings.rules,
+            allowlist_labels,
             allowlist: settings.allowlist,
             require_allowlist: settings.require_allowlist,
             resolver,
@@ -174,27 +185,43 @@ impl Destinations {
                 tls_profile::open(&self.keyring, project_id, stored).map_err(LoadError::TlsKey)?;
             tls.push((rule, Arc::new(profile)));
         }
-        let found = Arc::new(ProjectDestinations { allow, tls });
+        let allow_labels = allow.iter().map(DestinationLabel::project_rule).collect();
+        let found = Arc::new(ProjectDestinations {
+            allow,
+            allow_labels,
+            tls,
+        });
         self.projects.insert(project_id.to_owned(), found.clone());
         Ok(found)
     }
 
     /// The server-wide list, when set, and the project's own list, when it has one, must both
     /// permit the destination. With `require_allowlist`, having neither list permits nothing.
+    /// Returns the metrics label of the destination: the server-wide rule that matched, else
+    /// the project's, else `other`.
     ///
     /// # Errors
     /// The [`Refusal`] naming the list that refused.
-    pub fn permit(&self, project: &ProjectDestinations, url: &Url) -> Result<(), Refusal> {
-        if !self.allowlist.is_empty() && !allowlist_permits(&self.allowlist, url) {
+    pub fn permit(
+        &self,
+        project: &ProjectDestinations,
+        url: &Url,
+    ) -> Result<DestinationLabel, Refusal> {
+        let server = matching(&self.allowlist, &self.allowlist_labels, url);
+        if !self.allowlist.is_empty() && server.is_none() {
             return Err(Refusal::NotInServerAllowlist);
         }
-        if !project.allow.is_empty() && !allowlist_permits(&project.allow, url) {
+        let own = matching(&project.allow, &project.allow_labels, url);
+        if !project.allow.is_empty() && own.is_none() {
             return Err(Refusal::NotInProjectAllowlist);
         }
         if self.require_allowlist && self.allowlist.is_empty() && project.allow.is_empty() {
             return Err(Refusal::NoAllowlist);
         }
-        Ok(())
+        Ok(server
+            .or(own)
+            .cloned()
+            .unwrap_or_else(DestinationLabel::other))
     }
 
     /// Resolves the destination and checks every address, without connecting, so a refused
@@ -206,4 +233,17 @@ impl Destinations {
     pub async fn check_addresses(&self, url: &Url) -> Result<(), UpstreamError> {
         self.resolver.check_url(url).await
     }
+}
+
+/// The label of the first rule of `rules` that permits `url`, if one does.
+fn matching<'a>(
+    rules: &[AllowRule],
+    labels: &'a [DestinationLabel],
+    url: &Url,
+) -> Option<&'a DestinationLabel> {
+    rules
+        .iter()
+        .zip(labels)
+        .find(|(rule, _)| rule.permits(url))
+        .map(|(_, label)| label)
 }

@@ -30,6 +30,9 @@ pub async fn shed_load(
 ) -> Response {
     match limit.0.try_acquire() {
         Ok(_permit) => next.run(request).await,
-        Err(_) => ApiError::Overloaded.into_response(),
+        Err(_) => {
+            crate::metrics::load_shed(crate::metrics::Shed::InFlight);
+            ApiError::Overloaded.into_response()
+        }
     }
 }

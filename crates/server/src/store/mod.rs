@@ -325,9 +325,31 @@ pub trait KeyStore: Send + Sync {
     async fn release_key_job(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 }
 
+/// The connection pool of this instance, at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Connections open (idle or in use).
+    pub open: u32,
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
+/// Counts for the metrics (`crate::metrics`), read at a scrape.
+#[async_trait]
+pub trait StoreStats: Send + Sync {
+    fn pool_usage(&self) -> PoolUsage;
+    /// Tokenization sessions alive at `now` with calls left (every instance's).
+    async fn live_collect_sessions(&self, now: i64) -> Result<u64, StoreError>;
+    /// Sealed records (live tokens, processor TLS client keys) per data key version, oldest
+    /// version first, every version of the key ring listed (0 when nothing uses it). Scans
+    /// the tokens table: callers cache it.
+    async fn sealed_records(&self) -> Result<Vec<(u32, u64)>, StoreError>;
+}
+
 /// The vault's durable state.
 #[async_trait]
-pub trait Store: AuditStore + KeyStore + Send + Sync {
+pub trait Store: AuditStore + KeyStore + StoreStats + Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 
     async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError>;

@@ -38,6 +38,12 @@ const SECRETS: [&str; 7] = [
 ];
 const SHORT_SECRETS: [&str; 2] = [CVC, AMEX_CVC];
 
+/// Every test vault serves `/metrics` on its listener with this token (a test may set a token of
+/// its own, or turn metrics off by setting `CARDVAULT_METRICS_TOKEN` to ""), and the last scrape,
+/// taken when the vault is dropped, must parse and hold no card data or key.
+pub const METRICS_TOKEN: &str = "harness-metrics-token-5f0c2a9e";
+const METRICS_TOKEN_VAR: &str = "CARDVAULT_METRICS_TOKEN";
+
 /// Application names are unique in a project: each test app gets a number of its own.
 static NEXT_APP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
@@ -328,7 +334,11 @@ impl Vault {
             .env("CARDVAULT_LOG_LEVEL", "debug")
             .env("CARDVAULT_LOG_FORMAT", "json")
             .envs(self.backend.env())
+            .env(METRICS_TOKEN_VAR, METRICS_TOKEN)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if self.metrics_token().is_none() {
+            command.env_remove(METRICS_TOKEN_VAR);
+        }
         let server = Listening::spawn(&mut command, Some(&log));
         self.addr = server.addr;
         self.https = server.https;
@@ -368,6 +378,62 @@ impl Vault {
         } else {
             format!("http://{}{path}", self.addr)
         }
+    }
+
+    /// The token `/metrics` opens with on the main listener, if metrics are on there.
+    pub fn metrics_token(&self) -> Option<&str> {
+        match self.env.iter().rev().find(|(k, _)| k == METRICS_TOKEN_VAR) {
+            Some((_, token)) if token.is_empty() => None,
+            Some((_, token)) => Some(token),
+            None => Some(METRICS_TOKEN),
+        }
+    }
+
+    /// `GET /metrics` with the vault's token: the status and the exposition text.
+    pub async fn scrape(&self) -> (u16, String) {
+        let mut request = self.http.get(self.url("/metrics"));
+        if let Some(token) = self.metrics_token() {
+            request = request.bearer_auth(token);
+        }
+        let resp = request.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// The exposition of `/metrics`, parsed (the test fails if it does not parse).
+    pub async fn metrics(&self) -> crate::exposition::Exposition {
+        let (status, text) = self.scrape().await;
+        assert_eq!(status, 200, "{text}");
+        crate::exposition::Exposition::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    /// The last scrape before the vault stops, over plain HTTP with blocking I/O (it runs in
+    /// `drop`); `None` when metrics are off, the vault is gone or speaks HTTPS, or the scrape is
+    /// refused (a test that filled the connection cap, a stopped database).
+    fn last_scrape(&mut self) -> Option<String> {
+        use std::io::{Read, Write};
+        let token = self.metrics_token()?.to_owned();
+        if self.https || self.exit_status().is_some() {
+            return None;
+        }
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .ok()?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).ok()?;
+        let raw = String::from_utf8(raw).ok()?;
+        let (head, body) = raw.split_once("\r\n\r\n")?;
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        (head.starts_with("HTTP/1.1 200") && !chunked).then(|| body.to_owned())
     }
 
     pub fn logs(&self) -> String {
@@ -491,9 +557,17 @@ impl Vault {
 
 impl Drop for Vault {
     fn drop(&mut self) {
+        let exposition = if std::thread::panicking() {
+            None
+        } else {
+            self.last_scrape()
+        };
         self.kill();
         if !std::thread::panicking() {
             assert_logs_clean(&self.logs());
+            if let Some(text) = exposition {
+                assert_metrics_clean(&text, &self.keys);
+            }
             if self.check_audit {
                 let dir = self.data_dir();
                 let out = self
@@ -532,6 +606,32 @@ pub fn assert_logs_clean(logs: &str) {
             assert!(
                 !logs.contains(&form),
                 "a server log contains the CVC as {form:?}:\n{logs}"
+            );
+        }
+    }
+}
+
+/// The exposition parses, and no card number, account number, holder name, CVC or key of the
+/// vault is in it.
+pub fn assert_metrics_clean(text: &str, keys: &Keys) {
+    let parsed = crate::exposition::Exposition::parse(text)
+        .unwrap_or_else(|e| panic!("the metrics do not parse: {e}\n{text}"));
+    for secret in SECRETS
+        .iter()
+        .copied()
+        .chain([keys.api_key.as_str(), keys.publishable_key.as_str()])
+        .filter(|s| !s.is_empty())
+    {
+        assert!(
+            !text.contains(secret),
+            "the metrics contain {secret:?}:\n{text}"
+        );
+    }
+    for sample in &parsed.samples {
+        for value in sample.labels.values() {
+            assert!(
+                !SHORT_SECRETS.contains(&value.as_str()),
+                "a metrics label is a CVC: {sample:?}"
             );
         }
     }

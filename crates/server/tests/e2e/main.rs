@@ -1,6 +1,7 @@
 //! Black-box tests: the real binary on 127.0.0.1:0, a local HTTPS processor stub, real SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod exposition;
 mod harness;
 
 mod ambiguous_input;
@@ -16,6 +17,7 @@ mod detokenize;
 mod echo_carriers;
 mod keys_rotation;
 mod limits;
+mod metrics;
 mod provisioning;
 mod proxy;
 mod proxy_errors;

@@ -19,7 +19,8 @@ mod raw_mode;
 mod request;
 mod response;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use cardvault_core::secret::SecretString;
@@ -30,12 +31,13 @@ use super::auth::Caller;
 use super::body::RawBody;
 use super::{ApiError, AppState};
 use crate::cvc::CvcLease;
+use crate::metrics::{Stage, StageTimer, timed};
 use crate::store::StoreError;
 use crate::tokens::TokenData;
 
 pub async fn transaction(
     State(state): State<AppState>,
-    caller: Caller,
+    ProxyCaller(caller): ProxyCaller,
     uri: Uri,
     headers: HeaderMap,
     RawBody(body): RawBody,
@@ -49,8 +51,24 @@ pub async fn transaction(
         Err(e) => e.code().to_owned(),
     };
     entry.detail["latency_ms"] = started.elapsed().as_millis().into();
-    state.audit(entry).await?;
+    timed(Stage::Audit, state.audit(entry)).await?;
     result
+}
+
+/// The caller, its authentication timed as the proxy's first stage.
+pub struct ProxyCaller(Caller);
+
+impl FromRequestParts<AppState> for ProxyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        timed(Stage::Auth, Caller::from_request_parts(parts, state))
+            .await
+            .map(Self)
+    }
 }
 
 async fn forward(
@@ -67,43 +85,64 @@ async fn forward(
     entry.detail["host"] = request.url.host_str().unwrap_or("").into();
     let project_id = caller.project.id.as_str();
 
+    let timer = StageTimer::start();
     let destinations = state.destinations.project(project_id).await?;
-    state
+    let destination = state
         .destinations
         .permit(&destinations, &request.url)
         .map_err(refused)?;
-    let mut values = token_values(state, project_id, &request).await?;
-    state.destinations.check_addresses(&request.url).await?;
+    timer.record(Stage::Destination);
+    let mut values = timed(Stage::TokenLoad, token_values(state, project_id, &request)).await?;
+    timed(
+        Stage::Resolve,
+        state.destinations.check_addresses(&request.url),
+    )
+    .await?;
     let tls = destinations.tls_for(&request.url);
 
     let lease = match request.cvc_session {
-        Some(session) => Some(take_cvc(state, project_id, session, &mut values).await?),
+        Some(session) => Some(
+            timed(
+                Stage::Cvc,
+                take_cvc(state, project_id, session, &mut values),
+            )
+            .await?,
+        ),
         None => None,
     };
-    let outgoing = match request.body.render(&values) {
+    let timer = StageTimer::start();
+    let rendered = request.body.render(&values);
+    timer.record(Stage::Render);
+    let outgoing = match rendered {
         Ok(outgoing) => outgoing,
         Err(e) => {
             finish_lease(lease, false).await;
             return Err(e);
         }
     };
-    let sent = state
-        .upstream
-        .send(
+    let sent = timed(
+        Stage::Upstream,
+        state.upstream.send(
             tls.as_deref(),
             request.method,
             request.url,
             request.headers,
             outgoing,
-        )
-        .await;
+        ),
+    )
+    .await;
+    crate::metrics::processor_answer(&destination, &sent);
     let request_sent = sent.as_ref().map_or_else(|e| e.request_sent(), |_| true);
     entry.detail["request_sent"] = request_sent.into();
     if let Ok(answer) = &sent {
         entry.detail["upstream_status"] = answer.status.as_u16().into();
     }
     finish_lease(lease, request_sent).await;
-    Ok(response::wrap(sent?, &values))
+    let answer = sent?;
+    let timer = StageTimer::start();
+    let wrapped = response::wrap(answer, &values);
+    timer.record(Stage::Scrub);
+    Ok(wrapped)
 }
 
 /// Stage 1: the call as the caller described it, checked without I/O.

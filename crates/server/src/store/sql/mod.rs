@@ -14,6 +14,7 @@ mod audit;
 mod keys;
 mod queries;
 mod rows;
+mod stats;
 
 use super::StoreError;
 use super::sqlite_files::FileProblem;

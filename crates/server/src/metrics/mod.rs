@@ -1,0 +1,355 @@
+//! Prometheus metrics: what the vault counts and times, and the one recorder per process.
+//!
+//! Every label value comes from a closed set (route templates, status codes, stage names,
+//! reasons) or from the operator's and projects' allowlist patterns, capped in number (see
+//! [`labels`]): never a card number, CVC, key, token, request path or URL.
+//!
+//! Nothing is recorded until [`install`] runs, which the server does only when metrics are
+//! exposed (`metrics_token` or `metrics_listen`): a vault without metrics pays one atomic load
+//! per recording site. Fixed series (proxy stages, load shedding) are registered once at
+//! install and recorded through their handles, so the hot path builds no label set for them.
+
+mod labels;
+mod scrape;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ::metrics::{
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
+use http::{Method, StatusCode};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub use labels::DestinationLabel;
+pub use scrape::Scraper;
+
+use crate::upstream::{UpstreamError, UpstreamResponse};
+
+pub const HTTP_REQUESTS: &str = "cardvault_http_requests_total";
+pub const HTTP_REQUEST_DURATION: &str = "cardvault_http_request_duration_seconds";
+pub const PROXY_STAGE_DURATION: &str = "cardvault_proxy_stage_seconds";
+pub const PROCESSOR_RESPONSES: &str = "cardvault_processor_responses_total";
+pub const CVC_SESSIONS_CREATED: &str = "cardvault_cvc_sessions_created_total";
+pub const CVC_SESSIONS_LIVE: &str = "cardvault_cvc_sessions_live";
+pub const CLIENT_SESSIONS_LIVE: &str = "cardvault_client_sessions_live";
+pub const DB_POOL_CONNECTIONS: &str = "cardvault_db_pool_connections";
+pub const DB_POOL_MAX_CONNECTIONS: &str = "cardvault_db_pool_max_connections";
+pub const RATE_LIMITED: &str = "cardvault_rate_limited_total";
+pub const LOAD_SHED: &str = "cardvault_load_shed_total";
+pub const SEALED_RECORDS: &str = "cardvault_sealed_records";
+pub const KEY_ROTATION_DONE: &str = "cardvault_key_rotation_records_done";
+pub const KEY_ROTATION_TOTAL: &str = "cardvault_key_rotation_records_total";
+
+/// Histogram buckets, in seconds: from 100 µs (a cached auth, a render) to 10 s (a slow
+/// processor), dense around the millisecond the vault's own work is measured in.
+const LATENCY_BUCKETS_SECONDS: [f64; 17] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Histograms are drained into their buckets at each scrape and at least this often, so the
+/// samples between two scrapes never pile up.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A stage of `POST /proxy/transaction`, in the order a call runs through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `X-API-Key` to application and project (cached, else one query).
+    Auth,
+    /// The project's destination settings and the allowlists.
+    Destination,
+    /// Loading the token and opening its sealed data.
+    TokenLoad,
+    /// Resolving the destination and checking its addresses.
+    Resolve,
+    /// Taking the CVC session (only when the template uses it).
+    Cvc,
+    /// Filling the placeholders of the template.
+    Render,
+    /// The processor call: connect (or reuse), send, read the answer.
+    Upstream,
+    /// Masking echoed secrets in the answer and wrapping it.
+    Scrub,
+    /// Committing the call's audit record.
+    Audit,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 9] = [
+        Stage::Auth,
+        Stage::Destination,
+        Stage::TokenLoad,
+        Stage::Resolve,
+        Stage::Cvc,
+        Stage::Render,
+        Stage::Upstream,
+        Stage::Scrub,
+        Stage::Audit,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Destination => "destination",
+            Self::TokenLoad => "token_load",
+            Self::Resolve => "resolve",
+            Self::Cvc => "cvc",
+            Self::Render => "render",
+            Self::Upstream => "upstream",
+            Self::Scrub => "scrub",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+/// Why a request or connection was refused for lack of capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// `max_in_flight_requests` reached: answered 503 `overloaded`.
+    InFlight,
+    /// `max_connections` reached: the connection answered 503 (or closed, over TLS).
+    Connections,
+}
+
+impl Shed {
+    const ALL: [Shed; 2] = [Shed::InFlight, Shed::Connections];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::InFlight => "in_flight",
+            Self::Connections => "connections",
+        }
+    }
+}
+
+/// The installed recorder, with the handles of the fixed series.
+struct Installed {
+    handle: PrometheusHandle,
+    stages: [Histogram; Stage::ALL.len()],
+    shed: [Counter; Shed::ALL.len()],
+    cvc_sessions_created: Counter,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+/// Set once a rotation running in this process reports its own progress; the scrape then
+/// stops deriving it from the store.
+static ROTATION_REPORTED: AtomicBool = AtomicBool::new(false);
+
+fn installed() -> Option<&'static Installed> {
+    INSTALLED.get()
+}
+
+/// Installs the process's recorder (once; later calls return the same handle) and starts its
+/// upkeep. From then on everything below is recorded.
+pub fn install() -> PrometheusHandle {
+    INSTALLED
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            // Only an empty bucket list is refused; without buckets histograms become summaries.
+            let builder = match builder.set_buckets(&LATENCY_BUCKETS_SECONDS) {
+                Ok(builder) => builder,
+                Err(_) => PrometheusBuilder::new(),
+            };
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if ::metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed: /metrics stays empty");
+            }
+            describe();
+            let upkeep = handle.clone();
+            let started = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "metrics upkeep thread not started: histograms are drained at scrapes only");
+            }
+            let installed = Installed {
+                handle,
+                stages: Stage::ALL.map(|s| histogram!(PROXY_STAGE_DURATION, "stage" => s.label())),
+                shed: Shed::ALL.map(|r| counter!(LOAD_SHED, "reason" => r.label())),
+                cvc_sessions_created: counter!(CVC_SESSIONS_CREATED),
+            };
+            // Counters that are 0 are shown as 0 rather than missing, so rates start at once.
+            for counter in &installed.shed {
+                counter.increment(0);
+            }
+            installed.cvc_sessions_created.increment(0);
+            installed
+        })
+        .handle
+        .clone()
+}
+
+/// HELP lines: a metric's meaning and unit, for whoever reads the exposition.
+fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS,
+        "Requests answered, by route template, method and status"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from the request's arrival to its answer, by route template and method"
+    );
+    describe_histogram!(
+        PROXY_STAGE_DURATION,
+        Unit::Seconds,
+        "Time spent in each stage of POST /proxy/transaction (stages that completed)"
+    );
+    describe_counter!(
+        PROCESSOR_RESPONSES,
+        "Processor calls by destination (the allowlist pattern that admitted it, else other) and outcome (status class, timeout, error)"
+    );
+    describe_counter!(
+        CVC_SESSIONS_CREATED,
+        "CVC sessions created by this instance"
+    );
+    describe_gauge!(
+        CVC_SESSIONS_LIVE,
+        "CVC sessions held in this process's memory (absent with Redis)"
+    );
+    describe_gauge!(
+        CLIENT_SESSIONS_LIVE,
+        "Browser tokenization sessions (wax keys) alive with calls left, all instances"
+    );
+    describe_gauge!(
+        DB_POOL_CONNECTIONS,
+        "Database pool connections of this instance, by state (idle, in_use)"
+    );
+    describe_gauge!(
+        DB_POOL_MAX_CONNECTIONS,
+        "Database pool size limit of this instance"
+    );
+    describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by class");
+    describe_counter!(
+        LOAD_SHED,
+        "Requests and connections refused for lack of capacity, by reason"
+    );
+    describe_gauge!(
+        SEALED_RECORDS,
+        "Sealed records (live tokens, processor TLS keys) per data key version"
+    );
+    describe_gauge!(
+        KEY_ROTATION_DONE,
+        "Sealed records under the newest data key version (rotation progress)"
+    );
+    describe_gauge!(
+        KEY_ROTATION_TOTAL,
+        "Sealed records to be under the newest data key version"
+    );
+}
+
+/// One answered request. `route` is the matched route template (`/tokens/{token}`), never the
+/// path; `None` for a request no route matched.
+pub fn request(route: Option<String>, method: &Method, status: StatusCode, elapsed: Duration) {
+    if installed().is_none() {
+        return;
+    }
+    let route: ::metrics::SharedString = match route {
+        Some(route) => route.into(),
+        None => "unmatched".into(),
+    };
+    let method = labels::method(method);
+    let status = labels::status(status);
+    counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    histogram!(HTTP_REQUEST_DURATION, "route" => route, "method" => method)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Times one proxy stage; records nothing when metrics are off.
+#[must_use = "a timer records only when `record` is called"]
+pub struct StageTimer(Option<Instant>);
+
+impl StageTimer {
+    pub fn start() -> Self {
+        Self(installed().map(|_| Instant::now()))
+    }
+
+    pub fn record(self, stage: Stage) {
+        if let (Some(started), Some(installed)) = (self.0, installed()) {
+            let index = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+            installed.stages[index].record(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Runs `work` as `stage`, timed whatever its outcome.
+pub async fn timed<T>(stage: Stage, work: impl Future<Output = T>) -> T {
+    let timer = StageTimer::start();
+    let out = work.await;
+    timer.record(stage);
+    out
+}
+
+/// The processor's answer (or its absence) to a call admitted under `destination`.
+pub fn processor_answer(
+    destination: &DestinationLabel,
+    sent: &Result<UpstreamResponse, UpstreamError>,
+) {
+    if installed().is_none() {
+        return;
+    }
+    let outcome = match sent {
+        Ok(answer) => labels::status_class(answer.status),
+        Err(UpstreamError::Timeout { .. }) => "timeout",
+        Err(UpstreamError::TooLarge(_)) => "too_large",
+        Err(UpstreamError::Unreachable(_)) => "unreachable",
+        Err(
+            UpstreamError::Failed(_)
+            | UpstreamError::NonPublicAddress
+            | UpstreamError::Unresolvable
+            | UpstreamError::Setup(_)
+            | UpstreamError::Unbuildable(_),
+        ) => "error",
+    };
+    let destination = destination.label();
+    counter!(PROCESSOR_RESPONSES, "destination" => destination, "outcome" => outcome).increment(1);
+}
+
+/// A request or connection refused for lack of capacity.
+pub fn load_shed(reason: Shed) {
+    if let Some(installed) = installed() {
+        let index = Shed::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        installed.shed[index].increment(1);
+    }
+}
+
+/// A request refused by a rate limit of `class` (`tokenize`, `proxy`, `reveal`,
+/// `provisioning`, `client_session`, …: a fixed name, never a key or id).
+pub fn rate_limited(class: &'static str) {
+    if installed().is_some() {
+        counter!(RATE_LIMITED, "class" => class).increment(1);
+    }
+}
+
+/// A CVC session was created by this instance.
+pub fn cvc_session_created() {
+    if let Some(installed) = installed() {
+        installed.cvc_sessions_created.increment(1);
+    }
+}
+
+/// Progress of a key rotation running in this process: `done` of `total` records are sealed
+/// under the new version. Once called, the scrape reports these numbers instead of deriving
+/// them from the store.
+pub fn set_key_rotation_progress(done: u64, total: u64) {
+    if installed().is_some() {
+        ROTATION_REPORTED.store(true, Ordering::Relaxed);
+        gauge!(KEY_ROTATION_DONE).set(done as f64);
+        gauge!(KEY_ROTATION_TOTAL).set(total as f64);
+    }
+}
+
+fn rotation_reported() -> bool {
+    ROTATION_REPORTED.load(Ordering::Relaxed)
+}

@@ -1,0 +1,44 @@
+//! Counts for the metrics (same SQL on both engines).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::SqlStore;
+use crate::store::{PoolUsage, Store, StoreError, StoreStats};
+
+#[async_trait]
+impl StoreStats for SqlStore {
+    fn pool_usage(&self) -> PoolUsage {
+        PoolUsage {
+            open: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
+    async fn live_collect_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        self.before_read()?;
+        let row = sqlx::query(
+            "SELECT count(*) AS n FROM collect_sessions WHERE expires_at > $1 AND remaining_calls > 0",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        count(row.try_get("n")?)
+    }
+
+    async fn sealed_records(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let mut per_version: BTreeMap<u32, u64> =
+            self.data_keys().await?.iter().map(|k| (k.version, 0)).collect();
+        for (_, version, n) in crate::store::KeyStore::sealed_counts(self).await? {
+            *per_version.entry(version).or_insert(0) += n;
+        }
+        Ok(per_version.into_iter().collect())
+    }
+}
+
+fn count(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt("a negative count"))
+}
