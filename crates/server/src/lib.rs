@@ -19,6 +19,7 @@ pub mod error_chain;
 pub mod http_server;
 pub mod limits;
 pub mod logging;
+pub mod redis_connection;
 pub mod server_tls;
 pub mod store;
 pub mod tokens;
@@ -62,6 +63,8 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error("TLS certificate: {0}")]
     Tls(#[from] server_tls::CertificateError),
+    #[error("redis_url cannot be used")]
+    Redis(#[source] redis::RedisError),
 }
 
 /// Where a started vault answers: its address, and whether it speaks HTTPS there.
@@ -150,13 +153,19 @@ pub async fn build_state_with(
     }
     let keyring = Arc::new(keyring);
     drop(master);
-    let cvc_store: Arc<dyn cvc::CvcStore> = match &settings.redis_url {
-        Some(url) => {
+    let redis = settings
+        .redis_url
+        .as_ref()
+        .map(|url| redis_connection::connect(url.expose()))
+        .transpose()
+        .map_err(StartError::Redis)?;
+    let cvc_store: Arc<dyn cvc::CvcStore> = match &redis {
+        Some(connection) => {
             let redis = RedisCvcStore::new(
-                url.expose(),
+                connection.clone(),
                 &settings.redis_key_prefix,
                 settings.test_cvc_sessions_per_project,
-            )?;
+            );
             // Not fatal (everything without a CVC still works, and the store reconnects by
             // itself), but said at start rather than found in /readyz later.
             if let Err(e) = cvc::CvcStore::ping(&redis).await {
@@ -192,6 +201,18 @@ pub async fn build_state_with(
         extra_ca_file: settings.upstream_ca_file.as_deref(),
     })?;
     let audit = audit::AuditLog::start(store.clone(), keyring.clone(), "serve").await?;
+    let rate_limits = settings.rate_limits();
+    // With Redis, every instance draws on the same budgets.
+    let rate_limit_store: Option<Arc<dyn limits::rate::RateLimitStore>> =
+        match (rate_limits.is_off(), redis) {
+            (true, _) => None,
+            (false, Some(connection)) => Some(Arc::new(limits::rate::RedisRateLimits::new(
+                connection,
+                &settings.redis_key_prefix,
+                rate_limits,
+            ))),
+            (false, None) => Some(limits::rate::MemoryRateLimits::start(&rate_limits)),
+        };
     Ok(AppState {
         audit,
         caches: Arc::new(api::Caches::new(settings.cache_ttl())),
@@ -206,6 +227,7 @@ pub async fn build_state_with(
         cvc,
         destinations,
         upstream,
+        rate_limits: limits::rate::RateLimits::new(rate_limit_store),
         policy: Arc::new(RequestPolicy {
             cvc_ttl: settings.cvc_ttl(),
             max_in_flight_requests: settings.max_in_flight_requests,

@@ -11,6 +11,7 @@ mod error;
 mod health;
 mod projects;
 mod proxy;
+mod rate_limit;
 mod request_context;
 mod tokenize;
 mod tokens;
@@ -45,6 +46,7 @@ pub struct AppState {
     pub caches: Arc<Caches>,
     pub collect: Arc<Collect>,
     pub audit: crate::audit::AuditLog,
+    pub rate_limits: crate::limits::rate::RateLimits,
 }
 
 impl AppState {
