@@ -8,6 +8,7 @@ use cardvault_core::destination::{AllowRule, DEFAULT_MAX_URL_BYTES, DestinationR
 use figment::Figment;
 
 use crate::http_server::ConnectionLimits;
+use crate::limits::rate::{Budget, MAX_BURST, Period, Rate, RateLimitSettings};
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -30,6 +31,38 @@ pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 4096;
 pub const DEFAULT_TEST_CVC_SESSIONS_PER_PROJECT: usize = 10_000;
 /// A metrics token shorter than this is refused: it is all that guards `/metrics`.
 pub const MIN_METRICS_TOKEN_LEN: usize = 16;
+/// Per application key. Well above what one merchant backend sends, so only a runaway loop or a
+/// stolen key meets it, and one key cannot take a whole instance; the burst absorbs the start
+/// of a batch job.
+pub const DEFAULT_RATE_LIMIT_TOKENIZE: Rate = Rate::Calls {
+    calls: 2000,
+    per: Period::Second,
+};
+pub const DEFAULT_RATE_LIMIT_TOKENIZE_BURST: u32 = 10_000;
+pub const DEFAULT_RATE_LIMIT_PROXY: Rate = Rate::Calls {
+    calls: 2000,
+    per: Period::Second,
+};
+pub const DEFAULT_RATE_LIMIT_PROXY_BURST: u32 = 10_000;
+/// Card data in the clear: a person or a support tool looking a card up, not a bulk export
+/// (`cardvault export` is the way for that), so a stolen reveal key drains slowly.
+pub const DEFAULT_RATE_LIMIT_REVEAL: Rate = Rate::Calls {
+    calls: 1,
+    per: Period::Second,
+};
+pub const DEFAULT_RATE_LIMIT_REVEAL_BURST: u32 = 20;
+pub const DEFAULT_RATE_LIMIT_PROVISIONING: Rate = Rate::Calls {
+    calls: 10,
+    per: Period::Second,
+};
+pub const DEFAULT_RATE_LIMIT_PROVISIONING_BURST: u32 = 100;
+/// Per browser checkout: a shopper tokenizes a card or two, retrying on a typo; a wax key also
+/// caps its successful calls (`max_tokenize_calls`).
+pub const DEFAULT_RATE_LIMIT_BROWSER: Rate = Rate::Calls {
+    calls: 1,
+    per: Period::Second,
+};
+pub const DEFAULT_RATE_LIMIT_BROWSER_BURST: u32 = 30;
 
 /// Every setting of the server. Field names are the environment names without `CARDVAULT_`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +126,26 @@ pub struct Settings {
     /// Address of a separate plain-HTTP listener that serves only `/metrics`, without a token;
     /// absent: none.
     pub metrics_listen: Option<SocketAddr>,
+    /// Rate limits on or off altogether (each budget can also be `off` by itself).
+    pub rate_limit_enabled: bool,
+    /// Each application key's budget for tokenize calls (and token reads and deletes, CVC
+    /// session deletes, wax keys): a refill rate (`2000/s`, `30/min`, `5/h`, `off`) ...
+    pub rate_limit_tokenize: Rate,
+    /// ... and the calls the bucket holds (how many may come at once).
+    pub rate_limit_tokenize_burst: u32,
+    /// Each application key's budget for `/proxy/transaction`.
+    pub rate_limit_proxy: Rate,
+    pub rate_limit_proxy_burst: u32,
+    /// Each application key's budget for `/detokenize`.
+    pub rate_limit_reveal: Rate,
+    pub rate_limit_reveal_burst: u32,
+    /// Each application key's budget for managing applications and projects and reading the
+    /// audit log.
+    pub rate_limit_provisioning: Rate,
+    pub rate_limit_provisioning_burst: u32,
+    /// Each browser checkout's (wax key session's) budget for tokenize calls.
+    pub rate_limit_browser: Rate,
+    pub rate_limit_browser_burst: u32,
 }
 
 /// A setting that may carry a password (a database or Redis URL): never printed, and never
@@ -193,6 +246,17 @@ impl Default for Settings {
             token_sweep_interval_seconds: crate::tokens::sweeper::DEFAULT_INTERVAL_SECONDS,
             metrics_token: None,
             metrics_listen: None,
+            rate_limit_enabled: true,
+            rate_limit_tokenize: DEFAULT_RATE_LIMIT_TOKENIZE,
+            rate_limit_tokenize_burst: DEFAULT_RATE_LIMIT_TOKENIZE_BURST,
+            rate_limit_proxy: DEFAULT_RATE_LIMIT_PROXY,
+            rate_limit_proxy_burst: DEFAULT_RATE_LIMIT_PROXY_BURST,
+            rate_limit_reveal: DEFAULT_RATE_LIMIT_REVEAL,
+            rate_limit_reveal_burst: DEFAULT_RATE_LIMIT_REVEAL_BURST,
+            rate_limit_provisioning: DEFAULT_RATE_LIMIT_PROVISIONING,
+            rate_limit_provisioning_burst: DEFAULT_RATE_LIMIT_PROVISIONING_BURST,
+            rate_limit_browser: DEFAULT_RATE_LIMIT_BROWSER,
+            rate_limit_browser_burst: DEFAULT_RATE_LIMIT_BROWSER_BURST,
         }
     }
 }
@@ -299,7 +363,63 @@ impl Settings {
             ));
         }
         self.check_metrics_token()?;
+        for (budget, _, burst) in self.rate_budgets() {
+            if !(1..=MAX_BURST).contains(&burst) {
+                return Err(ConfigError::Invalid(format!(
+                    "rate_limit_{}_burst must be from 1 to {MAX_BURST} (to lift a limit, set \
+                     rate_limit_{} = \"off\")",
+                    budget.name(),
+                    budget.name()
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Each budget class with its rate and burst settings.
+    fn rate_budgets(&self) -> [(Budget, Rate, u32); 5] {
+        [
+            (
+                Budget::Tokenize,
+                self.rate_limit_tokenize,
+                self.rate_limit_tokenize_burst,
+            ),
+            (
+                Budget::Proxy,
+                self.rate_limit_proxy,
+                self.rate_limit_proxy_burst,
+            ),
+            (
+                Budget::Reveal,
+                self.rate_limit_reveal,
+                self.rate_limit_reveal_burst,
+            ),
+            (
+                Budget::Provisioning,
+                self.rate_limit_provisioning,
+                self.rate_limit_provisioning_burst,
+            ),
+            (
+                Budget::Browser,
+                self.rate_limit_browser,
+                self.rate_limit_browser_burst,
+            ),
+        ]
+    }
+
+    /// The rate limits in force: none when `rate_limit_enabled` is off.
+    pub fn rate_limits(&self) -> RateLimitSettings {
+        if !self.rate_limit_enabled {
+            return RateLimitSettings::off();
+        }
+        self.rate_budgets().into_iter().fold(
+            RateLimitSettings::off(),
+            |limits, (budget, rate, burst)| {
+                // `validate` refused a zero burst.
+                let burst = std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN);
+                limits.with(budget, rate, burst)
+            },
+        )
     }
 
     /// The token is never part of the message: only what is wrong with it.
@@ -636,5 +756,99 @@ mod tests {
             assert!(Settings::load(None, Overrides::default()).is_err());
             Ok(())
         });
+    }
+
+    #[test]
+    fn rate_limits_are_on_by_default_and_reveal_is_far_below_tokenize() {
+        figment::Jail::expect_with(|_| {
+            let limits = Settings::load(None, Overrides::default())
+                .map_err(|e| e.to_string())?
+                .rate_limits();
+            for budget in Budget::ALL {
+                assert!(limits.limit(budget).is_some(), "{budget:?} is limited");
+            }
+            let tokenize = limits.limit(Budget::Tokenize).unwrap();
+            let reveal = limits.limit(Budget::Reveal).unwrap();
+            assert!(reveal.interval >= tokenize.interval * 100);
+            assert!(reveal.burst < tokenize.burst);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rate_limits_come_from_the_file_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "rate_limit_proxy = \"30/min\"\nrate_limit_proxy_burst = 5\nrate_limit_reveal = \"off\"\n",
+            )?;
+            jail.set_env("CARDVAULT_RATE_LIMIT_TOKENIZE", "100");
+            jail.set_env("CARDVAULT_RATE_LIMIT_BROWSER", "OFF");
+            jail.set_env("CARDVAULT_RATE_LIMIT_PROVISIONING", "1/h");
+            jail.set_env("CARDVAULT_RATE_LIMIT_PROVISIONING_BURST", "3");
+            let limits = Settings::load(Some(Path::new("c.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?
+                .rate_limits();
+            let limit = |budget| limits.limit(budget).map(|l| (l.interval, l.burst.get()));
+            assert_eq!(limit(Budget::Proxy), Some((Duration::from_secs(2), 5)));
+            assert_eq!(
+                limit(Budget::Tokenize),
+                Some((Duration::from_millis(10), DEFAULT_RATE_LIMIT_TOKENIZE_BURST))
+            );
+            assert_eq!(
+                limit(Budget::Provisioning),
+                Some((Duration::from_secs(3600), 3))
+            );
+            assert_eq!(limit(Budget::Reveal), None);
+            assert_eq!(limit(Budget::Browser), None);
+            // One switch turns every limit off.
+            jail.set_env("CARDVAULT_RATE_LIMIT_ENABLED", "false");
+            let s = Settings::load(None, Overrides::default()).map_err(|e| e.to_string())?;
+            assert!(s.rate_limits().is_off());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_rate_limits_are_refused_naming_the_setting() {
+        for (variable, value, named) in [
+            ("CARDVAULT_RATE_LIMIT_PROXY", "0", "rate_limit_proxy"),
+            ("CARDVAULT_RATE_LIMIT_PROXY", "fast", "rate_limit_proxy"),
+            ("CARDVAULT_RATE_LIMIT_REVEAL", "5/week", "rate_limit_reveal"),
+            (
+                "CARDVAULT_RATE_LIMIT_TOKENIZE",
+                "2000000/s",
+                "rate_limit_tokenize",
+            ),
+            (
+                "CARDVAULT_RATE_LIMIT_PROXY_BURST",
+                "0",
+                "rate_limit_proxy_burst",
+            ),
+            (
+                "CARDVAULT_RATE_LIMIT_BROWSER_BURST",
+                "-1",
+                "rate_limit_browser_burst",
+            ),
+            (
+                "CARDVAULT_RATE_LIMIT_BROWSER_BURST",
+                "1000001",
+                "rate_limit_browser_burst",
+            ),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env(variable, value);
+                let error = Settings::load(None, Overrides::default())
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                // Figment names a variable by its environment name, the checks by the key.
+                assert!(
+                    error.to_lowercase().contains(named),
+                    "{variable}={value}: {error}"
+                );
+                Ok(())
+            });
+        }
     }
 }

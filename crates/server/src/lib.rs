@@ -21,6 +21,7 @@ pub mod keys;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod redis_connection;
 pub mod server_tls;
 pub mod store;
 pub mod tokens;
@@ -64,6 +65,8 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error("TLS certificate: {0}")]
     Tls(#[from] server_tls::CertificateError),
+    #[error("redis_url cannot be used")]
+    Redis(#[source] redis::RedisError),
 }
 
 /// Where a started vault answers: its address, and whether it speaks HTTPS there.
@@ -157,13 +160,19 @@ pub async fn build_state_with(
         .cache_ttl()
         .max(std::time::Duration::from_millis(250));
     keys::follow_stored_keys(store.clone(), &keyring, key_reload);
-    let cvc_store: Arc<dyn cvc::CvcStore> = match &settings.redis_url {
-        Some(url) => {
+    let redis = settings
+        .redis_url
+        .as_ref()
+        .map(|url| redis_connection::connect(url.expose()))
+        .transpose()
+        .map_err(StartError::Redis)?;
+    let cvc_store: Arc<dyn cvc::CvcStore> = match &redis {
+        Some(connection) => {
             let redis = RedisCvcStore::new(
-                url.expose(),
+                connection.clone(),
                 &settings.redis_key_prefix,
                 settings.test_cvc_sessions_per_project,
-            )?;
+            );
             // Not fatal (everything without a CVC still works, and the store reconnects by
             // itself), but said at start rather than found in /readyz later.
             if let Err(e) = cvc::CvcStore::ping(&redis).await {
@@ -208,6 +217,18 @@ pub async fn build_state_with(
             settings.metrics_token.as_ref(),
         ))
     });
+    let rate_limits = settings.rate_limits();
+    // With Redis, every instance draws on the same budgets.
+    let rate_limit_store: Option<Arc<dyn limits::rate::RateLimitStore>> =
+        match (rate_limits.is_off(), redis) {
+            (true, _) => None,
+            (false, Some(connection)) => Some(Arc::new(limits::rate::RedisRateLimits::new(
+                connection,
+                &settings.redis_key_prefix,
+                rate_limits,
+            ))),
+            (false, None) => Some(limits::rate::MemoryRateLimits::start(&rate_limits)),
+        };
     Ok(AppState {
         metrics,
         audit,
@@ -223,6 +244,7 @@ pub async fn build_state_with(
         cvc,
         destinations,
         upstream,
+        rate_limits: limits::rate::RateLimits::new(rate_limit_store),
         policy: Arc::new(RequestPolicy {
             cvc_ttl: settings.cvc_ttl(),
             max_in_flight_requests: settings.max_in_flight_requests,

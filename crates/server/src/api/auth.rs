@@ -1,10 +1,11 @@
 //! Who is calling: the application behind `X-API-Key`, and its project.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState};
+use crate::limits::rate::Budget;
 use crate::store::{Application, Project, StoreError};
 
 /// Longer than any key we issue; refusing early keeps junk out of the hash and the database.
@@ -26,6 +27,15 @@ impl Caller {
         entry.project_id.clone_from(&self.project.id);
         entry.application_id.clone_from(&self.app.id);
         entry
+    }
+
+    /// Takes this call from the application's `budget` (429 when it is spent).
+    pub async fn within_budget(&self, state: &AppState, budget: Budget) -> Result<(), ApiError> {
+        state
+            .rate_limits
+            .admit(budget, &self.app.id)
+            .await
+            .map_err(ApiError::from)
     }
 
     pub fn require_tokenization(&self) -> Result<(), ApiError> {
@@ -113,6 +123,14 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(id) = parts.extensions.get::<super::request_context::RequestId>() {
             caller.request_id = id.0.clone();
         }
+        // Before any other extractor reads the body.
+        let budget = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or(Budget::Provisioning, |route| {
+                super::rate_limit::budget_for(route.as_str())
+            });
+        caller.within_budget(state, budget).await?;
         Ok(caller)
     }
 }

@@ -121,6 +121,15 @@ pub async fn authorize_browser(
         .authorize(&project, wax_key, session_id, origin)
         .await
         .map_err(refusal)?;
+    // Counted per checkout once the wax key is known good: a made-up session id has no
+    // bucket to fill.
+    state
+        .rate_limits
+        .admit(
+            crate::limits::rate::Budget::Browser,
+            &format!("{}:{session_id}", project.id),
+        )
+        .await?;
     Ok((project, grant))
 }
 

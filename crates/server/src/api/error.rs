@@ -72,6 +72,10 @@ pub enum ApiError {
     Unavailable(#[source] BoxError),
     #[error("too many requests in flight")]
     Overloaded,
+    /// The caller's budget for this kind of call is spent; it holds a call again after this
+    /// many seconds (at least 1).
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after_seconds: u64 },
     /// A 4xx with the reason spelled out for the integrator (extension field `detail`). The
     /// reason names a rule or a header, never a value from the request.
     #[error("{error}: {detail}")]
@@ -230,6 +234,11 @@ impl ApiError {
                 "Service unavailable",
                 "overloaded",
             ),
+            Self::RateLimited { .. } => fixed(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit exceeded",
+                "rate_limited",
+            ),
             Self::Unavailable(_) => fixed(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service unavailable",
@@ -264,6 +273,12 @@ impl IntoResponse for ApiError {
         {
             body["request_sent"] = json!(request_sent);
         }
+        if let Self::RateLimited {
+            retry_after_seconds,
+        } = &self
+        {
+            body["retry_after_seconds"] = json!(retry_after_seconds);
+        }
         let mut response = (status, Json(body)).into_response();
         response
             .headers_mut()
@@ -273,7 +288,23 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let Self::RateLimited {
+            retry_after_seconds,
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
         response
+    }
+}
+
+impl From<crate::limits::rate::Limited> for ApiError {
+    fn from(limited: crate::limits::rate::Limited) -> Self {
+        Self::RateLimited {
+            retry_after_seconds: limited.retry_after_seconds(),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod health;
 pub mod metrics;
 mod projects;
 mod proxy;
+mod rate_limit;
 mod request_context;
 mod tokenize;
 mod tokens;
@@ -48,6 +49,7 @@ pub struct AppState {
     pub audit: crate::audit::AuditLog,
     /// What `/metrics` serves; `None`: metrics are off.
     pub metrics: Option<Arc<metrics::MetricsAccess>>,
+    pub rate_limits: crate::limits::rate::RateLimits,
 }
 
 impl AppState {

@@ -38,6 +38,9 @@ pub async fn tokenize(
             (project, Some(grant))
         } else {
             let caller = Caller::authenticate(&state, &headers).await?;
+            caller
+                .within_budget(&state, crate::limits::rate::Budget::Tokenize)
+                .await?;
             caller.require_tokenization()?;
             caller.require_pub_key(&state, &headers).await?;
             entry.application_id.clone_from(&caller.app.id);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{CvcError, CvcStore, StoredSession};
@@ -67,28 +67,21 @@ fn unavailable(e: redis::RedisError) -> CvcError {
 }
 
 impl RedisCvcStore {
-    /// Connects lazily (and reconnects by itself after Redis restarts): a Redis that is down
-    /// makes session calls fail fast with `Unavailable`, never hang.
-    ///
-    /// # Errors
-    /// [`CvcError::Unavailable`] for a malformed URL.
-    pub fn new(url: &str, prefix: &str, max_reusable_per_project: usize) -> Result<Self, CvcError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(Self {
+    /// Sessions on `connection` (see [`crate::redis_connection`]): a Redis that is down makes
+    /// session calls fail fast with `Unavailable`, never hang.
+    pub fn new(
+        connection: ConnectionManager,
+        prefix: &str,
+        max_reusable_per_project: usize,
+    ) -> Self {
+        Self {
             connection,
             take: redis::Script::new(TAKE_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
             put_reusable: redis::Script::new(PUT_REUSABLE_SCRIPT),
             prefix: prefix.to_owned(),
             max_reusable_per_project: max_reusable_per_project.max(1),
-        })
+        }
     }
 
     fn key(&self, id: Uuid, project_id: &str) -> String {

@@ -1,7 +1,9 @@
 //! Bounds on the work the vault takes on at once. Past `max_in_flight_requests`, a request is
 //! answered at once with `503 Service unavailable` and `Retry-After` (load shedding) instead of
 //! queueing: a queue would only turn overload into timeouts for everyone, and a caller that is
-//! told to retry can go to another instance. (Rate limits per key will live here too.)
+//! told to retry can go to another instance. Rate limits per key and budget class: [`rate`].
+
+pub mod rate;
 
 use std::sync::Arc;
 

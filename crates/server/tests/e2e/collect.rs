@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-const SHOP: &str = "http://127.0.0.1:4000";
+pub const SHOP: &str = "http://127.0.0.1:4000";
 
 /// Allows `origins` to embed the project's fields.
-fn allow_origins(vault: &Vault, project: &str, origins: &[&str]) -> String {
+pub fn allow_origins(vault: &Vault, project: &str, origins: &[&str]) -> String {
     let dir = vault.data_dir();
     let out = vault
         .cli()
@@ -47,7 +47,7 @@ async fn mint(vault: &Vault, keys: &Keys, body: Value) -> (u16, Value) {
     .await
 }
 
-async fn wax_key(vault: &Vault, keys: &Keys, session: &str, calls: u32) -> String {
+pub async fn wax_key(vault: &Vault, keys: &Keys, session: &str, calls: u32) -> String {
     let (status, body) = mint(
         vault,
         keys,
@@ -59,7 +59,7 @@ async fn wax_key(vault: &Vault, keys: &Keys, session: &str, calls: u32) -> Strin
 }
 
 /// A tokenize call as the tokenizer frame makes it: publishable key and wax key, no API key.
-async fn browser_tokenize(
+pub async fn browser_tokenize(
     vault: &Vault,
     pub_key: &str,
     wax: &str,
@@ -79,7 +79,7 @@ async fn browser_tokenize(
     .await
 }
 
-fn card() -> Value {
+pub fn card() -> Value {
     json!({"type": "card", "data": {"cardNumber": VISA, "expirationMonth": "12",
         "expirationYear": "2031", "cvv": CVC}})
 }

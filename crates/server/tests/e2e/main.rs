@@ -22,6 +22,7 @@ mod provisioning;
 mod proxy;
 mod proxy_errors;
 mod proxy_formats;
+mod rate_limits;
 mod scale_out;
 mod ssrf;
 mod startup;
