@@ -9,6 +9,7 @@ mod cvc_sessions;
 mod detokenize;
 mod error;
 mod health;
+mod openapi;
 mod projects;
 mod proxy;
 mod request_context;
@@ -24,6 +25,7 @@ use axum::routing::{delete, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, BodyKind};
+pub use openapi::pretty_json as openapi_json;
 
 use crate::cache::TtlCache;
 use crate::collect::Collect;
@@ -92,6 +94,7 @@ pub struct RequestPolicy {
 pub fn router(state: AppState) -> Router {
     let max_body = state.policy.max_request_bytes;
     let in_flight = crate::limits::InFlightLimit::new(state.policy.max_in_flight_requests);
+    openapi::prepare();
     Router::new()
         .route("/tokenize", post(tokenize::tokenize))
         .route("/test-tokens", post(tokenize::test_token))
@@ -139,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit-logs", get(audit_logs::list))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::document))
         .route_layer(axum::middleware::from_fn(request_context::record_route))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -83,6 +83,8 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Print the HTTP API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -308,6 +310,8 @@ enum CliError {
     Listen(std::net::SocketAddr, #[source] std::io::Error),
     #[error("{}", .0.display())]
     Path(PathBuf, #[source] std::io::Error),
+    #[error("the OpenAPI document")]
+    Openapi(#[source] serde_json::Error),
 }
 
 pub async fn run() -> ExitCode {
@@ -475,6 +479,13 @@ async fn execute(command: Command) -> Result<(), CliError> {
             )
             .await?;
             print_keys(&created, json, "application created")
+        }
+        Command::Openapi => {
+            println!(
+                "{}",
+                crate::api::openapi_json().map_err(CliError::Openapi)?
+            );
+            Ok(())
         }
     }
 }

@@ -15,6 +15,7 @@ mod destinations;
 mod detokenize;
 mod echo_carriers;
 mod limits;
+mod openapi;
 mod provisioning;
 mod proxy;
 mod proxy_errors;
