@@ -481,10 +481,7 @@ async fn execute(command: Command) -> Result<(), CliError> {
             print_keys(&created, json, "application created")
         }
         Command::Openapi => {
-            println!(
-                "{}",
-                crate::api::openapi_json().map_err(CliError::Openapi)?
-            );
+            println!("{}", crate::api::openapi_json().map_err(CliError::Openapi)?);
             Ok(())
         }
     }

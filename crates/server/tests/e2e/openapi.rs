@@ -24,7 +24,12 @@ struct Spec {
 
 impl Spec {
     async fn fetch(vault: &Vault) -> Self {
-        let response = vault.http.get(vault.url("/openapi.json")).send().await.unwrap();
+        let response = vault
+            .http
+            .get(vault.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "application/json");
         Self {
@@ -133,15 +138,16 @@ async fn openapi_json_documents_every_route_the_vault_serves() {
     let vault = Vault::start_env(&[]).await;
     let spec = Spec::fetch(&vault).await;
     let doc = &spec.doc;
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."), "{}", doc["openapi"]);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        doc["openapi"]
+    );
 
     // The CLI prints the same document (for tools that want it without a running vault).
     let out = vault.cli().arg("openapi").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(
-        &serde_json::from_slice::<Value>(&out.stdout).unwrap(),
-        doc
-    );
+    assert_eq!(&serde_json::from_slice::<Value>(&out.stdout).unwrap(), doc);
 
     // The error envelope, with its extension fields.
     let error = &doc["components"]["schemas"]["Error"];
@@ -154,12 +160,20 @@ async fn openapi_json_documents_every_route_the_vault_serves() {
         "request_sent",
         "retry_after_seconds",
     ] {
-        assert!(error["properties"][field].is_object(), "Error has no {field}");
+        assert!(
+            error["properties"][field].is_object(),
+            "Error has no {field}"
+        );
     }
     let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
         .as_array()
         .unwrap();
-    for code in ["invalid_api_key", "token_not_found", "rate_limited", "upstream_error"] {
+    for code in [
+        "invalid_api_key",
+        "token_not_found",
+        "rate_limited",
+        "upstream_error",
+    ] {
         assert!(codes.contains(&json!(code)), "ErrorCode has no {code}");
     }
 
@@ -181,7 +195,10 @@ async fn openapi_json_documents_every_route_the_vault_serves() {
         // Served: whatever it answers without credentials, it is not the router's fallback.
         let (status, body) = call(&vault, method, &concrete(path), None, None).await;
         assert!(
-            !matches!(body["code"].as_str(), Some("not_found" | "method_not_allowed")),
+            !matches!(
+                body["code"].as_str(),
+                Some("not_found" | "method_not_allowed")
+            ),
             "{method} {path} is documented but not served: {status} {body}"
         );
     }
@@ -230,7 +247,9 @@ async fn openapi_json_passes_a_real_openapi_validator() {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if std::env::var("CARDVAULT_SKIP_OPENAPI_VALIDATOR").as_deref() == Ok("1") {
-                eprintln!("SKIPPED: {validator} is not installed (CARDVAULT_SKIP_OPENAPI_VALIDATOR=1)");
+                eprintln!(
+                    "SKIPPED: {validator} is not installed (CARDVAULT_SKIP_OPENAPI_VALIDATOR=1)"
+                );
                 return;
             }
             panic!(
@@ -264,13 +283,17 @@ async fn real_answers_match_the_documented_schemas() {
     assert_eq!(status, 201);
     let token = tokenized["token"].as_str().unwrap().to_owned();
     let session = tokenized["cvc_session_id"].as_str().unwrap().to_owned();
-    let bank = json!({"type": "bank", "data": {"accountNumber": ACCOUNT, "routingNumber": "110000000"}});
+    let bank =
+        json!({"type": "bank", "data": {"accountNumber": ACCOUNT, "routingNumber": "110000000"}});
     let (status, banked) = vault.post("/tokenize", &vault.keys, &bank).await;
     spec.check("post", "/tokenize", status, &banked);
     let bank_token = banked["token"].as_str().unwrap().to_owned();
     for (bad, status) in [
         (json!({"type": "card"}), 400),
-        (json!({"type": "card", "data": {"cardNumber": "4242424242424241", "expirationMonth": "1", "expirationYear": "2031"}}), 400),
+        (
+            json!({"type": "card", "data": {"cardNumber": "4242424242424241", "expirationMonth": "1", "expirationYear": "2031"}}),
+            400,
+        ),
     ] {
         let (got, body) = vault.post("/tokenize", &vault.keys, &bad).await;
         assert_eq!(got, status, "{body}");
@@ -279,7 +302,8 @@ async fn real_answers_match_the_documented_schemas() {
     let (status, body) = call(&vault, "post", "/tokenize", None, Some(&card)).await;
     assert_eq!(status, 401);
     spec.check("post", "/tokenize", status, &body);
-    let test_card = json!({"cardNumber": VISA, "expirationMonth": "12", "expirationYear": "2031", "cvc": CVC});
+    let test_card =
+        json!({"cardNumber": VISA, "expirationMonth": "12", "expirationYear": "2031", "cvc": CVC});
     let (status, body) = call(&vault, "post", "/test-tokens", Some(key), Some(&test_card)).await;
     assert_eq!(status, 201, "{body}");
     spec.check("post", "/test-tokens", status, &body);
@@ -288,11 +312,25 @@ async fn real_answers_match_the_documented_schemas() {
         let (status, body) = call(&vault, "get", &format!("/tokens/{t}"), Some(key), None).await;
         assert_eq!(status, 200, "{body}");
         spec.check("get", "/tokens/{token}", status, &body);
-        let (status, body) = call(&vault, "post", "/detokenize", Some(admin), Some(&json!({"token": t}))).await;
+        let (status, body) = call(
+            &vault,
+            "post",
+            "/detokenize",
+            Some(admin),
+            Some(&json!({"token": t})),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         spec.check("post", "/detokenize", status, &body);
     }
-    let (status, body) = call(&vault, "post", "/detokenize", Some(key), Some(&json!({"token": token}))).await;
+    let (status, body) = call(
+        &vault,
+        "post",
+        "/detokenize",
+        Some(key),
+        Some(&json!({"token": token})),
+    )
+    .await;
     assert_eq!(status, 403);
     spec.check("post", "/detokenize", status, &body);
 
@@ -343,11 +381,25 @@ async fn real_answers_match_the_documented_schemas() {
 
     // Browser collection.
     let checkout = json!({"tokenization_session_id": "checkout-1", "max_tokenize_calls": 2});
-    let (status, body) = call(&vault, "post", "/collect/sessions", Some(key), Some(&checkout)).await;
+    let (status, body) = call(
+        &vault,
+        "post",
+        "/collect/sessions",
+        Some(key),
+        Some(&checkout),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     spec.check("post", "/collect/sessions", status, &body);
     for expected in [200, 404] {
-        let (status, body) = call(&vault, "delete", "/collect/sessions/checkout-1", Some(key), None).await;
+        let (status, body) = call(
+            &vault,
+            "delete",
+            "/collect/sessions/checkout-1",
+            Some(key),
+            None,
+        )
+        .await;
         assert_eq!(status, expected, "{body}");
         spec.check("delete", "/collect/sessions/{id}", status, &body);
     }
@@ -359,11 +411,26 @@ async fn real_answers_match_the_documented_schemas() {
     let (status, body) = call(&vault, "get", "/api/applications/key", Some(key), None).await;
     assert_eq!(status, 200);
     spec.check("get", "/api/applications/key", status, &body);
-    let new_app = json!({"name": "checkout web", "permissions": {"tokenization": {"allowed": true}}});
-    let (status, created) = call(&vault, "post", "/api/applications", Some(admin), Some(&new_app)).await;
+    let new_app =
+        json!({"name": "checkout web", "permissions": {"tokenization": {"allowed": true}}});
+    let (status, created) = call(
+        &vault,
+        "post",
+        "/api/applications",
+        Some(admin),
+        Some(&new_app),
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
     spec.check("post", "/api/applications", status, &created);
-    let (status, body) = call(&vault, "post", "/api/applications", Some(admin), Some(&new_app)).await;
+    let (status, body) = call(
+        &vault,
+        "post",
+        "/api/applications",
+        Some(admin),
+        Some(&new_app),
+    )
+    .await;
     assert_eq!(status, 409);
     spec.check("post", "/api/applications", status, &body);
     let (status, body) = call(&vault, "get", "/api/applications", Some(admin), None).await;
@@ -372,15 +439,32 @@ async fn real_answers_match_the_documented_schemas() {
     let (status, body) = call(&vault, "get", "/api/applications", Some(key), None).await;
     assert_eq!(status, 403);
     spec.check("get", "/api/applications", status, &body);
-    let app = format!("/api/applications/{}", created["data"]["id"].as_str().unwrap());
+    let app = format!(
+        "/api/applications/{}",
+        created["data"]["id"].as_str().unwrap()
+    );
     let (status, body) = call(&vault, "get", &app, Some(admin), None).await;
     assert_eq!(status, 200);
     spec.check("get", "/api/applications/{id}", status, &body);
-    let (status, body) = call(&vault, "put", &app, Some(admin), Some(&json!({"name": "checkout app"}))).await;
+    let (status, body) = call(
+        &vault,
+        "put",
+        &app,
+        Some(admin),
+        Some(&json!({"name": "checkout app"})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     spec.check("put", "/api/applications/{id}", status, &body);
     let roll = json!({"expire_old_in_seconds": 60});
-    let (status, body) = call(&vault, "post", &format!("{app}/roll-key"), Some(admin), Some(&roll)).await;
+    let (status, body) = call(
+        &vault,
+        "post",
+        &format!("{app}/roll-key"),
+        Some(admin),
+        Some(&roll),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     spec.check("post", "/api/applications/{id}/roll-key", status, &body);
     for expected in [200, 404] {
@@ -404,11 +488,25 @@ async fn real_answers_match_the_documented_schemas() {
     // With deduplication on, tokenize and the metadata carry a fingerprint.
     let (status, body) = vault.post("/tokenize", &vault.keys, &card).await;
     spec.check("post", "/tokenize", status, &body);
-    let (status, body) = call(&vault, "get", &format!("/tokens/{}", body["token"].as_str().unwrap()), Some(key), None).await;
+    let (status, body) = call(
+        &vault,
+        "get",
+        &format!("/tokens/{}", body["token"].as_str().unwrap()),
+        Some(key),
+        None,
+    )
+    .await;
     assert!(body["data"]["fingerprint"].is_string(), "{body}");
     spec.check("get", "/tokens/{token}", status, &body);
     let sub = json!({"name": "marketplace seller", "mode": "test"});
-    let (status, body) = call(&vault, "post", "/internal/provision", Some(admin), Some(&sub)).await;
+    let (status, body) = call(
+        &vault,
+        "post",
+        "/internal/provision",
+        Some(admin),
+        Some(&sub),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     spec.check("post", "/internal/provision", status, &body);
 
@@ -428,7 +526,14 @@ async fn real_answers_match_the_documented_schemas() {
 
     // Tokens, deleted.
     for expected in [200, 404] {
-        let (status, body) = call(&vault, "delete", &format!("/tokens/{token}"), Some(key), None).await;
+        let (status, body) = call(
+            &vault,
+            "delete",
+            &format!("/tokens/{token}"),
+            Some(key),
+            None,
+        )
+        .await;
         assert_eq!(status, expected, "{body}");
         spec.check("delete", "/tokens/{token}", status, &body);
     }

@@ -188,7 +188,10 @@ pub async fn document() -> Response {
         Common,
     )
 )]
-#[allow(dead_code, reason = "documents a path routed to `delete_from_query_or_body`")]
+#[allow(
+    dead_code,
+    reason = "documents a path routed to `delete_from_query_or_body`"
+)]
 fn delete_cvc_session_trailing_slash() {}
 
 /// Prometheus metrics. Documented here because the route may be served on a listener of its

@@ -20,7 +20,11 @@ use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, T
 
 /// `{}`: any JSON value.
 pub(super) fn any_value() -> Schema {
-    Schema::Object(ObjectBuilder::new().schema_type(SchemaType::AnyValue).build())
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .build(),
+    )
 }
 
 /// `{"type": "null"}`.
