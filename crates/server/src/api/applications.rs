@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
 use super::body::{RawBody, json_object, required_text};
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::admin::{self, AdminError};
 use crate::clock::rfc3339;
@@ -20,6 +21,20 @@ use crate::store::{ApplicationRecord, Permissions, StoreError};
 /// Longest overlap a rolled key may keep its predecessor working: a week.
 const MAX_ROLL_OVERLAP_SECONDS: u64 = 7 * 24 * 3600;
 
+#[utoipa::path(
+    get,
+    path = "/api/applications/key",
+    tag = "applications",
+    summary = "Describe the calling key",
+    operation_id = "getApiKeyInfo",
+    description = "What the presented key is: its application, project and permissions.",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "`API key is valid`", body = doc::KeyInfoAnswer),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        doc::Common,
+    )
+)]
 pub async fn current_key(caller: Caller) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({
         "success": true,
@@ -35,6 +50,26 @@ pub async fn current_key(caller: Caller) -> Result<Json<Value>, ApiError> {
 }
 
 /// `POST /api/applications`
+#[utoipa::path(
+    post,
+    path = "/api/applications",
+    tag = "applications",
+    summary = "Create an application",
+    operation_id = "createApplication",
+    description = "Creates an application of the caller's project and its API key (shown once).",
+    security(("api_key" = [])),
+    request_body = doc::ApplicationCreate,
+    responses(
+        (status = 201, description = "Created", body = doc::ApplicationCreated),
+        (status = 400, description = "`invalid_body`, `missing_field`, `invalid_field` (`name`: 3 to 50 characters; `permissions`)", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `provisioning`", body = doc::ErrorBody),
+        (status = 409, description = "`application_name_taken`", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,6 +110,22 @@ pub async fn create(
 }
 
 /// `GET /api/applications`
+#[utoipa::path(
+    get,
+    path = "/api/applications",
+    tag = "applications",
+    summary = "List applications",
+    operation_id = "listApplications",
+    description = "The live applications of the caller's project (never their keys).",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The applications", body = doc::ApplicationList),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `provisioning`", body = doc::ErrorBody),
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_provisioning()?;
     let apps = state.store.applications(&caller.project.id).await?;
@@ -83,6 +134,23 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 }
 
 /// `GET /api/applications/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/applications/{id}",
+    tag = "applications",
+    summary = "Read an application",
+    operation_id = "getApplication",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The application (`app_…`)")),
+    responses(
+        (status = 200, description = "The application", body = doc::ApplicationAnswer),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `provisioning`", body = doc::ErrorBody),
+        (status = 404, description = "`application_not_found`: unknown, revoked, or another project's", body = doc::ErrorBody),
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -96,6 +164,28 @@ pub async fn read(
 }
 
 /// `PUT /api/applications/{id}`: a new name, new permissions, or both.
+#[utoipa::path(
+    put,
+    path = "/api/applications/{id}",
+    tag = "applications",
+    summary = "Change an application",
+    operation_id = "updateApplication",
+    description = "Renames an application, sets its permissions, or both.",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The application (`app_…`)")),
+    request_body = doc::ApplicationUpdate,
+    responses(
+        (status = 200, description = "Changed", body = doc::ApplicationAnswer),
+        (status = 400, description = "`invalid_body`, `missing_field` (neither `name` nor `permissions`), `invalid_field`", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `provisioning`", body = doc::ErrorBody),
+        (status = 404, description = "`application_not_found`: unknown, revoked, or another project's", body = doc::ErrorBody),
+        (status = 409, description = "`application_name_taken`", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,6 +231,25 @@ pub async fn update(
 }
 
 /// `DELETE /api/applications/{id}`: the application and every key of it stop working.
+#[utoipa::path(
+    delete,
+    path = "/api/applications/{id}",
+    tag = "applications",
+    summary = "Revoke an application",
+    operation_id = "deleteApplication",
+    description = "Revokes an application: every key of it stops working.",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The application (`app_…`)")),
+    responses(
+        (status = 200, description = "`Application deleted`", body = doc::Done),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `provisioning`", body = doc::ErrorBody),
+        (status = 404, description = "`application_not_found`: unknown, revoked, or another project's", body = doc::ErrorBody),
+        (status = 409, description = "`own_key_in_use`: the application is the caller's own", body = doc::ErrorBody),
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -171,6 +280,28 @@ pub async fn delete(
 
 /// `POST /api/applications/{id}/roll-key`: a new key; the old ones keep working for
 /// `expire_old_in_seconds` (default 0: they stop now).
+#[utoipa::path(
+    post,
+    path = "/api/applications/{id}/roll-key",
+    tag = "applications",
+    summary = "Roll an application's key",
+    operation_id = "rollApplicationKey",
+    description = "Gives an application a new API key (shown once); its old keys keep working \
+        for `expire_old_in_seconds` (extension).",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The application (`app_…`)")),
+    request_body(content = Option<doc::RollKey>, description = "May be empty"),
+    responses(
+        (status = 200, description = "The new key", body = doc::KeyRolled),
+        (status = 400, description = "`invalid_body`, `invalid_field` (`expire_old_in_seconds`: 0 to 604800)", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `provisioning`", body = doc::ErrorBody),
+        (status = 404, description = "`application_not_found`: unknown, revoked, or another project's", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn roll_key(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,12 +6,38 @@ use axum::extract::{RawQuery, State};
 use serde_json::{Value, json};
 
 use super::auth::Caller;
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::store::AuditFilter;
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
+#[utoipa::path(
+    get,
+    path = "/audit-logs",
+    tag = "audit",
+    summary = "List audit records",
+    operation_id = "listAuditLogs",
+    description = "The project's audit records, oldest first, a page at a time (extension; \
+        `audit` permission). Never card data, keys or full URLs.",
+    security(("api_key" = [])),
+    params(
+        ("action" = Option<String>, Query, nullable = false, description = "Only this action (e.g. `proxy`, `tokenize`)"),
+        ("token" = Option<String>, Query, nullable = false, description = "Only records about this token"),
+        ("since" = Option<String>, Query, nullable = false, description = "From this time: Unix seconds or RFC 3339"),
+        ("until" = Option<String>, Query, nullable = false, description = "Up to this time: Unix seconds or RFC 3339"),
+        ("cursor" = Option<String>, Query, nullable = false, description = "The `next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "Records per page (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "A page of records", body = doc::AuditPage),
+        (status = 400, description = "`invalid_field`: a malformed filter, or an unknown one", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `audit`", body = doc::ErrorBody),
+        doc::Common,
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

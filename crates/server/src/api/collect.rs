@@ -11,12 +11,32 @@ use serde_json::{Value, json};
 
 use super::auth::{Caller, project_by_pub_key};
 use super::body::{RawBody, json_object, required_text};
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::collect::assets::{self, Kind};
 use crate::collect::{Collect, DEFAULT_MAX_TOKENIZE_CALLS, MAX_TOKENIZE_CALLS, Refusal};
 use crate::store::{Project, StoreError};
 
 /// `POST /collect/sessions`: the merchant's backend mints a wax key for one checkout.
+#[utoipa::path(
+    post,
+    path = "/collect/sessions",
+    tag = "browser collection",
+    summary = "Mint a wax key for a browser checkout",
+    operation_id = "createCollectSession",
+    description = "Mints a wax key for one checkout (extension): the vault's card fields in the \
+        shopper's browser tokenize with it, up to `max_tokenize_calls` times, until it expires.",
+    security(("api_key" = [])),
+    request_body = doc::CollectSessionRequest,
+    responses(
+        (status = 201, description = "Minted; the wax key is shown once", body = doc::CollectSession),
+        (status = 400, description = "`invalid_body`, `missing_field`, `invalid_field`", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::Common,
+    )
+)]
 pub async fn mint(
     State(state): State<AppState>,
     caller: Caller,
@@ -66,6 +86,23 @@ pub async fn mint(
 }
 
 /// `DELETE /collect/sessions/{tokenization_session_id}`: revokes the checkout's wax keys.
+#[utoipa::path(
+    delete,
+    path = "/collect/sessions/{id}",
+    tag = "browser collection",
+    summary = "Revoke a checkout's wax keys",
+    operation_id = "revokeCollectSession",
+    description = "Revokes the wax keys of a checkout (extension).",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The checkout's `tokenization_session_id`")),
+    responses(
+        (status = 200, description = "`Client session revoked`", body = doc::Done),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
+        (status = 404, description = "`client_session_not_found`", body = doc::ErrorBody),
+        doc::Common,
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -143,6 +180,32 @@ pub fn refusal(refusal: Refusal) -> ApiError {
 }
 
 /// `GET /collect/v1/{file}`.
+#[utoipa::path(
+    get,
+    path = "/collect/v1/{file}",
+    tag = "browser collection",
+    summary = "The browser SDK and card-field frames",
+    operation_id = "getCollectFile",
+    description = "The browser SDK (`cardvault.js`, loadable from any origin) and the card-field \
+        and tokenizer frames with their scripts and styles. A frame is served only for a page \
+        whose origin the project allows (`pk` and `origin`), with a CSP `frame-ancestors` of \
+        the project's origins; otherwise a page that cannot be framed (403).",
+    params(
+        ("file" = String, Path, description = "A file name, e.g. `cardvault.js` or `card-number.html`"),
+        ("pk" = Option<String>, Query, nullable = false, description = "Frames: the project's publishable key"),
+        ("origin" = Option<String>, Query, nullable = false, description = "Frames: the origin of the embedding page"),
+    ),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript; charset=utf-8"),
+            (String = "text/html; charset=utf-8"),
+            (String = "text/css; charset=utf-8"),
+        )),
+        (status = 403, description = "A frame for a page the project does not allow: a page that cannot be framed", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 404, description = "`not_found`: no such file", body = doc::ErrorBody),
+        doc::Common,
+    )
+)]
 pub async fn asset(
     State(state): State<AppState>,
     Path(name): Path<String>,

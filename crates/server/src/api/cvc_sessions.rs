@@ -9,8 +9,26 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::body::{RawBody, json_object, optional_text};
+use super::openapi as doc;
 use super::{ApiError, AppState};
 
+#[utoipa::path(
+    delete,
+    path = "/proxy/delete-cvc-session/{id}",
+    tag = "cvc sessions",
+    summary = "Delete a CVC session",
+    operation_id = "deleteCvcSession",
+    description = "Deletes a CVC session before its time (it is single-use and short-lived anyway).",
+    security(("api_key" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The CVC session")),
+    responses(
+        (status = 200, description = "`CVC session deleted!`", body = doc::Done),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
+        (status = 404, description = "`cvc_session_not_found`: unknown, expired, used, or another project's", body = doc::ErrorBody),
+        doc::Common,
+    )
+)]
 pub async fn delete_by_path(
     State(state): State<AppState>,
     caller: Caller,
@@ -24,6 +42,27 @@ pub async fn delete_by_path(
     delete(&state, &caller, &id).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/proxy/delete-cvc-session",
+    tag = "cvc sessions",
+    summary = "Delete a CVC session named in the query or body",
+    operation_id = "deleteCvcSessionByQueryOrBody",
+    description = "As `DELETE /proxy/delete-cvc-session/{id}`, the session named in the query \
+        string or, failing that, in a JSON body.",
+    security(("api_key" = [])),
+    params(("cvc_session_id" = Option<String>, Query, nullable = false, format = Uuid, description = "The session; else in the body")),
+    request_body(content = Option<doc::CvcSessionIdBody>, description = "The session, when not in the query string"),
+    responses(
+        (status = 200, description = "`CVC session deleted!`", body = doc::Done),
+        (status = 400, description = "`missing_field` (`cvc_session_id`), `invalid_body`, `invalid_field`", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
+        (status = 404, description = "`cvc_session_not_found`: unknown, expired, used, or another project's", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::Common,
+    )
+)]
 pub async fn delete_from_query_or_body(
     State(state): State<AppState>,
     caller: Caller,

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use super::auth::Caller;
 use super::body::{RawBody, json_object, required_text};
+use super::openapi as doc;
 use super::tokens::live_token;
 use super::{ApiError, AppState};
 use crate::tokens::TokenData;
@@ -23,6 +24,27 @@ use crate::tokens::TokenData;
 /// would leave an unwiped copy behind).
 const ANSWER_CAPACITY: usize = 1024;
 
+#[utoipa::path(
+    post,
+    path = "/detokenize",
+    tag = "tokens",
+    summary = "Reveal a token's data",
+    operation_id = "detokenize",
+    description = "The token's data in the clear (extension; `reveal` permission, never granted \
+        by default). Never a CVC: none is stored. Every attempt is audited.",
+    security(("api_key" = [])),
+    request_body = doc::DetokenizeRequest,
+    responses(
+        (status = 200, description = "The data", body = Answer<'static>),
+        (status = 400, description = "`invalid_body`, `missing_field` (`token`), `invalid_field`", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `reveal`", body = doc::ErrorBody),
+        (status = 404, description = "`token_not_found`", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn detokenize(
     State(state): State<AppState>,
     caller: Caller,
@@ -74,24 +96,28 @@ fn reveal(data: &TokenData) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-#[derive(Serialize)]
-struct Answer<'a> {
+/// `200` of `POST /detokenize`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Detokenized)]
+pub struct Answer<'a> {
     success: bool,
     data: Revealed<'a>,
 }
 
 /// The wire shape, borrowing from the opened token. Field names are Ozura's.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
-enum Revealed<'a> {
+pub enum Revealed<'a> {
     #[serde(rename_all = "camelCase")]
     Card {
         card_number: &'a str,
         expiration_month: &'a str,
         expiration_year: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         first_name: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         last_name: Option<&'a str>,
     },
     #[serde(rename_all = "camelCase")]
@@ -99,8 +125,10 @@ enum Revealed<'a> {
         account_number: &'a str,
         routing_number: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         first_name: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         last_name: Option<&'a str>,
     },
 }

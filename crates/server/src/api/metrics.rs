@@ -62,16 +62,6 @@ impl BearerToken {
     }
 }
 
-/// The main listener's `/metrics`, when a token is set; otherwise no route at all.
-pub fn routes(state: &AppState) -> Router<AppState> {
-    match &state.metrics {
-        Some(access) if access.token.is_some() => {
-            Router::new().route("/metrics", get(behind_token))
-        }
-        _ => Router::new(),
-    }
-}
-
 /// The metrics listener; it stops when this is dropped.
 pub struct OwnListener(tokio::task::JoinHandle<()>);
 
@@ -123,7 +113,7 @@ fn own_listener(scraper: Scraper) -> Router {
         .with_state(scraper)
 }
 
-async fn behind_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn behind_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some((access, token)) = state
         .metrics
         .as_ref()

@@ -10,6 +10,7 @@ mod detokenize;
 mod error;
 mod health;
 pub mod metrics;
+mod openapi;
 mod projects;
 mod proxy;
 mod rate_limit;
@@ -26,6 +27,7 @@ use axum::routing::{delete, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, BodyKind};
+pub use openapi::pretty_json as openapi_json;
 
 use crate::cache::TtlCache;
 use crate::collect::Collect;
@@ -97,6 +99,7 @@ pub struct RequestPolicy {
 pub fn router(state: AppState) -> Router {
     let max_body = state.policy.max_request_bytes;
     let in_flight = crate::limits::InFlightLimit::new(state.policy.max_in_flight_requests);
+    openapi::prepare();
     Router::new()
         .route("/tokenize", post(tokenize::tokenize))
         .route("/test-tokens", post(tokenize::test_token))
@@ -144,7 +147,9 @@ pub fn router(state: AppState) -> Router {
         .route("/audit-logs", get(audit_logs::list))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .merge(metrics::routes(&state))
+        // Answers 404, as an unknown route, when no metrics token is set.
+        .route("/metrics", get(metrics::behind_token))
+        .route("/openapi.json", get(openapi::document))
         .route_layer(axum::middleware::from_fn(request_context::record_route))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

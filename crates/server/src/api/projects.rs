@@ -13,11 +13,30 @@ use serde_json::{Map, Value, json};
 use super::applications::admin_error;
 use super::auth::Caller;
 use super::body::{RawBody, json_object};
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::admin::{self, AdminError, NewProject, ProcessorTls};
 use crate::store::{Mode, Permissions, Project, StoreError};
 
 /// `GET /api/projects/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/projects/{id}",
+    tag = "projects",
+    summary = "Read the project's settings",
+    operation_id = "getProject",
+    description = "The caller's project's settings (extension).",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The caller's own project (`proj_…`)")),
+    responses(
+        (status = 200, description = "The settings", body = doc::ProjectAnswer),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `provisioning`", body = doc::ErrorBody),
+        (status = 404, description = "`project_not_found`: not the caller's own project", body = doc::ErrorBody),
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -34,6 +53,28 @@ pub async fn read(
 /// `PATCH /api/projects/{id}`: any of `deduplicate`, `allowed_origins`,
 /// `destination_allowlist` (lists replace the current ones) and `processor_tls` (per host:
 /// settings, or `null` to remove them). Everything is checked before anything is changed.
+#[utoipa::path(
+    patch,
+    path = "/api/projects/{id}",
+    tag = "projects",
+    summary = "Change the project's settings",
+    operation_id = "updateProject",
+    description = "Changes the caller's project's settings (extension); other instances see the \
+        change within the cache period.",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The caller's own project (`proj_…`)")),
+    request_body = doc::ProjectPatch,
+    responses(
+        (status = 200, description = "The settings, changed", body = doc::ProjectAnswer),
+        (status = 400, description = "`invalid_body` (also for an unknown setting), `invalid_field`", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `provisioning`", body = doc::ErrorBody),
+        (status = 404, description = "`project_not_found`: not the caller's own project", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,6 +153,26 @@ pub async fn update(
 
 /// `POST /internal/provision`: a sub-project with its publishable key and a first application
 /// (tokenization and provisioning), keys shown once.
+#[utoipa::path(
+    post,
+    path = "/internal/provision",
+    tag = "projects",
+    summary = "Provision a sub-project",
+    operation_id = "provisionProject",
+    description = "Creates a sub-project with its publishable key and a first application \
+        (`tokenization` and `provisioning`); the keys are shown once.",
+    security(("api_key" = [])),
+    request_body = doc::ProvisionRequest,
+    responses(
+        (status = 201, description = "Provisioned", body = doc::Provisioned),
+        (status = 400, description = "`invalid_body`, `missing_field` (`name`), `invalid_field`", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `provisioning`, or a test project asks for a live one", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn provision(
     State(state): State<AppState>,
     caller: Caller,

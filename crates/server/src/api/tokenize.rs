@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
 use super::body::{RawBody, json_object, optional_text, required_text, required_text_or_integer};
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::clock::rfc3339;
 use crate::cvc::TEST_SESSION_TTL;
@@ -23,6 +24,33 @@ const MAX_NAME_CHARS: usize = 128;
 
 /// `POST /tokenize`, by a backend (`X-API-Key` and `X-Pub-Key`) or by the vault's own
 /// tokenizer frame in a shopper's browser (`X-Pub-Key` and a wax key, no secret key).
+#[utoipa::path(
+    post,
+    path = "/tokenize",
+    tag = "tokens",
+    summary = "Tokenize a card or a bank account",
+    operation_id = "tokenize",
+    description = "Stores a card or a bank account and answers with its token and masks only. \
+        A backend sends `X-API-Key` (with `tokenization`) and `X-Pub-Key` of the same project; \
+        the vault's tokenizer frame sends `X-Pub-Key`, `X-Wax-Key`, `X-Tokenization-Session-Id` \
+        and `X-Collect-Origin`.",
+    security(("api_key" = [], "pub_key" = []), ("pub_key" = [], "wax_key" = [])),
+    params(
+        ("X-Tokenization-Session-Id" = Option<String>, Header, nullable = false, description = "Browser calls: the checkout the wax key was minted for"),
+        ("X-Collect-Origin" = Option<String>, Header, nullable = false, description = "Browser calls: the origin of the page embedding the card fields"),
+    ),
+    request_body = doc::TokenizeRequest,
+    responses(
+        (status = 201, description = "Tokenized", body = doc::Tokenized),
+        (status = 400, description = "`invalid_body`, `missing_field`, `invalid_field`, `invalid_card_number`, `card_expired`", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`: a key missing, unknown, revoked, or of another project", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `tokenization`, or the page's origin is not allowed", body = doc::ErrorBody),
+        (status = 404, description = "`client_session_not_found` (browser calls): the wax key is unknown, expired, revoked, used up or another checkout's", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn tokenize(
     State(state): State<AppState>,
     axum::Extension(request_id): axum::Extension<super::request_context::RequestId>,
@@ -101,6 +129,27 @@ async fn tokenize_for(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
+/// `POST /test-tokens`: a test card with a CVC session that lives a year and is not used up.
+#[utoipa::path(
+    post,
+    path = "/test-tokens",
+    tag = "tokens",
+    summary = "Tokenize a test card",
+    operation_id = "createTestToken",
+    description = "Tokenizes a test card (projects in `test` mode only). Its CVC session lives a \
+        year and is not consumed by use. `X-Pub-Key`, when sent, must be the project's.",
+    security(("api_key" = []), ("api_key" = [], "pub_key" = [])),
+    request_body = doc::TestTokenRequest,
+    responses(
+        (status = 201, description = "Tokenized", body = doc::TestTokenized),
+        (status = 400, description = "`invalid_body`, `missing_field`, `invalid_field`, `invalid_card_number`, `card_expired`", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `tokenization`, or the project is in `live` mode", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn test_token(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use super::auth::Caller;
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::clock::rfc3339;
 use crate::store::{StoreError, TokenKind, TokenRecord};
@@ -17,6 +18,24 @@ use crate::tokens::TokenData;
 const MAX_TOKEN_LEN: usize = 128;
 
 /// Metadata only: the card number, account number and holder name never leave through here.
+#[utoipa::path(
+    get,
+    path = "/tokens/{token}",
+    tag = "tokens",
+    summary = "Read a token's metadata",
+    operation_id = "getToken",
+    description = "What a token is (extension): type, brand, BIN, last four digits, expiry, \
+        dates; never the number it holds.",
+    security(("api_key" = [])),
+    params(("token" = String, Path, description = "The token (`tok_…`)")),
+    responses(
+        (status = 200, description = "The token's metadata", body = doc::TokenMetadataAnswer),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
+        (status = 404, description = "`token_not_found`: unknown, deleted, expired, or another project's", body = doc::ErrorBody),
+        doc::Common,
+    )
+)]
 pub async fn metadata(
     State(state): State<AppState>,
     caller: Caller,
@@ -68,6 +87,24 @@ pub async fn metadata(
 
 /// Erases the token's sealed data and fingerprint; from then on every call answers
 /// `404 Token not found`, and tokenizing the same card again gives a new token.
+#[utoipa::path(
+    delete,
+    path = "/tokens/{token}",
+    tag = "tokens",
+    summary = "Delete a token",
+    operation_id = "deleteToken",
+    description = "Erases the token's data (extension): from then on it is not found, and the \
+        same card tokenized again gets a new token.",
+    security(("api_key" = [])),
+    params(("token" = String, Path, description = "The token (`tok_…`)")),
+    responses(
+        (status = 200, description = "`Token deleted`", body = doc::Done),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
+        (status = 404, description = "`token_not_found`", body = doc::ErrorBody),
+        doc::Common,
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -89,6 +89,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Print the HTTP API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -352,6 +354,8 @@ enum CliError {
     Listen(std::net::SocketAddr, #[source] std::io::Error),
     #[error("{}", .0.display())]
     Path(PathBuf, #[source] std::io::Error),
+    #[error("the OpenAPI document")]
+    Openapi(#[source] serde_json::Error),
 }
 
 pub async fn run() -> ExitCode {
@@ -537,6 +541,10 @@ async fn execute(command: Command) -> Result<(), CliError> {
             )
             .await?;
             print_keys(&created, json, "application created")
+        }
+        Command::Openapi => {
+            println!("{}", crate::api::openapi_json().map_err(CliError::Openapi)?);
+            Ok(())
         }
     }
 }

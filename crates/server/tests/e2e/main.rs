@@ -18,6 +18,7 @@ mod echo_carriers;
 mod keys_rotation;
 mod limits;
 mod metrics;
+mod openapi;
 mod provisioning;
 mod proxy;
 mod proxy_errors;

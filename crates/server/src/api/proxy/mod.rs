@@ -29,12 +29,61 @@ use cardvault_core::template::{Placeholder, Substitutions};
 use self::request::{CvcSessionRef, ProxyRequest};
 use super::auth::Caller;
 use super::body::RawBody;
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::cvc::CvcLease;
 use crate::metrics::{Stage, StageTimer, timed};
 use crate::store::StoreError;
 use crate::tokens::TokenData;
 
+/// `POST /proxy/transaction`.
+#[utoipa::path(
+    post,
+    path = "/proxy/transaction",
+    tag = "proxy",
+    summary = "Send a processor request with card data filled in",
+    operation_id = "proxyTransaction",
+    description = "Sends a request to the payment processor with the token's data filled into \
+        its placeholders, and answers with the processor's answer, echoed card data masked.\n\n\
+        **JSON mode** (`Content-Type: application/json`): the body describes the call \
+        (`ProxyJsonRequest`).\n\n\
+        **Raw mode** (a form or XML body, or any body when `X-Proxy-URL` is sent): the body is \
+        the processor body with placeholders; `token`, `proxy_url` and `cvc_session_id` come from \
+        the headers `X-Token`, `X-Proxy-URL`, `X-CVC-Session-ID`, else from the query string, \
+        else (forms only) from form fields of those names, which are then removed; the method \
+        from `X-Proxy-Method`. The request's own headers are forwarded, less hop-by-hop \
+        headers, `Host`, `Content-Length`, `Cookie`, `X-Forwarded-*` and the vault's own.",
+    security(("api_key" = [])),
+    params(
+        ("X-Token" = Option<String>, Header, nullable = false, description = "Raw mode: the token"),
+        ("X-Proxy-URL" = Option<String>, Header, nullable = false, description = "Raw mode: the processor URL; with it, any body is raw mode"),
+        ("X-CVC-Session-ID" = Option<String>, Header, nullable = false, description = "Raw mode: the CVC session, when the body uses `${cvv}`/`${cvc}`"),
+        ("X-Proxy-Method" = Option<doc::HttpMethod>, Header, nullable = false, description = "Raw mode: the outgoing method (default `POST`)"),
+        ("token" = Option<String>, Query, nullable = false, description = "Raw mode: the token, when not in `X-Token`"),
+        ("proxy_url" = Option<String>, Query, nullable = false, description = "Raw mode: the processor URL, when not in `X-Proxy-URL`"),
+        ("cvc_session_id" = Option<String>, Query, nullable = false, description = "Raw mode: the CVC session, when not in `X-CVC-Session-ID`"),
+    ),
+    request_body(content(
+        (doc::ProxyJsonRequest = "application/json"),
+        (String = "application/x-www-form-urlencoded"),
+        (String = "application/xml"),
+        (String = "text/xml"),
+        (String = "*/*"),
+    )),
+    responses(
+        (status = 200, description = "The processor answered (whatever its status)", body = doc::ProxyAnswer,
+            headers(("X-Upstream-Status" = u16, description = "The processor's status code"))),
+        (status = 400, description = "`invalid_body`, `missing_field`, `invalid_field`, `invalid_proxy_url` (the destination is refused: `detail` names the rule), `invalid_template` (`detail` says why)", body = doc::ErrorBody),
+        (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
+        (status = 404, description = "`token_not_found`; `cvc_session_not_found`: unknown, expired, used, or another project's", body = doc::ErrorBody),
+        (status = 502, description = "`upstream_error`: the processor could not be reached, the TLS handshake failed, the connection was reset, or the answer is too large; `request_sent` says whether it may have seen the request", body = doc::ErrorBody),
+        (status = 504, description = "`upstream_timeout`: the processor did not answer in time; see `request_sent`", body = doc::ErrorBody),
+        doc::BodyLimits,
+        doc::RateLimited,
+        doc::Common,
+    )
+)]
 pub async fn transaction(
     State(state): State<AppState>,
     ProxyCaller(caller): ProxyCaller,

@@ -30,8 +30,12 @@ impl StoreStats for SqlStore {
     }
 
     async fn sealed_records(&self) -> Result<Vec<(u32, u64)>, StoreError> {
-        let mut per_version: BTreeMap<u32, u64> =
-            self.data_keys().await?.iter().map(|k| (k.version, 0)).collect();
+        let mut per_version: BTreeMap<u32, u64> = self
+            .data_keys()
+            .await?
+            .iter()
+            .map(|k| (k.version, 0))
+            .collect();
         for (_, version, n) in crate::store::KeyStore::sealed_counts(self).await? {
             *per_version.entry(version).or_insert(0) += n;
         }
