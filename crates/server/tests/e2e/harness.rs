@@ -20,6 +20,15 @@ pub use cardvault_testkit::cardvault::Keys;
 
 /// Card data used by the tests; none of it may ever appear in a server log.
 pub const VISA: &str = "4242424242424242";
+
+/// A Luhn-valid Visa number from a counter, so every card of a load test is distinct.
+pub fn card_number(n: u64) -> String {
+    let body = format!("411111{n:09}");
+    (0..10)
+        .map(|d| format!("{body}{d}"))
+        .find(|c| cardvault_core::card::luhn_valid(c))
+        .unwrap()
+}
 pub const VISA_SPACED: &str = "4242 4242 4242 4242";
 pub const MASTERCARD: &str = "5555555555554444";
 pub const AMEX: &str = "378282246310005";

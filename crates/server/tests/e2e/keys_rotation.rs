@@ -15,15 +15,6 @@ use crate::harness::*;
 /// Instances reload keys this often in these tests, so the rotation's waits are short.
 const CACHE_TTL_MS: &str = "200";
 
-/// A Luhn-valid Visa number from a counter, so every card is distinct.
-fn card_number(n: u64) -> String {
-    let body = format!("411111{n:09}");
-    (0..10)
-        .map(|d| format!("{body}{d}"))
-        .find(|c| cardvault_core::card::luhn_valid(c))
-        .unwrap()
-}
-
 async fn start(stub: &Stub) -> Vault {
     Vault::start_with(stub, &[("CARDVAULT_CACHE_TTL_MS", CACHE_TTL_MS)]).await
 }
@@ -58,6 +49,30 @@ fn status(vault: &Vault) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The data key versions `keys status` lists.
+fn versions(vault: &Vault) -> Vec<u64> {
+    status(vault)["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect()
+}
+
+/// Proxies each token; the processor must receive that token's own card.
+async fn assert_each_charges_its_card<'a>(
+    vault: &Vault,
+    stub: &Stub,
+    cards: impl Iterator<Item = (&'a String, &'a String)>,
+) {
+    for (token, number) in cards {
+        let body = json!({"token": token, "proxy_url": stub.url("/charge"), "request_data": {"number": "${cardNumber}"}});
+        let (status, answer) = vault.post("/proxy/transaction", &vault.keys, &body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(stub.last().json()["number"], number.as_str());
+    }
 }
 
 /// Tokens per key version, read from the database.
@@ -302,26 +317,10 @@ async fn a_killed_rotation_resumes_without_losing_or_doubling_a_record() {
     assert_eq!(kinds.first(), Some(&"resuming"), "{lines:?}");
     assert!(!kinds.contains(&"added"));
     assert_eq!(tokens_by_version(&vault).await, HashMap::from([(2, 1_500)]));
-    let versions: Vec<u64> = status(&vault)["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["version"].as_u64().unwrap())
-        .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions(&vault), [1, 2]);
 
     // Every card opens, and opens to itself.
-    for (token, number) in cards.iter().take(50) {
-        let (status, body) = vault
-            .post(
-                "/proxy/transaction",
-                &vault.keys,
-                &json!({"token": token, "proxy_url": stub.url("/charge"), "request_data": {"number": "${cardNumber}"}}),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(stub.last().json()["number"], number.as_str());
-    }
+    assert_each_charges_its_card(&vault, &stub, cards.iter().take(50)).await;
 }
 
 #[tokio::test]
@@ -424,25 +423,9 @@ async fn retire_refuses_while_a_record_uses_the_key_then_forgets_it() {
 
     let (ok, stderr) = retire("1");
     assert!(ok, "{stderr}");
-    let versions: Vec<u64> = status(&vault)["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["version"].as_u64().unwrap())
-        .collect();
-    assert_eq!(versions, [2]);
+    assert_eq!(versions(&vault), [2]);
     // The running instance keeps serving every token.
-    for (token, number) in &cards {
-        let (status, body) = vault
-            .post(
-                "/proxy/transaction",
-                &vault.keys,
-                &json!({"token": token, "proxy_url": stub.url("/charge"), "request_data": {"number": "${cardNumber}"}}),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(stub.last().json()["number"], number.as_str());
-    }
+    assert_each_charges_its_card(&vault, &stub, cards.iter()).await;
     // The audit log has the rotation and the retirement.
     let actions: Vec<String> =
         sqlx::query("SELECT action FROM audit_log WHERE action LIKE 'keys.%' ORDER BY id")

@@ -42,15 +42,6 @@ fn drop_connections(database: &str) {
     ));
 }
 
-/// A Luhn-valid Visa number from a counter, so every card of a load test is distinct.
-fn card_number(n: u64) -> String {
-    let body = format!("411111{n:09}");
-    (0..10)
-        .map(|d| format!("{body}{d}"))
-        .find(|c| cardvault_core::card::luhn_valid(c))
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_card_tokenized_on_one_instance_is_charged_through_another() {
     let stub = Stub::start().await;
