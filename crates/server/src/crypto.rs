@@ -238,7 +238,10 @@ impl Keyring {
 
     /// Encrypts `plaintext` under the sealing data key, bound to `aad`.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, CryptoError> {
-        self.seal_with(self.sealing_version(), plaintext, aad)
+        // One snapshot of the keys: the version chosen is one this snapshot holds.
+        let data = self.data.load();
+        let version = self.pinned_version.unwrap_or(data.sealing_version);
+        self.seal_in(&data, version, plaintext, aad)
     }
 
     /// Encrypts `plaintext` under data key `version` (a rotation moving records to it).
@@ -248,7 +251,16 @@ impl Keyring {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<Sealed, CryptoError> {
-        let data = self.data.load();
+        self.seal_in(&self.data.load(), version, plaintext, aad)
+    }
+
+    fn seal_in(
+        &self,
+        data: &DataKeys,
+        version: u32,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Sealed, CryptoError> {
         let key = data
             .keys
             .get(&version)
