@@ -291,7 +291,7 @@ async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String>
             .await
             .expect("store");
     let master = cardvault_server::crypto::MasterKey::load(data_dir).expect("master key");
-    let keyring = cardvault_server::load_keyring(store.as_ref(), &master)
+    let keyring = cardvault_server::load_keyring(store.as_ref(), std::sync::Arc::new(master))
         .await
         .expect("keyring");
     let data = TokenData::Card {

@@ -1,12 +1,16 @@
 //! All cryptography of the vault, behind one module: envelope encryption of stored records,
 //! keyed hashes for fingerprints and API keys, and random identifiers.
 //!
-//! The master key (32 bytes, from `CARDVAULT_MASTER_KEY` or `master.key` in the data dir) never
-//! encrypts data itself: it wraps per-version data keys kept in the database, and sub-keys for
-//! hashing are derived from it with HKDF so one secret is the root of everything.
+//! The master key never encrypts data itself: it wraps per-version data keys kept in the
+//! database, and the root secret from which the keys for hashing (fingerprints, API keys, the
+//! audit chain) and CVC sessions are derived with HKDF. It lives behind a
+//! [`MasterKeyProvider`]: a key file or `CARDVAULT_MASTER_KEY` ([`MasterKey`]), or a PKCS#11
+//! token that never lets it out (`keys::pkcs11`). A vault made with a key file and never
+//! rewrapped stores no root secret: the key file's bytes are its root, as they always were.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -34,16 +38,65 @@ pub enum CryptoError {
     Serialize,
 }
 
-/// The root secret.
+/// Where the master key lives. It wraps secrets for storage and unwraps them, and never hands
+/// itself out.
+pub trait MasterKeyProvider: Send + Sync {
+    /// For messages: which key this is, without any secret.
+    fn describe(&self) -> String;
+    /// Encrypts `secret` bound to `aad`.
+    fn wrap(&self, secret: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError>;
+    /// Decrypts what [`wrap`](Self::wrap) made; [`CryptoError::Decrypt`] when this key did not
+    /// wrap it (or it was altered, or moved to another `aad`).
+    fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError>;
+    /// The root secret of a vault that stores none: only a key file has one (its own bytes).
+    fn implicit_root(&self) -> Option<RootSecret> {
+        None
+    }
+}
+
+/// The secret the hashing and session keys are derived from. It outlives master keys: a rewrap
+/// wraps it anew, so fingerprints, API key hashes and the audit chain stay valid.
+pub struct RootSecret(Zeroizing<[u8; 32]>);
+
+impl RootSecret {
+    pub fn generate() -> Result<Self, CryptoError> {
+        random_32().map(Self)
+    }
+
+    /// # Errors
+    /// [`CryptoError::Decrypt`] when `bytes` is not 32 bytes long.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        if bytes.len() != key.len() {
+            return Err(CryptoError::Decrypt);
+        }
+        key.copy_from_slice(bytes);
+        Ok(Self(key))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+
+    fn derive(&self, label: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        hkdf_32(&self.0, label)
+    }
+
+    fn aead(&self, label: &[u8]) -> Result<LessSafeKey, CryptoError> {
+        aead_key(self.derive(label)?.as_ref())
+    }
+}
+
+/// The associated data a wrapped root secret is bound to.
+pub const ROOT_SECRET_AAD: &[u8] = b"cardvault root secret v1";
+
+/// A master key held in memory: from a key file or `CARDVAULT_MASTER_KEY`.
+#[derive(Clone)]
 pub struct MasterKey(Zeroizing<[u8; 32]>);
 
 impl MasterKey {
     pub fn generate() -> Result<Self, CryptoError> {
-        let mut key = Zeroizing::new([0u8; 32]);
-        SystemRandom::new()
-            .fill(key.as_mut())
-            .map_err(|_| CryptoError::Random)?;
-        Ok(Self(key))
+        random_32().map(Self)
     }
 
     /// Reads the key from the environment if set, else from `data_dir/master.key`.
@@ -74,23 +127,49 @@ impl MasterKey {
         Zeroizing::new(hex::encode(self.0.as_ref()))
     }
 
-    /// A sub-key for one purpose. HKDF only fails for an output longer than 255 hash lengths,
-    /// which 32 bytes never is; were it to fail, the error stops the start rather than leaving
-    /// an all-zero key in use.
-    fn derive(&self, label: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"cardvault/v1");
-        let prk = salt.extract(self.0.as_ref());
-        let mut out = Zeroizing::new([0u8; 32]);
-        let info = [label];
-        prk.expand(&info, hkdf::HKDF_SHA256)
-            .and_then(|okm| okm.fill(out.as_mut()))
-            .map_err(|_| CryptoError::KeyDerivation)?;
-        Ok(out)
+    fn wrapping_key(&self) -> Result<LessSafeKey, CryptoError> {
+        aead_key(hkdf_32(&self.0, b"data-key-wrapping")?.as_ref())
+    }
+}
+
+impl MasterKeyProvider for MasterKey {
+    fn describe(&self) -> String {
+        "the master key file (or CARDVAULT_MASTER_KEY)".into()
     }
 
-    fn aead(&self, label: &[u8]) -> Result<LessSafeKey, CryptoError> {
-        aead_key(self.derive(label)?.as_ref())
+    fn wrap(&self, secret: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        seal(&SystemRandom::new(), &self.wrapping_key()?, secret, aad)
     }
+
+    fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        open(&self.wrapping_key()?, wrapped, aad)
+    }
+
+    fn implicit_root(&self) -> Option<RootSecret> {
+        Some(RootSecret(self.0.clone()))
+    }
+}
+
+fn random_32() -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    SystemRandom::new()
+        .fill(key.as_mut())
+        .map_err(|_| CryptoError::Random)?;
+    Ok(key)
+}
+
+/// A sub-key for one purpose. HKDF only fails for an output longer than 255 hash lengths, which
+/// 32 bytes never is; were it to fail, the error stops the start rather than leaving an all-zero
+/// key in use.
+fn hkdf_32(secret: &[u8; 32], label: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"cardvault/v1");
+    let prk = salt.extract(secret);
+    let mut out = Zeroizing::new([0u8; 32]);
+    let info = [label];
+    prk.expand(&info, hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(out.as_mut()))
+        .map_err(|_| CryptoError::KeyDerivation)?;
+    Ok(out)
 }
 
 fn aead_key(bytes: &[u8]) -> Result<LessSafeKey, CryptoError> {
@@ -108,7 +187,7 @@ pub struct Sealed {
 }
 
 /// A data key as stored: wrapped (encrypted) by the master key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrappedDataKey {
     pub version: u32,
     pub wrapped: Vec<u8>,
@@ -129,8 +208,8 @@ pub struct Keyring {
     data: ArcSwap<DataKeys>,
     /// `CARDVAULT_ACTIVE_KEY_VERSION`: seals with this version whatever the database says.
     pinned_version: Option<u32>,
-    /// Opens data keys added while the vault runs.
-    wrapping: LessSafeKey,
+    /// Opens data keys added while the vault runs, and wraps new ones.
+    master: Arc<dyn MasterKeyProvider>,
     fingerprint_key: hmac::Key,
     api_key_pepper: hmac::Key,
     audit_key: hmac::Key,
@@ -139,27 +218,40 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// Unwraps the stored data keys; the newest active one seals new records.
+    /// The key ring of a vault whose master key is a key file and whose root secret is that
+    /// key (one never rewrapped).
+    ///
+    /// # Errors
+    /// As [`Keyring::with_master`].
+    pub fn new(master: &MasterKey, wrapped: &[WrappedDataKey]) -> Result<Self, CryptoError> {
+        let root = RootSecret(master.0.clone());
+        Self::with_master(Arc::new(master.clone()), &root, wrapped)
+    }
+
+    /// Unwraps the stored data keys with `master`; the newest active one seals new records.
     ///
     /// # Errors
     /// [`CryptoError::Decrypt`] when a data key was not wrapped by this master key.
-    pub fn new(master: &MasterKey, wrapped: &[WrappedDataKey]) -> Result<Self, CryptoError> {
-        let wrapping = master.aead(b"data-key-wrapping")?;
-        let data = unwrap_data_keys(&wrapping, wrapped)?;
+    pub fn with_master(
+        master: Arc<dyn MasterKeyProvider>,
+        root: &RootSecret,
+        wrapped: &[WrappedDataKey],
+    ) -> Result<Self, CryptoError> {
+        let data = unwrap_data_keys(master.as_ref(), wrapped)?;
         Ok(Self {
             data: ArcSwap::from_pointee(data),
             pinned_version: None,
-            wrapping,
+            master,
             fingerprint_key: hmac::Key::new(
                 hmac::HMAC_SHA256,
-                master.derive(b"fingerprint")?.as_ref(),
+                root.derive(b"fingerprint")?.as_ref(),
             ),
             api_key_pepper: hmac::Key::new(
                 hmac::HMAC_SHA256,
-                master.derive(b"api-key-pepper")?.as_ref(),
+                root.derive(b"api-key-pepper")?.as_ref(),
             ),
-            audit_key: hmac::Key::new(hmac::HMAC_SHA256, master.derive(b"audit-chain")?.as_ref()),
-            session_key: master.aead(b"cvc-session")?,
+            audit_key: hmac::Key::new(hmac::HMAC_SHA256, root.derive(b"audit-chain")?.as_ref()),
+            session_key: root.aead(b"cvc-session")?,
             rng: SystemRandom::new(),
         })
     }
@@ -192,7 +284,7 @@ impl Keyring {
         if unchanged {
             return Ok(());
         }
-        let data = unwrap_data_keys(&self.wrapping, wrapped)?;
+        let data = unwrap_data_keys(self.master.as_ref(), wrapped)?;
         if data.sealing_version != current.sealing_version && self.pinned_version.is_none() {
             tracing::info!(
                 version = data.sealing_version,
@@ -209,27 +301,22 @@ impl Keyring {
             .unwrap_or_else(|| self.data.load().sealing_version)
     }
 
-    /// A fresh data key, wrapped for storage.
+    /// A fresh data key, wrapped for storage by `master`.
     pub fn wrap_new_data_key(
-        master: &MasterKey,
+        master: &dyn MasterKeyProvider,
         version: u32,
     ) -> Result<WrappedDataKey, CryptoError> {
-        let wrapping = master.aead(b"data-key-wrapping")?;
-        let mut raw = Zeroizing::new([0u8; 32]);
-        SystemRandom::new()
-            .fill(raw.as_mut())
-            .map_err(|_| CryptoError::Random)?;
-        let wrapped = seal(
-            &SystemRandom::new(),
-            &wrapping,
-            raw.as_ref(),
-            &wrap_aad(version),
-        )?;
+        let raw = random_32()?;
         Ok(WrappedDataKey {
             version,
-            wrapped,
+            wrapped: master.wrap(raw.as_ref(), &wrap_aad(version))?,
             active: true,
         })
+    }
+
+    /// A fresh data key wrapped by this vault's master key (a rotation adding a version).
+    pub fn new_data_key(&self, version: u32) -> Result<WrappedDataKey, CryptoError> {
+        Self::wrap_new_data_key(self.master.as_ref(), version)
     }
 
     pub fn has_data_key(&self) -> bool {
@@ -360,17 +447,38 @@ fn sealing_version_of(wrapped: &[WrappedDataKey]) -> u32 {
 }
 
 fn unwrap_data_keys(
-    wrapping: &LessSafeKey,
+    master: &dyn MasterKeyProvider,
     wrapped: &[WrappedDataKey],
 ) -> Result<DataKeys, CryptoError> {
     let mut keys = HashMap::new();
     for key in wrapped {
-        let raw = open(wrapping, &key.wrapped, &wrap_aad(key.version))?;
+        let raw = unwrap_data_key(master, key)?;
         keys.insert(key.version, aead_key(&raw)?);
     }
     Ok(DataKeys {
         sealing_version: sealing_version_of(wrapped),
         keys,
+    })
+}
+
+/// The raw bytes of a stored data key (a rewrap moving it to another master key).
+pub fn unwrap_data_key(
+    master: &dyn MasterKeyProvider,
+    key: &WrappedDataKey,
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    master.unwrap(&key.wrapped, &wrap_aad(key.version))
+}
+
+/// `key` wrapped by `master` instead (a rewrap).
+pub fn rewrap_data_key(
+    from: &dyn MasterKeyProvider,
+    to: &dyn MasterKeyProvider,
+    key: &WrappedDataKey,
+) -> Result<WrappedDataKey, CryptoError> {
+    let raw = unwrap_data_key(from, key)?;
+    Ok(WrappedDataKey {
+        wrapped: to.wrap(&raw, &wrap_aad(key.version))?,
+        ..key.clone()
     })
 }
 

@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{AppState, RequestPolicy};
 use crate::config::Settings;
-use crate::crypto::{CryptoError, Keyring, MasterKey};
+use crate::crypto::{CryptoError, Keyring, MasterKeyProvider};
 use crate::cvc::{CvcSessions, MemoryCvcStore, RedisCvcStore};
 use crate::destinations::{DestinationSettings, Destinations, NameLookup, SystemLookup};
 use crate::store::{Database, SqlStore, Store, StoreError};
@@ -47,7 +47,9 @@ const CVC_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("the master key does not match this vault (check CARDVAULT_MASTER_KEY or master.key)")]
+    #[error(
+        "the master key does not match this vault (check CARDVAULT_MASTER_KEY or master.key, or the CARDVAULT_KEY_PROVIDER and CARDVAULT_PKCS11_* settings)"
+    )]
     WrongMasterKey,
     #[error("no vault in {0}: run `cardvault init --data-dir {0}` first")]
     NotInitialized(String),
@@ -116,12 +118,16 @@ pub async fn open_store(database: &Database, create: bool) -> Result<Arc<dyn Sto
     Ok(Arc::new(SqlStore::open(database, create).await?))
 }
 
-/// Loads the key ring, creating the first data key if the database has none yet.
-pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> Result<Keyring, StartError> {
+/// Loads the key ring, creating the root secret and first data key if the database has none yet.
+pub async fn load_keyring(
+    store: &dyn Store,
+    master: Arc<dyn MasterKeyProvider>,
+) -> Result<Keyring, StartError> {
     let mut wrapped = store.data_keys().await?;
+    let root = keys::master::load_root_secret(store, master.as_ref(), wrapped.is_empty()).await?;
     if wrapped.is_empty() {
         match store
-            .insert_data_key(&Keyring::wrap_new_data_key(master, 1)?)
+            .insert_data_key(&Keyring::wrap_new_data_key(master.as_ref(), 1)?)
             .await
         {
             Ok(()) | Err(StoreError::Conflict) => {}
@@ -131,10 +137,7 @@ pub async fn load_keyring(store: &dyn Store, master: &MasterKey) -> Result<Keyri
     }
     // The data keys are the first thing the master key opens: if they do not open, the key is
     // not this vault's (a mistyped CARDVAULT_MASTER_KEY, another vault's key file).
-    Keyring::new(master, &wrapped).map_err(|e| match e {
-        CryptoError::Decrypt => StartError::WrongMasterKey,
-        other => other.into(),
-    })
+    Keyring::with_master(master, &root, &wrapped).map_err(keys::master::wrong_key_on_decrypt)
 }
 
 /// Builds everything a request needs from the settings.
@@ -148,13 +151,12 @@ pub async fn build_state_with(
     lookup: Arc<dyn NameLookup>,
 ) -> Result<AppState, StartError> {
     let store = open_store(&settings_database(settings), false).await?;
-    let master = MasterKey::load(&settings.data_dir)?;
-    let mut keyring = load_keyring(store.as_ref(), &master).await?;
+    let master = keys::master::ProviderSettings::from_env(&settings.data_dir)?.open(false)?;
+    let mut keyring = load_keyring(store.as_ref(), master).await?;
     if let Some(version) = settings.active_key_version {
         keyring = keyring.with_active_version(version)?;
     }
     let keyring = Arc::new(keyring);
-    drop(master);
     // With caching off (0) the keys are still reloaded, four times a second.
     let key_reload = settings
         .cache_ttl()

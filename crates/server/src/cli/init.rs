@@ -4,11 +4,13 @@
 use std::io::Write;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{CliError, VaultDir};
 use crate::admin::{self, CreatedKeys, NewProject};
 
-use crate::crypto::{MASTER_KEY_ENV, MASTER_KEY_FILE, MasterKey};
+use crate::crypto::{MASTER_KEY_ENV, MASTER_KEY_FILE, MasterKey, MasterKeyProvider};
+use crate::keys::master::ProviderSettings;
 use crate::store::Database;
 use crate::store::Mode;
 use crate::{StartError, load_keyring, open_store};
@@ -23,8 +25,7 @@ pub(super) async fn open_vault(
     CliError,
 > {
     let store = open_store(&vault.database(), false).await?;
-    let master = MasterKey::load(&vault.data_dir).map_err(StartError::from)?;
-    let keyring = load_keyring(store.as_ref(), &master).await?;
+    let keyring = load_keyring(store.as_ref(), vault.master_key(false)?).await?;
     Ok((store, std::sync::Arc::new(keyring)))
 }
 
@@ -40,14 +41,18 @@ pub(super) async fn init(vault: &VaultDir, json: bool) -> Result<(), CliError> {
         )));
     }
     create_private_dir(data_dir).map_err(|e| CliError::Path(data_dir.to_path_buf(), e))?;
+    let provider = ProviderSettings::from_env(data_dir).map_err(StartError::from)?;
     // Instances that share a database share its master key: given in the environment, it is
-    // used as is; otherwise a new one is written to the data directory.
-    let (master, from_env) = match std::env::var(MASTER_KEY_ENV) {
-        Ok(hex) => (
-            MasterKey::from_hex(hex.trim()).map_err(StartError::from)?,
-            true,
-        ),
-        Err(_) => (MasterKey::generate().map_err(StartError::from)?, false),
+    // used as is; in a token, it is found there (or made there); otherwise a new one is
+    // written to the data directory.
+    let (master, new_key_file): (Arc<dyn MasterKeyProvider>, _) = if !provider.is_file() {
+        (provider.open(true).map_err(StartError::from)?, None)
+    } else if let Ok(hex) = std::env::var(MASTER_KEY_ENV) {
+        let key = MasterKey::from_hex(hex.trim()).map_err(StartError::from)?;
+        (Arc::new(key), None)
+    } else {
+        let key = MasterKey::generate().map_err(StartError::from)?;
+        (Arc::new(key.clone()), Some(key))
     };
     let store = open_store(&database, true).await?;
     if !store
@@ -60,11 +65,11 @@ pub(super) async fn init(vault: &VaultDir, json: bool) -> Result<(), CliError> {
             "the database already holds a vault; refusing to touch it (give other instances its master key instead)".into(),
         ));
     }
-    if !from_env {
-        write_private_file(&key_path, master.to_hex().as_bytes())
+    if let Some(key) = new_key_file {
+        write_private_file(&key_path, key.to_hex().as_bytes())
             .map_err(|e| CliError::Path(key_path.clone(), e))?;
     }
-    let keyring = std::sync::Arc::new(load_keyring(store.as_ref(), &master).await?);
+    let keyring = Arc::new(load_keyring(store.as_ref(), master).await?);
     let new = NewProject {
         name: "default",
         mode: Mode::Test,

@@ -1,6 +1,8 @@
-//! `keys rotate|status|retire`: the data keys' life, from the command line.
+//! `keys rotate|status|retire|rewrap`: the data keys' and master key's life, from the command
+//! line.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -9,7 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::{CliError, VaultDir};
-use crate::crypto::{Keyring, MasterKey};
+use crate::crypto::{Keyring, MasterKey, MasterKeyProvider};
+use crate::keys::master::{self, ProviderSettings};
+use crate::keys::pkcs11::Pkcs11Settings;
+use crate::keys::rewrap;
 use crate::keys::rotation::{self, Progress, Rotation};
 use crate::store::{SealedKind, Store};
 use crate::{StartError, load_keyring, open_store};
@@ -17,11 +22,10 @@ use crate::{StartError, load_keyring, open_store};
 /// JSON progress lines at most this often (and always the last one).
 const JSON_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-async fn open(vault: &VaultDir) -> Result<(Arc<dyn Store>, Arc<Keyring>, MasterKey), CliError> {
+async fn open(vault: &VaultDir) -> Result<(Arc<dyn Store>, Arc<Keyring>), CliError> {
     let store = open_store(&vault.database(), false).await?;
-    let master = MasterKey::load(&vault.data_dir).map_err(StartError::from)?;
-    let keyring = Arc::new(load_keyring(store.as_ref(), &master).await?);
-    Ok((store, keyring, master))
+    let keyring = Arc::new(load_keyring(store.as_ref(), vault.master_key(false)?).await?);
+    Ok((store, keyring))
 }
 
 pub(super) async fn rotate(
@@ -30,13 +34,12 @@ pub(super) async fn rotate(
     batch_size: u32,
     json: bool,
 ) -> Result<(), CliError> {
-    let (store, keyring, master) = open(vault).await?;
+    let (store, keyring) = open(vault).await?;
     let stop = Arc::new(AtomicBool::new(false));
     tokio::spawn(stop_on_signal(stop.clone()));
     let rotation = Rotation {
         store: store.clone(),
         keyring: &keyring,
-        master: &master,
         settle: cache_ttl + Duration::from_secs(1),
         batch_size,
         stop: &stop,
@@ -205,7 +208,7 @@ impl Display {
 }
 
 pub(super) async fn status(vault: &VaultDir, json: bool) -> Result<(), CliError> {
-    let (store, keyring, _) = open(vault).await?;
+    let (store, keyring) = open(vault).await?;
     let wrapped = store.data_keys().await.map_err(StartError::from)?;
     let counts = store.sealed_counts().await.map_err(StartError::from)?;
     let job = rotation::job(store.as_ref())
@@ -265,7 +268,7 @@ pub(super) async fn status(vault: &VaultDir, json: bool) -> Result<(), CliError>
 }
 
 pub(super) async fn retire(vault: &VaultDir, version: u32) -> Result<(), CliError> {
-    let (store, keyring, _) = open(vault).await?;
+    let (store, keyring) = open(vault).await?;
     if version == keyring.sealing_version() {
         return Err(CliError::Usage(format!(
             "data key version {version} seals new records; rotate to a new one first (`cardvault keys rotate`)"
@@ -302,5 +305,132 @@ pub(super) async fn retire(vault: &VaultDir, version: u32) -> Result<(), CliErro
     )
     .await?;
     println!("data key version {version} retired: it is gone from the database");
+    Ok(())
+}
+
+/// Where `keys rewrap` moves the master key to.
+#[derive(clap::Args)]
+pub(super) struct NewMasterKey {
+    /// Where the new master key lives.
+    #[arg(long, value_enum)]
+    to: ProviderKind,
+    /// With --to file: the new key file; a fresh key is written there if it does not exist.
+    /// Afterwards it replaces the data directory's master.key (or CARDVAULT_MASTER_KEY).
+    #[arg(long, required_if_eq("to", "file"))]
+    new_master_key_file: Option<PathBuf>,
+    /// With --to pkcs11: the new key's label in the token (generated there if it is not).
+    #[arg(long, required_if_eq("to", "pkcs11"))]
+    new_pkcs11_key_label: Option<String>,
+    /// With --to pkcs11: the token's PKCS#11 module.
+    #[arg(long, env = master::PKCS11_MODULE_ENV)]
+    new_pkcs11_module: Option<PathBuf>,
+    /// With --to pkcs11: the token's label.
+    #[arg(long, env = master::PKCS11_TOKEN_LABEL_ENV)]
+    new_pkcs11_token_label: Option<String>,
+    /// With --to pkcs11: a file holding the token's PIN [default: CARDVAULT_PKCS11_PIN or
+    /// CARDVAULT_PKCS11_PIN_FILE].
+    #[arg(long)]
+    new_pkcs11_pin_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProviderKind {
+    File,
+    Pkcs11,
+}
+
+impl NewMasterKey {
+    fn open(&self) -> Result<Arc<dyn MasterKeyProvider>, CliError> {
+        let missing = |flag: &str| CliError::Usage(format!("--to pkcs11 needs {flag}"));
+        match self.to {
+            ProviderKind::File => {
+                let path = self.new_master_key_file.as_ref().ok_or_else(|| {
+                    CliError::Usage("--to file needs --new-master-key-file".into())
+                })?;
+                Ok(Arc::new(new_key_file(path)?))
+            }
+            ProviderKind::Pkcs11 => {
+                let pin = match &self.new_pkcs11_pin_file {
+                    Some(path) => master::read_pin_file(path),
+                    None => master::pin_from_env(),
+                }
+                .map_err(StartError::from)?;
+                let settings = Pkcs11Settings {
+                    module: self
+                        .new_pkcs11_module
+                        .clone()
+                        .ok_or_else(|| missing("--new-pkcs11-module"))?,
+                    token_label: self
+                        .new_pkcs11_token_label
+                        .clone()
+                        .ok_or_else(|| missing("--new-pkcs11-token-label"))?,
+                    pin,
+                    key_label: self
+                        .new_pkcs11_key_label
+                        .clone()
+                        .ok_or_else(|| missing("--new-pkcs11-key-label"))?,
+                };
+                Ok(ProviderSettings::Pkcs11(settings)
+                    .open(true)
+                    .map_err(StartError::from)?)
+            }
+        }
+    }
+}
+
+/// The key in `path`, or a fresh one written there (0600) when there is no such file.
+fn new_key_file(path: &std::path::Path) -> Result<MasterKey, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            Ok(MasterKey::from_hex(zeroize::Zeroizing::new(text).trim())
+                .map_err(StartError::from)?)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = MasterKey::generate().map_err(StartError::from)?;
+            super::init::write_private_file(path, key.to_hex().as_bytes())
+                .map_err(|e| CliError::Path(path.to_path_buf(), e))?;
+            Ok(key)
+        }
+        Err(e) => Err(CliError::Path(path.to_path_buf(), e)),
+    }
+}
+
+pub(super) async fn rewrap(
+    vault: &VaultDir,
+    to: &NewMasterKey,
+    json: bool,
+) -> Result<(), CliError> {
+    let store = open_store(&vault.database(), false).await?;
+    let current = vault.master_key(false)?;
+    let keyring = Arc::new(load_keyring(store.as_ref(), current.clone()).await?);
+    let new = to.open()?;
+    let moved = rewrap::rewrap(store.as_ref(), current.as_ref(), new.as_ref())
+        .await
+        .map_err(|e| CliError::Usage(crate::error_chain::chain(&e)))?;
+    let target = match to.to {
+        ProviderKind::File => "file",
+        ProviderKind::Pkcs11 => "pkcs11",
+    };
+    super::audit::record(
+        &store,
+        &keyring,
+        "keys.rewrap",
+        "",
+        json!({"data_keys": moved, "to": target}),
+    )
+    .await?;
+    if json {
+        println!(
+            "{}",
+            json!({"data_keys": moved, "to": target, "master_key": new.describe()})
+        );
+    } else {
+        println!(
+            "rewrapped: {moved} data keys and the root secret are now wrapped by {}.\n\
+             Start every instance with that key's settings (CARDVAULT_KEY_PROVIDER and its \
+             settings); running instances keep serving until they are restarted.",
+            new.describe()
+        );
+    }
     Ok(())
 }

@@ -129,6 +129,18 @@ enum KeysCommand {
         /// The version to retire.
         version: u32,
     },
+    /// Wrap every data key and the root secret by a new master key (the current one is the one
+    /// CARDVAULT_KEY_PROVIDER and its settings name). Records are not touched. Afterwards start
+    /// every instance with the new key's settings; running ones keep working until restarted.
+    Rewrap {
+        #[command(flatten)]
+        vault: VaultDir,
+        #[command(flatten)]
+        to: keys::NewMasterKey,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +181,15 @@ struct VaultDir {
 impl VaultDir {
     fn database(&self) -> Database {
         crate::database(&self.data_dir, self.database_url.as_deref(), 4)
+    }
+
+    /// The master key the settings name (`CARDVAULT_KEY_PROVIDER` and its settings).
+    fn master_key(
+        &self,
+        create: bool,
+    ) -> Result<std::sync::Arc<dyn crate::crypto::MasterKeyProvider>, StartError> {
+        let settings = crate::keys::master::ProviderSettings::from_env(&self.data_dir)?;
+        Ok(settings.open(create)?)
     }
 }
 
@@ -474,6 +495,9 @@ async fn execute(command: Command) -> Result<(), CliError> {
         Command::Keys {
             command: KeysCommand::Retire { vault, version },
         } => keys::retire(&vault, version).await,
+        Command::Keys {
+            command: KeysCommand::Rewrap { vault, to, json },
+        } => keys::rewrap(&vault, &to, json).await,
         Command::Audit {
             command:
                 AuditCommand::Verify {

@@ -1,6 +1,10 @@
-//! Data keys over the vault's life: every instance follows the stored keys as a rotation adds,
-//! activates and retires them, and the rotation job itself.
+//! Keys over the vault's life: every instance follows the stored data keys as a rotation adds,
+//! activates and retires them; the rotation job; the master key's providers and its rotation
+//! (rewrap).
 
+pub mod master;
+pub mod pkcs11;
+pub mod rewrap;
 pub mod rotation;
 
 use std::sync::{Arc, Weak};

@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::clock::now_unix_ms;
-use crate::crypto::{CryptoError, Keyring, MasterKey, Sealed, aad};
+use crate::crypto::{CryptoError, Keyring, Sealed, aad};
 use crate::store::{KeyJob, SealedKind, SealedRecord, Store, StoreError};
 
-/// The lease's name in `key_jobs`.
-const JOB: &str = "rotation";
+/// The lease's name in `key_jobs`: one key job at a time (a rewrap takes it too).
+pub(super) const JOB: &str = "rotation";
 /// A holder silent this long is presumed dead (a heartbeat is written every batch and every
 /// second of waiting).
 const LEASE_MS: i64 = 15_000;
@@ -88,7 +88,6 @@ pub struct Rotated {
 pub struct Rotation<'a> {
     pub store: Arc<dyn Store>,
     pub keyring: &'a Keyring,
-    pub master: &'a MasterKey,
     /// How long instances take to see a change of the stored keys (their cache TTL), plus a
     /// margin.
     pub settle: Duration,
@@ -130,7 +129,7 @@ impl Rotation<'_> {
             }
             None => {
                 let version = wrapped.iter().map(|k| k.version).max().unwrap_or(0) + 1;
-                let mut key = Keyring::wrap_new_data_key(self.master, version)?;
+                let mut key = self.keyring.new_data_key(version)?;
                 key.active = false;
                 store.insert_data_key(&key).await?;
                 progress(&Progress::Added { version });
@@ -312,7 +311,7 @@ fn cursor(kind: SealedKind, record: &SealedRecord) -> String {
 }
 
 /// Takes the lease, or says who holds it.
-async fn claim(store: &dyn Store) -> Result<String, RotationError> {
+pub(super) async fn claim(store: &dyn Store) -> Result<String, RotationError> {
     let owner = format!(
         "{}:{}:{}",
         host_name(),

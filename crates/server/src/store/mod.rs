@@ -323,6 +323,20 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Lets go of the job (keeping its target, so the next run resumes).
     async fn release_key_job(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+    /// A secret wrapped by the master key (`root`), if stored.
+    async fn wrapped_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a wrapped secret; `Conflict` if one by that name exists (another instance won).
+    async fn insert_wrapped_secret(&self, name: &str, wrapped: &[u8]) -> Result<(), StoreError>;
+    /// Moves everything the master key wraps to another master key, in one transaction: each
+    /// data key is replaced only if it is still `old`, and the secret `name` only if it is
+    /// still `old_secret` (`None`: not stored). `Conflict`, changing nothing, when any was not.
+    async fn rewrap(
+        &self,
+        keys: &[(WrappedDataKey, WrappedDataKey)],
+        name: &str,
+        old_secret: Option<&[u8]>,
+        new_secret: &[u8],
+    ) -> Result<(), StoreError>;
 }
 
 /// The connection pool of this instance, at one moment.

@@ -73,6 +73,9 @@ pub struct Backend {
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     database_name: Option<String>,
+    /// The token holding the master key (`CARDVAULT_TEST_KEY_PROVIDER=pkcs11`); none: a key
+    /// file.
+    pub hsm: Option<crate::softhsm::SoftHsm>,
 }
 
 /// Where the scale-out tests find PostgreSQL (they create and drop databases of their own there)
@@ -113,12 +116,20 @@ fn require_redis() {
 }
 
 impl Backend {
+    /// The suite's backend (`CARDVAULT_TEST_BACKEND`) and master key provider
+    /// (`CARDVAULT_TEST_KEY_PROVIDER`).
     pub fn from_env() -> Self {
-        match std::env::var("CARDVAULT_TEST_BACKEND").as_deref() {
+        let mut backend = match std::env::var("CARDVAULT_TEST_BACKEND").as_deref() {
             Ok("postgres") => Self::scaled(),
             Ok("sqlite") | Err(_) => Self::embedded(),
             Ok(other) => panic!("unknown CARDVAULT_TEST_BACKEND {other}"),
+        };
+        match std::env::var("CARDVAULT_TEST_KEY_PROVIDER").as_deref() {
+            Ok("pkcs11") => backend.hsm = Some(crate::softhsm::SoftHsm::new()),
+            Ok("file") | Err(_) => {}
+            Ok(other) => panic!("unknown CARDVAULT_TEST_KEY_PROVIDER {other}"),
         }
+        backend
     }
 
     pub fn embedded() -> Self {
@@ -127,6 +138,7 @@ impl Backend {
             redis_url: None,
             redis_prefix: String::new(),
             database_name: None,
+            hsm: None,
         }
     }
 
@@ -148,6 +160,7 @@ impl Backend {
             redis_url: Some(redis_url()),
             redis_prefix: format!("cvtest:{}:", &suffix[..12]),
             database_name: Some(name),
+            hsm: None,
         }
     }
 
@@ -162,6 +175,9 @@ impl Backend {
                 "CARDVAULT_REDIS_KEY_PREFIX".to_owned(),
                 self.redis_prefix.clone(),
             ));
+        }
+        if let Some(hsm) = &self.hsm {
+            env.extend(hsm.master_env(crate::softhsm::SUITE_KEY_LABEL));
         }
         env
     }
@@ -353,6 +369,11 @@ impl Vault {
         self.https = server.https;
         self.process = Some(server.process);
         self.log_files.push(log);
+    }
+
+    /// Settings for the next start (they win over earlier ones of the same name).
+    pub fn set_env(&mut self, env: &[(String, String)]) {
+        self.env.extend_from_slice(env);
     }
 
     /// Stops the server (SIGKILL: nothing may depend on a clean exit) and starts it again on
@@ -646,7 +667,7 @@ pub fn assert_metrics_clean(text: &str, keys: &Keys) {
     }
 }
 
-fn stub_env(stub: &Stub, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn stub_env(stub: &Stub, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = vec![
         (
             "CARDVAULT_ALLOW_PRIVATE_DESTINATIONS".to_owned(),

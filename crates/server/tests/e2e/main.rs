@@ -3,6 +3,7 @@
 
 mod exposition;
 mod harness;
+mod softhsm;
 
 mod ambiguous_input;
 mod audit;
@@ -15,6 +16,7 @@ mod cvc_sessions;
 mod destinations;
 mod detokenize;
 mod echo_carriers;
+mod key_providers;
 mod keys_rotation;
 mod limits;
 mod metrics;

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::SqlStore;
-use crate::crypto::Sealed;
+use crate::clock::now_unix_ms;
+use crate::crypto::{Sealed, WrappedDataKey};
 use crate::store::{KeyJob, KeyStore, SealedKind, SealedRecord, StoreError};
 
 #[async_trait]
@@ -239,6 +240,88 @@ impl KeyStore for SqlStore {
             .bind(owner)
             .execute(&self.pool)
             .await?;
+        self.after_write()
+    }
+
+    async fn wrapped_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.before_read()?;
+        let row = sqlx::query("SELECT wrapped FROM wrapped_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("wrapped")).transpose()?)
+    }
+
+    async fn insert_wrapped_secret(&self, name: &str, wrapped: &[u8]) -> Result<(), StoreError> {
+        self.before_write()?;
+        sqlx::query("INSERT INTO wrapped_secrets (name, wrapped, updated_at) VALUES ($1, $2, $3)")
+            .bind(name)
+            .bind(wrapped)
+            .bind(now_unix_ms())
+            .execute(&self.pool)
+            .await?;
+        self.after_write()
+    }
+
+    async fn rewrap(
+        &self,
+        keys: &[(WrappedDataKey, WrappedDataKey)],
+        name: &str,
+        old_secret: Option<&[u8]>,
+        new_secret: &[u8],
+    ) -> Result<(), StoreError> {
+        self.before_write()?;
+        let mut tx = self.pool.begin().await?;
+        for (old, new) in keys {
+            let result = sqlx::query(
+                "UPDATE data_keys SET wrapped = $1 WHERE version = $2 AND wrapped = $3",
+            )
+            .bind(&new.wrapped)
+            .bind(i64::from(old.version))
+            .bind(&old.wrapped)
+            .execute(&mut *tx)
+            .await?;
+            if result.rows_affected() != 1 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        let replaced =
+            match old_secret {
+                Some(old) => {
+                    sqlx::query(
+                        "UPDATE wrapped_secrets SET wrapped = $1, updated_at = $2
+                     WHERE name = $3 AND wrapped = $4",
+                    )
+                    .bind(new_secret)
+                    .bind(now_unix_ms())
+                    .bind(name)
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                None => sqlx::query(
+                    "INSERT INTO wrapped_secrets (name, wrapped, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(new_secret)
+                .bind(now_unix_ms())
+                .execute(&mut *tx)
+                .await?,
+            };
+        if replaced.rows_affected() != 1 {
+            return Err(StoreError::Conflict);
+        }
+        // Every data key the vault has must have moved: one added meanwhile would be left
+        // wrapped by the old master key.
+        let count: i64 = sqlx::query("SELECT COUNT(*) FROM data_keys")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if count as usize != keys.len() {
+            return Err(StoreError::Conflict);
+        }
+        tx.commit().await?;
         self.after_write()
     }
 }
