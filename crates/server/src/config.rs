@@ -121,6 +121,8 @@ pub struct Settings {
     pub token_retention_seconds: Option<u64>,
     /// How often expired tokens are crypto-shredded.
     pub token_sweep_interval_seconds: u64,
+    /// How long the answer to a call made with an `Idempotency-Key` is kept for its retries.
+    pub idempotency_ttl_seconds: u64,
     /// Bearer token that opens `GET /metrics` on the main listener; absent: no `/metrics` there.
     pub metrics_token: Option<Redacted>,
     /// Address of a separate plain-HTTP listener that serves only `/metrics`, without a token;
@@ -244,6 +246,7 @@ impl Default for Settings {
             collect_session_ttl_seconds: crate::collect::DEFAULT_SESSION_TTL_SECONDS,
             token_retention_seconds: None,
             token_sweep_interval_seconds: crate::tokens::sweeper::DEFAULT_INTERVAL_SECONDS,
+            idempotency_ttl_seconds: crate::idempotency::DEFAULT_TTL_SECONDS,
             metrics_token: None,
             metrics_listen: None,
             rate_limit_enabled: true,
@@ -296,7 +299,7 @@ impl Settings {
         }
         // The master key and database URLs are read where they are used, never through figment,
         // so a secret is never echoed back in a configuration error.
-        let env = Env::prefixed("CARDVAULT_").ignore(&["master_key", "config"]);
+        let env = Env::prefixed("CARDVAULT_").ignore(&["master_key", "config", "pkcs11_pin"]);
         let settings: Settings = figment
             .merge(env)
             .merge(Serialized::defaults(overrides))
@@ -320,6 +323,11 @@ impl Settings {
         if self.token_retention_seconds == Some(0) {
             return Err(ConfigError::Invalid(
                 "token_retention_seconds must be at least 1 (leave it unset to keep tokens until deleted)".into(),
+            ));
+        }
+        if self.idempotency_ttl_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "idempotency_ttl_seconds must be at least 1".into(),
             ));
         }
         if self.token_sweep_interval_seconds == 0 {
@@ -457,6 +465,10 @@ impl Settings {
 
     pub fn token_retention(&self) -> Option<Duration> {
         self.token_retention_seconds.map(Duration::from_secs)
+    }
+
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_seconds)
     }
 
     pub fn token_sweep_interval(&self) -> Duration {

@@ -428,6 +428,13 @@ pub mod aad {
         format!("cardvault:cvc:v1:{project_id}:{session}").into_bytes()
     }
 
+    /// A kept answer to a call made with an idempotency key, bound to the project and the key.
+    pub fn idempotent_answer(project_id: &str, key_hash: &[u8]) -> Vec<u8> {
+        let mut aad = format!("cardvault:idempotent-answer:v1:{project_id}:").into_bytes();
+        aad.extend_from_slice(hex::encode(key_hash).as_bytes());
+        aad
+    }
+
     /// A project's sealed TLS client key, bound to the project and the host it is for.
     pub fn tls_client_key(project_id: &str, host: &str) -> Vec<u8> {
         format!("cardvault:tls-key:v1:{project_id}:{host}").into_bytes()

@@ -17,6 +17,7 @@ pub mod cvc;
 pub mod destinations;
 pub mod error_chain;
 pub mod http_server;
+pub mod idempotency;
 pub mod keys;
 pub mod limits;
 pub mod logging;
@@ -231,9 +232,13 @@ pub async fn build_state_with(
             ))),
             (false, None) => Some(limits::rate::MemoryRateLimits::start(&rate_limits)),
         };
+    let idempotency =
+        idempotency::Idempotency::new(store.clone(), keyring.clone(), settings.idempotency_ttl());
+    idempotency.sweep_expired();
     Ok(AppState {
         metrics,
         audit,
+        idempotency,
         caches: Arc::new(api::Caches::new(settings.cache_ttl())),
         collect: Arc::new(collect::Collect::new(
             store.clone(),

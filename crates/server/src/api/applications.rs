@@ -6,12 +6,14 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
 use super::body::{RawBody, json_object, required_text};
+use super::idempotency::Once;
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::admin::{self, AdminError};
@@ -73,10 +75,35 @@ pub async fn current_key(caller: Caller) -> Result<Json<Value>, ApiError> {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    uri: Uri,
+    headers: HeaderMap,
     RawBody(body): RawBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     caller.require_provisioning()?;
-    let body = json_object(&body)?;
+    let once = Once::new(
+        &state,
+        &caller.project.id,
+        &Method::POST,
+        &uri,
+        &headers,
+        &body,
+    )?;
+    let refused = caller.audit("application.create");
+    let call_state = state.clone();
+    let call = async move {
+        create_application(&call_state, &caller, &body)
+            .await
+            .map(IntoResponse::into_response)
+    };
+    once.run(&state, refused, call).await
+}
+
+async fn create_application(
+    state: &AppState,
+    caller: &Caller,
+    body: &[u8],
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = json_object(body)?;
     let name = application_name(&body)?;
     let permissions = match body.get("permissions") {
         None | Some(Value::Null) => Permissions {

@@ -49,6 +49,12 @@ pub enum ApiError {
     ProjectNotFound,
     #[error("application name taken")]
     ApplicationNameTaken,
+    /// A call with the same `Idempotency-Key` is still running.
+    #[error("idempotency key in use")]
+    IdempotencyKeyInUse,
+    /// An `Idempotency-Key` already used with another request.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
     /// Revoking the application whose key made the request would lock the caller out.
     #[error("own key in use")]
     OwnKeyInUse,
@@ -187,6 +193,16 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "Application name already exists",
                 "application_name_taken",
+            ),
+            Self::IdempotencyKeyInUse => fixed(
+                StatusCode::CONFLICT,
+                "Idempotency key in use",
+                "idempotency_key_in_use",
+            ),
+            Self::IdempotencyKeyReused => fixed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency key reused with a different request",
+                "idempotency_key_reused",
             ),
             Self::OwnKeyInUse => fixed(
                 StatusCode::CONFLICT,

@@ -9,6 +9,7 @@ mod cvc_sessions;
 mod detokenize;
 mod error;
 mod health;
+mod idempotency;
 pub mod metrics;
 mod openapi;
 mod projects;
@@ -52,6 +53,7 @@ pub struct AppState {
     /// What `/metrics` serves; `None`: metrics are off.
     pub metrics: Option<Arc<metrics::MetricsAccess>>,
     pub rate_limits: crate::limits::rate::RateLimits,
+    pub idempotency: crate::idempotency::Idempotency,
 }
 
 impl AppState {

@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use cardvault_core::destination::AllowRule;
 use cardvault_core::origin::OriginPattern;
 use secrecy::ExposeSecret;
@@ -13,6 +14,7 @@ use serde_json::{Map, Value, json};
 use super::applications::admin_error;
 use super::auth::Caller;
 use super::body::{RawBody, json_object};
+use super::idempotency::Once;
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::admin::{self, AdminError, NewProject, ProcessorTls};
@@ -176,10 +178,35 @@ pub async fn update(
 pub async fn provision(
     State(state): State<AppState>,
     caller: Caller,
+    uri: Uri,
+    headers: HeaderMap,
     RawBody(body): RawBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     caller.require_provisioning()?;
-    let body = json_object(&body)?;
+    let once = Once::new(
+        &state,
+        &caller.project.id,
+        &Method::POST,
+        &uri,
+        &headers,
+        &body,
+    )?;
+    let refused = caller.audit("project.provision");
+    let call_state = state.clone();
+    let call = async move {
+        provision_project(&call_state, &caller, &body)
+            .await
+            .map(IntoResponse::into_response)
+    };
+    once.run(&state, refused, call).await
+}
+
+async fn provision_project(
+    state: &AppState,
+    caller: &Caller,
+    body: &[u8],
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = json_object(body)?;
     let name = super::applications::application_name(&body)?;
     let mode = match body.get("mode") {
         None | Some(Value::Null) => caller.project.mode,

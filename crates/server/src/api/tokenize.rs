@@ -2,7 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use cardvault_core::bank::{AccountNumber, RoutingNumber};
 use cardvault_core::card::{Cvc, Expiry, Pan};
 use cardvault_core::date::YearMonth;
@@ -10,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
 use super::body::{RawBody, json_object, optional_text, required_text, required_text_or_integer};
+use super::idempotency::Once;
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::clock::rfc3339;
@@ -54,9 +56,10 @@ const MAX_NAME_CHARS: usize = 128;
 pub async fn tokenize(
     State(state): State<AppState>,
     axum::Extension(request_id): axum::Extension<super::request_context::RequestId>,
+    uri: Uri,
     headers: HeaderMap,
     RawBody(body): RawBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let mut entry = crate::audit::Entry::new("tokenize");
     entry.request_id = request_id.0;
     let (project, browser) =
@@ -75,16 +78,22 @@ pub async fn tokenize(
             (caller.project, None)
         };
     entry.project_id.clone_from(&project.id);
-    let result = tokenize_for(&state, &project, browser, &body).await;
-    entry.outcome = match &result {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => e.code().to_owned(),
+    let once = Once::new(&state, &project.id, &Method::POST, &uri, &headers, &body)?;
+    let refused = entry.clone();
+    let call_state = state.clone();
+    let call = async move {
+        let result = tokenize_for(&call_state, &project, browser, &body).await;
+        entry.outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.code().to_owned(),
+        };
+        if let Ok((_, Json(answer))) = &result {
+            entry.token = answer["token"].as_str().unwrap_or("").to_owned();
+        }
+        call_state.audit(entry).await?;
+        result.map(IntoResponse::into_response)
     };
-    if let Ok((_, Json(answer))) = &result {
-        entry.token = answer["token"].as_str().unwrap_or("").to_owned();
-    }
-    state.audit(entry).await?;
-    result
+    once.run(&state, refused, call).await
 }
 
 async fn tokenize_for(

@@ -361,9 +361,56 @@ pub trait StoreStats: Send + Sync {
     async fn sealed_records(&self) -> Result<Vec<(u32, u64)>, StoreError>;
 }
 
+/// A call made with an `Idempotency-Key`, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub request_hash: Vec<u8>,
+    /// The kept answer, sealed; `None` while the call runs.
+    pub answer: Option<Vec<u8>>,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key is this call's: nothing held it, or only an expired record.
+    Claimed,
+    /// Another call holds it (running or answered).
+    Held(IdempotencyRecord),
+}
+
+/// Kept answers of calls made with an `Idempotency-Key`, shared by every instance.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Takes `key_hash` for a new running call, atomically (of two racing callers one gets
+    /// `Claimed`), replacing a record that expired by `now`.
+    async fn claim_idempotency_key(
+        &self,
+        project_id: &str,
+        key_hash: &[u8],
+        request_hash: &[u8],
+        now: i64,
+        expires_at: i64,
+    ) -> Result<IdempotencyClaim, StoreError>;
+    /// Keeps the running call's answer (sealed).
+    async fn keep_idempotent_answer(
+        &self,
+        project_id: &str,
+        key_hash: &[u8],
+        answer: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Forgets a running call (it did nothing worth keeping), so a retry runs again.
+    async fn release_idempotency_key(
+        &self,
+        project_id: &str,
+        key_hash: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Deletes up to `limit` records expired by `now`; returns how many.
+    async fn sweep_idempotency_keys(&self, now: i64, limit: u32) -> Result<u64, StoreError>;
+}
+
 /// The vault's durable state.
 #[async_trait]
-pub trait Store: AuditStore + KeyStore + StoreStats + Send + Sync {
+pub trait Store: AuditStore + IdempotencyStore + KeyStore + StoreStats + Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 
     async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError>;

@@ -16,6 +16,7 @@ mod cvc_sessions;
 mod destinations;
 mod detokenize;
 mod echo_carriers;
+mod idempotency;
 mod key_providers;
 mod keys_rotation;
 mod limits;

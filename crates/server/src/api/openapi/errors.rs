@@ -57,6 +57,8 @@ pub enum ErrorCode {
     ApplicationNotFound,
     ProjectNotFound,
     ApplicationNameTaken,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     OwnKeyInUse,
     NotFound,
     MethodNotAllowed,

@@ -176,6 +176,8 @@ fn every_error() -> Vec<ApiError> {
         ApiError::ApplicationNotFound,
         ApiError::ProjectNotFound,
         ApiError::ApplicationNameTaken,
+        ApiError::IdempotencyKeyInUse,
+        ApiError::IdempotencyKeyReused,
         ApiError::OwnKeyInUse,
         ApiError::BodyTooLarge,
         ApiError::RequestTimeout,
@@ -220,6 +222,8 @@ fn listed(e: &ApiError) {
         | ApiError::ApplicationNotFound
         | ApiError::ProjectNotFound
         | ApiError::ApplicationNameTaken
+        | ApiError::IdempotencyKeyInUse
+        | ApiError::IdempotencyKeyReused
         | ApiError::OwnKeyInUse
         | ApiError::BodyTooLarge
         | ApiError::RequestTimeout

@@ -21,7 +21,7 @@ mod response;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use cardvault_core::secret::SecretString;
 use cardvault_core::template::{Placeholder, Substitutions};
@@ -29,6 +29,7 @@ use cardvault_core::template::{Placeholder, Substitutions};
 use self::request::{CvcSessionRef, ProxyRequest};
 use super::auth::Caller;
 use super::body::RawBody;
+use super::idempotency::Once;
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::cvc::CvcLease;
@@ -92,9 +93,31 @@ pub async fn transaction(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     caller.require_tokenization()?;
+    let once = Once::new(
+        &state,
+        &caller.project.id,
+        &Method::POST,
+        &uri,
+        &headers,
+        &body,
+    )?;
+    let refused = caller.audit("proxy");
+    let call_state = state.clone();
+    let call = async move { proxy_and_audit(&call_state, &caller, &uri, &headers, &body).await };
+    once.run(&state, refused, call).await
+}
+
+/// Stages 1–6, and the call's audit record.
+async fn proxy_and_audit(
+    state: &AppState,
+    caller: &Caller,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
     let mut entry = caller.audit("proxy");
-    let result = forward(&state, &caller, &uri, &headers, &body, &mut entry).await;
+    let result = forward(state, caller, uri, headers, body, &mut entry).await;
     entry.outcome = match &result {
         Ok(_) => "ok".to_owned(),
         Err(e) => e.code().to_owned(),

@@ -11,6 +11,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection, Executor};
 
 mod audit;
+mod idempotency;
 mod keys;
 mod queries;
 mod rows;

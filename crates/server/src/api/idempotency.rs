@@ -1,0 +1,99 @@
+//! `Idempotency-Key` on the calls that do something (proxy, tokenize, create): the HTTP side
+//! of [`crate::idempotency`].
+
+use std::future::Future;
+
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState};
+use crate::idempotency::{Begin, KeptAnswer, key_of};
+
+/// A request about to run `call`: its idempotency key checked, scoped to its project.
+pub struct Once {
+    request: Option<crate::idempotency::IdempotentRequest>,
+}
+
+impl Once {
+    /// # Errors
+    /// `400 Invalid value for Idempotency-Key` for a key that is not one.
+    pub fn new(
+        state: &AppState,
+        project_id: &str,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Self, ApiError> {
+        let key = key_of(headers).map_err(|_| ApiError::invalid("Idempotency-Key"))?;
+        Ok(Self {
+            request: key.map(|key| {
+                state
+                    .idempotency
+                    .request(project_id, key, method, uri, headers, body)
+            }),
+        })
+    }
+
+    /// Runs `call` unless the key says otherwise; `refused` is audited (its outcome filled in)
+    /// when the call does not run: a replay, a key in use or reused.
+    ///
+    /// With a key, the call runs to its end in a task of its own even if the caller hangs up:
+    /// its answer is what the caller's retry gets.
+    ///
+    /// # Errors
+    /// `409 Idempotency key in use`, `422 Idempotency key reused with a different request`,
+    /// the store's errors; and `call`'s when there is no key.
+    pub async fn run<F>(
+        self,
+        state: &AppState,
+        mut refused: crate::audit::Entry,
+        call: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: Future<Output = Result<Response, ApiError>> + Send + 'static,
+    {
+        let Some(request) = self.request else {
+            return call.await;
+        };
+        let begun = state
+            .idempotency
+            .begin(request)
+            .await
+            .map_err(|e| ApiError::Unavailable(Box::new(e)))?;
+        let request = match begun {
+            Begin::Run(request) => request,
+            Begin::Replay(answer) => {
+                refused.outcome = "idempotent_replay".to_owned();
+                refused.detail["status"] = answer.status.into();
+                state.audit(refused).await?;
+                return Ok(answer.into_response(true));
+            }
+            Begin::InUse => return refuse(state, refused, ApiError::IdempotencyKeyInUse).await,
+            Begin::Reused => return refuse(state, refused, ApiError::IdempotencyKeyReused).await,
+        };
+        let idempotency = state.idempotency.clone();
+        let task = tokio::spawn(async move {
+            let answer = KeptAnswer::capture(call.await.into_response()).await;
+            if let Err(e) = idempotency.finish(&request, &answer).await {
+                tracing::error!(
+                    error = %crate::error_chain::chain(&e),
+                    "the answer of a call with an idempotency key could not be kept; a retry may find the key in use"
+                );
+            }
+            answer
+        });
+        let answer = task.await.map_err(|e| ApiError::Internal(Box::new(e)))?;
+        Ok(answer.into_response(false))
+    }
+}
+
+async fn refuse(
+    state: &AppState,
+    mut entry: crate::audit::Entry,
+    error: ApiError,
+) -> Result<Response, ApiError> {
+    entry.outcome = error.code().to_owned();
+    state.audit(entry).await?;
+    Err(error)
+}
