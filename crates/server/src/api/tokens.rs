@@ -25,7 +25,7 @@ const MAX_TOKEN_LEN: usize = 128;
     summary = "Read a token's metadata",
     operation_id = "getToken",
     description = "What a token is (extension): type, brand, BIN, last four digits, expiry, \
-        dates, the destinations it may be sent to (`null`: no rule of its own); never the \
+        dates, the destinations it may be sent to (when it has a rule of its own); never the \
         number it holds.",
     security(("api_key" = [])),
     params(("token" = String, Path, description = "The token (`tok_…`)")),
@@ -64,8 +64,10 @@ pub async fn metadata(
         "expiration_year": null,
         "created_at": rfc3339(record.created_at),
         "expires_at": record.expires_at.map(rfc3339),
-        "allowed_destinations": allowed.map(|a| a.patterns()),
     });
+    if let Some(allowed) = allowed {
+        answer["allowed_destinations"] = json!(allowed.patterns());
+    }
     match (&data, record.kind) {
         (TokenData::Card { expiry, .. }, TokenKind::Card) => {
             answer["expiration_month"] = json!(expiry.month());

@@ -308,9 +308,10 @@ pub struct TokenMetadata {
     #[schema(nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
-    /// Where the token may be proxied (its own rule, sealed with it, normalized); `null`: no
-    /// rule of its own (the server's and project's lists still apply).
-    #[schema(required = true)]
+    /// Where the token may be proxied (its own rule, sealed with it, normalized); absent when
+    /// it has no rule of its own (the server's and project's lists apply all the same).
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_destinations: Option<Vec<String>>,
 }
 
