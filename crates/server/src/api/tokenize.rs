@@ -16,7 +16,7 @@ use crate::clock::rfc3339;
 use crate::cvc::TEST_SESSION_TTL;
 use crate::store::{Mode, Project, StoreError, TokenKind, TokenRecord, now_unix};
 use crate::tokens::expiry::{self, ExpiryError};
-use crate::tokens::{AllowedDestinations, Holder, TokenData};
+use crate::tokens::{AllowedDestinations, Holder, InvalidAllowedDestinations, TokenData};
 use zeroize::Zeroizing;
 
 /// Holder names are free text, but bounded and printable.
@@ -199,18 +199,17 @@ fn allowed_destinations(
     body: &Map<String, Value>,
 ) -> Result<Option<AllowedDestinations>, ApiError> {
     const FIELD: &str = "allowed_destinations";
-    let refused =
-        |e: crate::tokens::InvalidAllowedDestinations| ApiError::invalid(FIELD).because(e.reason());
+    let refused = |e: InvalidAllowedDestinations| ApiError::invalid(FIELD).because(e.reason());
     let list = match body.get(FIELD) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(list)) => list,
-        Some(_) => return Err(refused(crate::tokens::InvalidAllowedDestinations::NotAList)),
+        Some(_) => return Err(refused(InvalidAllowedDestinations::NotAList)),
     };
     let patterns = list
         .iter()
         .map(|v| v.as_str())
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| refused(crate::tokens::InvalidAllowedDestinations::NotAList))?;
+        .ok_or_else(|| refused(InvalidAllowedDestinations::NotAList))?;
     AllowedDestinations::parse(&patterns)
         .map(Some)
         .map_err(refused)

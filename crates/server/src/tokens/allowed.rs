@@ -28,7 +28,8 @@ pub enum InvalidAllowedDestinations {
 }
 
 impl InvalidAllowedDestinations {
-    /// The reason, for the caller's `detail`.
+    /// The reason, for the caller's `detail` (a `&'static str`, so the limits are spelled out;
+    /// a unit test holds them to [`MAX_PATTERNS`] and [`MAX_PATTERN_BYTES`]).
     pub fn reason(self) -> &'static str {
         match self {
             Self::NotAList => {
@@ -145,5 +146,8 @@ mod tests {
             Err(InvalidAllowedDestinations::TooLarge)
         );
         assert!(AllowedDestinations::from_sealed(&[]).is_err());
+        let too_large = InvalidAllowedDestinations::TooLarge.reason();
+        assert!(too_large.contains(&format!("at most {MAX_PATTERNS} destinations")));
+        assert!(too_large.contains(&format!("at most {MAX_PATTERN_BYTES} characters")));
     }
 }
