@@ -18,7 +18,7 @@ use crate::clock::rfc3339;
 use crate::cvc::TEST_SESSION_TTL;
 use crate::store::{Mode, Project, StoreError, TokenKind, TokenRecord, now_unix};
 use crate::tokens::expiry::{self, ExpiryError};
-use crate::tokens::{Holder, TokenData};
+use crate::tokens::{AllowedDestinations, Holder, InvalidAllowedDestinations, TokenData};
 use zeroize::Zeroizing;
 
 /// Holder names are free text, but bounded and printable.
@@ -110,6 +110,7 @@ async fn tokenize_for(
         Some(_) => return Err(ApiError::invalid("data")),
     };
     let expires_at = token_expiry(state, &body)?;
+    let allowed = allowed_destinations(&body)?;
     // A browser's call is counted once the request is known to be well formed, and before
     // anything is stored: a used-up wax key stores nothing.
     let take = |grant: Option<crate::collect::Grant>| async {
@@ -126,12 +127,12 @@ async fn tokenize_for(
         "card" => {
             let card = CardInput::parse(data, "cvv", false)?;
             take(browser).await?;
-            store_card(state, project, card, expires_at, None).await?
+            store_card(state, project, card, expires_at, allowed.as_ref(), None).await?
         }
         "bank" => {
             let bank = bank_data(data)?;
             take(browser).await?;
-            store_bank(state, project, bank, expires_at).await?
+            store_bank(state, project, bank, expires_at, allowed.as_ref()).await?
         }
         _ => return Err(ApiError::invalid("type")),
     };
@@ -175,11 +176,13 @@ pub async fn test_token(
     let body = json_object(&body)?;
     let card = CardInput::parse(&body, "cvc", true)?;
     let expires_at = token_expiry(&state, &body)?;
+    let allowed = allowed_destinations(&body)?;
     let mut response = store_card(
         &state,
         &caller.project,
         card,
         expires_at,
+        allowed.as_ref(),
         Some(TEST_SESSION_TTL),
     )
     .await?;
@@ -197,6 +200,28 @@ pub async fn test_token(
 fn token_expiry(state: &AppState, body: &Map<String, Value>) -> Result<Option<i64>, ApiError> {
     expiry::requested_expiry(body, now_unix(), state.policy.token_retention)
         .map_err(|e: ExpiryError| ApiError::invalid(e.field()).because(e.reason()))
+}
+
+/// The token's own rule on where it may be sent, from the body's top-level
+/// `allowed_destinations` (absent or `null`: no rule of its own).
+fn allowed_destinations(
+    body: &Map<String, Value>,
+) -> Result<Option<AllowedDestinations>, ApiError> {
+    const FIELD: &str = "allowed_destinations";
+    let refused = |e: InvalidAllowedDestinations| ApiError::invalid(FIELD).because(e.reason());
+    let list = match body.get(FIELD) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(refused(InvalidAllowedDestinations::NotAList)),
+    };
+    let patterns = list
+        .iter()
+        .map(|v| v.as_str())
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| refused(InvalidAllowedDestinations::NotAList))?;
+    AllowedDestinations::parse(&patterns)
+        .map(Some)
+        .map_err(refused)
 }
 
 /// A card as submitted, validated.
@@ -267,6 +292,7 @@ async fn store_card(
     project: &Project,
     card: CardInput,
     expires_at: Option<i64>,
+    allowed: Option<&AllowedDestinations>,
     test_ttl: Option<std::time::Duration>,
 ) -> Result<Value, ApiError> {
     let masked = card.pan.masked();
@@ -285,6 +311,7 @@ async fn store_card(
         last4: last4.clone(),
         brand: Some(brand.to_owned()),
         expires_at,
+        allowed,
     };
     let data = TokenData::Card {
         pan: card.pan,
@@ -350,6 +377,7 @@ async fn store_bank(
     project: &Project,
     token_data: TokenData,
     expires_at: Option<i64>,
+    allowed: Option<&AllowedDestinations>,
 ) -> Result<Value, ApiError> {
     let TokenData::Bank {
         account, routing, ..
@@ -368,6 +396,7 @@ async fn store_bank(
         last4: last4.clone(),
         brand: None,
         expires_at,
+        allowed,
     };
     let stored = store_token(state, project, &token_data, record).await?;
     let mut response = json!({
@@ -381,13 +410,15 @@ async fn store_bank(
     Ok(response)
 }
 
-struct NewToken {
+struct NewToken<'a> {
     kind: TokenKind,
     bin: Option<String>,
     last4: String,
     brand: Option<String>,
     /// Unix seconds; `None`: kept until deleted.
     expires_at: Option<i64>,
+    /// Sealed with the data; `None`: no rule of the token's own.
+    allowed: Option<&'a AllowedDestinations>,
 }
 
 struct StoredToken {
@@ -396,6 +427,8 @@ struct StoredToken {
     fingerprint: Option<String>,
     /// The token's expiry as stored (a deduplicated token keeps the later one).
     expires_at: Option<i64>,
+    /// The rule sealed with it, normalized.
+    allowed_destinations: Option<Vec<String>>,
 }
 
 impl StoredToken {
@@ -408,6 +441,9 @@ impl StoredToken {
         if let Some(at) = self.expires_at {
             response["expires_at"] = json!(rfc3339(at));
         }
+        if let Some(patterns) = &self.allowed_destinations {
+            response["allowed_destinations"] = json!(patterns);
+        }
     }
 }
 
@@ -417,13 +453,14 @@ async fn store_token(
     state: &AppState,
     project: &Project,
     data: &TokenData,
-    new: NewToken,
+    new: NewToken<'_>,
 ) -> Result<StoredToken, ApiError> {
     let fingerprint = project
         .deduplicate
         .then(|| state.keyring.fingerprint(&project.id, &data.identity()));
     if let Some(fp) = &fingerprint
-        && let Some(existing) = refresh_existing(state, project, data, fp, new.expires_at).await?
+        && let Some(existing) =
+            refresh_existing(state, project, data, fp, new.expires_at, new.allowed).await?
     {
         return Ok(existing);
     }
@@ -432,7 +469,7 @@ async fn store_token(
         id: token_id.clone(),
         project_id: project.id.clone(),
         kind: new.kind,
-        sealed: data.seal(&state.keyring, &project.id, &token_id)?,
+        sealed: data.seal_with_rule(new.allowed, &state.keyring, &project.id, &token_id)?,
         fingerprint: fingerprint.clone(),
         bin: new.bin,
         last4: new.last4,
@@ -440,16 +477,18 @@ async fn store_token(
         created_at: now_unix(),
         expires_at: new.expires_at,
     };
+    let (expires_at, allowed) = (new.expires_at, new.allowed);
     match state.store.insert_token(&record).await {
         Ok(()) => Ok(StoredToken {
             token_id,
             deduplicated: false,
             fingerprint: fingerprint.map(hex::encode),
-            expires_at: new.expires_at,
+            expires_at,
+            allowed_destinations: allowed.map(AllowedDestinations::patterns),
         }),
         Err(StoreError::Conflict) => match &fingerprint {
             // Another request stored the same card first: answer with its token.
-            Some(fp) => refresh_existing(state, project, data, fp, new.expires_at)
+            Some(fp) => refresh_existing(state, project, data, fp, expires_at, allowed)
                 .await?
                 .ok_or_else(|| ApiError::Internal("deduplication conflict without a token".into())),
             None => Err(StoreError::Conflict.into()),
@@ -459,13 +498,16 @@ async fn store_token(
 }
 
 /// The project's live token for this card, its sealed data refreshed and its expiry the later
-/// of its own and `expires_at`; `None` when there is none (a deleted or expired token is none).
+/// of its own and the new one; `None` when there is none (a deleted or expired token is none).
+/// Its `allowed_destinations` are the new submission's when it names some, else the ones it
+/// had: a submission without a rule (a browser checkout, say) never lifts a rule set earlier.
 async fn refresh_existing(
     state: &AppState,
     project: &Project,
     data: &TokenData,
     fingerprint: &[u8],
     expires_at: Option<i64>,
+    allowed: Option<&AllowedDestinations>,
 ) -> Result<Option<StoredToken>, ApiError> {
     let existing = match state
         .store
@@ -476,7 +518,20 @@ async fn refresh_existing(
         Err(StoreError::NotFound) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let sealed = data.seal(&state.keyring, &project.id, &existing.id)?;
+    let kept;
+    let allowed = match allowed {
+        Some(allowed) => Some(allowed),
+        None => {
+            (_, kept) = TokenData::open_with_rule(
+                &state.keyring,
+                &existing.sealed,
+                &project.id,
+                &existing.id,
+            )?;
+            kept.as_ref()
+        }
+    };
+    let sealed = data.seal_with_rule(allowed, &state.keyring, &project.id, &existing.id)?;
     let expires_at = expiry::later(existing.expires_at, expires_at);
     match state
         .store
@@ -493,5 +548,6 @@ async fn refresh_existing(
         deduplicated: true,
         fingerprint: Some(hex::encode(fingerprint)),
         expires_at,
+        allowed_destinations: allowed.map(AllowedDestinations::patterns),
     }))
 }

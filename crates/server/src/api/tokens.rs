@@ -25,7 +25,8 @@ const MAX_TOKEN_LEN: usize = 128;
     summary = "Read a token's metadata",
     operation_id = "getToken",
     description = "What a token is (extension): type, brand, BIN, last four digits, expiry, \
-        dates; never the number it holds.",
+        dates, the destinations it may be sent to (when it has a rule of its own); never the \
+        number it holds.",
     security(("api_key" = [])),
     params(("token" = String, Path, description = "The token (`tok_…`)")),
     responses(
@@ -45,8 +46,9 @@ pub async fn metadata(
     let id = token_id(token)?;
     let record = live_token(&state, &caller.project.id, &id).await?;
     // The expiry is inside the sealed data (it changes when a deduplicated card is tokenized
-    // again), so the record is opened; only the expiry and routing number are read from it.
-    let data = TokenData::open(
+    // again), so the record is opened; only the expiry, routing number and the token's own rule
+    // on destinations (sealed with it, so what is shown is what the proxy enforces) are read.
+    let (data, allowed) = TokenData::open_with_rule(
         &state.keyring,
         &record.sealed,
         &record.project_id,
@@ -63,6 +65,9 @@ pub async fn metadata(
         "created_at": rfc3339(record.created_at),
         "expires_at": record.expires_at.map(rfc3339),
     });
+    if let Some(allowed) = allowed {
+        answer["allowed_destinations"] = json!(allowed.patterns());
+    }
     match (&data, record.kind) {
         (TokenData::Card { expiry, .. }, TokenKind::Card) => {
             answer["expiration_month"] = json!(expiry.month());

@@ -41,6 +41,9 @@ pub enum Refusal {
     NotInProjectAllowlist,
     #[error("an allowlist is required and neither the server nor the project has one")]
     NoAllowlist,
+    /// The token was tokenized with `allowed_destinations`, and this is not one of them.
+    #[error("the destination is not in the token's allowed_destinations")]
+    NotInTokenRule,
 }
 
 impl Refusal {
@@ -60,6 +63,7 @@ impl Refusal {
             Self::NotInServerAllowlist => "the host is not in the server-wide allowlist",
             Self::NotInProjectAllowlist => "the host is not in the project's allowlist",
             Self::NoAllowlist => "an allowlist is required and none is set",
+            Self::NotInTokenRule => "the destination is not in the token's allowed_destinations",
         }
     }
 }

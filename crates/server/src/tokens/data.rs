@@ -3,7 +3,9 @@
 //! In memory it is held in core's types (`Pan`, `Expiry`, `AccountNumber`), which redact
 //! themselves and are wiped on drop. The sealed form is a private JSON shape (unchanged since
 //! the first version, so every stored token still opens); it exists only inside `seal` and
-//! `open`, in buffers that are wiped too.
+//! `open`, in buffers that are wiped too. A token's `allowed_destinations` rule is sealed in the
+//! same plaintext (an optional field, absent from tokens without one), so it cannot be changed
+//! without the ciphertext failing to open.
 
 use cardvault_core::bank::{AccountNumber, RoutingNumber};
 use cardvault_core::card::{Expiry, Pan};
@@ -12,6 +14,7 @@ use cardvault_core::template::{Placeholder, Substitutions};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::AllowedDestinations;
 use crate::crypto::{CryptoError, Keyring, Sealed, aad};
 
 /// Plaintext of a token. Lives only while a request needs it; wiped on drop.
@@ -51,17 +54,21 @@ enum Stored {
         exp_year: String,
         first_name: Option<String>,
         last_name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        allowed_destinations: Option<Vec<String>>,
     },
     Bank {
         account_number: String,
         routing_number: String,
         first_name: Option<String>,
         last_name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        allowed_destinations: Option<Vec<String>>,
     },
 }
 
 impl TokenData {
-    /// Encrypts the data for its row.
+    /// Encrypts the data for its row, with no rule on where it may be sent.
     ///
     /// # Errors
     /// [`CryptoError`] when sealing fails (or, never expected, serialization).
@@ -71,13 +78,28 @@ impl TokenData {
         project_id: &str,
         token_id: &str,
     ) -> Result<Sealed, CryptoError> {
-        let stored = self.to_stored();
+        self.seal_with_rule(None, keyring, project_id, token_id)
+    }
+
+    /// Encrypts the data for its row, with the token's `allowed_destinations` inside.
+    ///
+    /// # Errors
+    /// [`CryptoError`] when sealing fails (or, never expected, serialization).
+    pub fn seal_with_rule(
+        &self,
+        allowed: Option<&AllowedDestinations>,
+        keyring: &Keyring,
+        project_id: &str,
+        token_id: &str,
+    ) -> Result<Sealed, CryptoError> {
+        let stored = self.to_stored(allowed.map(AllowedDestinations::patterns));
         let plain =
             Zeroizing::new(serde_json::to_vec(&stored).map_err(|_| CryptoError::Serialize)?);
         keyring.seal(&plain, &aad::token(project_id, token_id))
     }
 
-    /// Decrypts a row's data.
+    /// Decrypts a row's data, without its rule on where it may be sent: for calls that send it
+    /// nowhere. A call that sends it somewhere uses [`Self::open_with_rule`].
     ///
     /// # Errors
     /// [`CryptoError::Decrypt`] when the ciphertext was altered or moved, or its content is not
@@ -88,9 +110,38 @@ impl TokenData {
         project_id: &str,
         token_id: &str,
     ) -> Result<Self, CryptoError> {
+        Self::open_with_rule(keyring, sealed, project_id, token_id).map(|(data, _)| data)
+    }
+
+    /// Decrypts a row's data and its `allowed_destinations` (`None`: the token has no rule).
+    ///
+    /// # Errors
+    /// [`CryptoError::Decrypt`] when the ciphertext was altered or moved, or its content
+    /// (the rule included) is not valid token data.
+    pub fn open_with_rule(
+        keyring: &Keyring,
+        sealed: &Sealed,
+        project_id: &str,
+        token_id: &str,
+    ) -> Result<(Self, Option<AllowedDestinations>), CryptoError> {
         let plain = keyring.open(sealed, &aad::token(project_id, token_id))?;
         let stored: Stored = serde_json::from_slice(&plain).map_err(|_| CryptoError::Decrypt)?;
-        Self::from_stored(&stored).ok_or(CryptoError::Decrypt)
+        let allowed = match &stored {
+            Stored::Card {
+                allowed_destinations,
+                ..
+            }
+            | Stored::Bank {
+                allowed_destinations,
+                ..
+            } => allowed_destinations
+                .as_deref()
+                .map(AllowedDestinations::from_sealed)
+                .transpose()
+                .map_err(|_| CryptoError::Decrypt)?,
+        };
+        let data = Self::from_stored(&stored).ok_or(CryptoError::Decrypt)?;
+        Ok((data, allowed))
     }
 
     /// What makes two submissions the same card or account (hashed for deduplication, never
@@ -140,7 +191,7 @@ impl TokenData {
         values
     }
 
-    fn to_stored(&self) -> Stored {
+    fn to_stored(&self, allowed_destinations: Option<Vec<String>>) -> Stored {
         match self {
             Self::Card {
                 pan,
@@ -152,6 +203,7 @@ impl TokenData {
                 exp_year: expiry.year().to_owned(),
                 first_name: holder.first_name.clone(),
                 last_name: holder.last_name.clone(),
+                allowed_destinations,
             },
             Self::Bank {
                 account,
@@ -162,6 +214,7 @@ impl TokenData {
                 routing_number: routing.as_str().to_owned(),
                 first_name: holder.first_name.clone(),
                 last_name: holder.last_name.clone(),
+                allowed_destinations,
             },
         }
     }
@@ -176,6 +229,7 @@ impl TokenData {
                 exp_year,
                 first_name,
                 last_name,
+                ..
             } => Self::Card {
                 pan: Pan::parse(number).ok()?,
                 expiry: Expiry::from_stored(exp_month.clone(), exp_year.clone()),
@@ -189,6 +243,7 @@ impl TokenData {
                 routing_number,
                 first_name,
                 last_name,
+                ..
             } => Self::Bank {
                 account: AccountNumber::parse(account_number).ok()?,
                 routing: RoutingNumber::parse(routing_number).ok()?,
@@ -248,5 +303,40 @@ mod tests {
         );
         assert!(TokenData::open(&keyring, &sealed, "proj_1", "tok_2").is_err());
         assert_eq!(&*data.identity(), b"110000000:000123456789");
+    }
+
+    #[test]
+    fn the_rule_is_sealed_with_the_data_and_old_records_have_none() {
+        let keyring = keyring();
+        let data = TokenData::Card {
+            pan: Pan::parse("4242424242424242").unwrap(),
+            expiry: Expiry::from_stored("07".into(), "31".into()),
+            holder: Holder::default(),
+        };
+        let rule = AllowedDestinations::parse(&["api.stripe.com"]).unwrap();
+        let sealed = data
+            .seal_with_rule(Some(&rule), &keyring, "proj_1", "tok_1")
+            .unwrap();
+        let (_, opened) = TokenData::open_with_rule(&keyring, &sealed, "proj_1", "tok_1").unwrap();
+        assert_eq!(opened, Some(rule));
+        let plain = keyring
+            .open(&sealed, &aad::token("proj_1", "tok_1"))
+            .unwrap();
+        assert!(
+            std::str::from_utf8(&plain)
+                .unwrap()
+                .contains(r#""allowed_destinations":["api.stripe.com"]"#)
+        );
+        let unruled = data.seal(&keyring, "proj_1", "tok_1").unwrap();
+        let (_, none) = TokenData::open_with_rule(&keyring, &unruled, "proj_1", "tok_1").unwrap();
+        assert_eq!(none, None);
+        // A sealed rule that no longer parses (or is empty) fails like altered data.
+        for broken in [
+            &br#"{"kind":"card","number":"4242424242424242","exp_month":"07","exp_year":"31","first_name":null,"last_name":null,"allowed_destinations":[]}"#[..],
+            &br#"{"kind":"card","number":"4242424242424242","exp_month":"07","exp_year":"31","first_name":null,"last_name":null,"allowed_destinations":["*"]}"#[..],
+        ] {
+            let sealed = keyring.seal(broken, &aad::token("proj_1", "tok_1")).unwrap();
+            assert!(TokenData::open(&keyring, &sealed, "proj_1", "tok_1").is_err());
+        }
     }
 }

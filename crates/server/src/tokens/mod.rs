@@ -1,8 +1,11 @@
-//! Tokens: what a token holds once opened, how it is sealed for the database, and its
-//! lifecycle (expiry, and the sweeper that erases expired tokens).
+//! Tokens: what a token holds once opened, how it is sealed for the database (with its own rule
+//! on where it may be sent), and its lifecycle (expiry, and the sweeper that erases expired
+//! tokens).
 
+mod allowed;
 mod data;
 pub mod expiry;
 pub mod sweeper;
 
+pub use allowed::{AllowedDestinations, InvalidAllowedDestinations};
 pub use data::{Holder, TokenData};

@@ -12,6 +12,7 @@ mod bounded_growth;
 mod browser;
 mod collect;
 mod connections;
+mod control;
 mod cvc_sessions;
 mod destinations;
 mod detokenize;

@@ -308,6 +308,45 @@ async fn real_answers_match_the_documented_schemas() {
     assert_eq!(status, 201, "{body}");
     spec.check("post", "/test-tokens", status, &body);
 
+    // A token's own allowed destinations: at tokenize, in test tokens, in its metadata.
+    let mut ruled_card = card.clone();
+    ruled_card["allowed_destinations"] = json!(["localhost", "*.adyen.com/pal"]);
+    let (status, ruled) = vault.post("/tokenize", &vault.keys, &ruled_card).await;
+    assert_eq!(status, 201, "{ruled}");
+    spec.check("post", "/tokenize", status, &ruled);
+    let mut ruled_bank = bank.clone();
+    ruled_bank["allowed_destinations"] = json!(["localhost"]);
+    let (status, body) = vault.post("/tokenize", &vault.keys, &ruled_bank).await;
+    assert_eq!(status, 201, "{body}");
+    spec.check("post", "/tokenize", status, &body);
+    let mut ruled_test_card = test_card.clone();
+    ruled_test_card["allowed_destinations"] = json!(["localhost"]);
+    let (status, body) = call(
+        &vault,
+        "post",
+        "/test-tokens",
+        Some(key),
+        Some(&ruled_test_card),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    spec.check("post", "/test-tokens", status, &body);
+    ruled_card["allowed_destinations"] = json!(["https://localhost"]);
+    let (status, body) = vault.post("/tokenize", &vault.keys, &ruled_card).await;
+    assert_eq!(status, 400, "{body}");
+    spec.check("post", "/tokenize", status, &body);
+    let ruled_token = ruled["token"].as_str().unwrap();
+    let (status, body) = call(
+        &vault,
+        "get",
+        &format!("/tokens/{ruled_token}"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    spec.check("get", "/tokens/{token}", status, &body);
+
     for t in [&token, &bank_token] {
         let (status, body) = call(&vault, "get", &format!("/tokens/{t}"), Some(key), None).await;
         assert_eq!(status, 200, "{body}");
@@ -337,6 +376,13 @@ async fn real_answers_match_the_documented_schemas() {
     // The proxy: answered, refused, unreachable.
     let proxied = json!({"token": token, "cvc_session_id": session, "proxy_url": stub.url("/echo"),
                          "request_data": {"n": "${cardNumber}", "c": "${cvv}"}});
+    let mut dry_run = proxied.clone();
+    dry_run["dry_run"] = json!(true);
+    dry_run["http_headers"] = json!({"Authorization": "Bearer sk_test_1"});
+    let (status, body) = vault.proxy(&dry_run).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dry_run"], true);
+    spec.check("post", "/proxy/transaction", status, &body);
     let (status, body) = vault.proxy(&proxied).await;
     assert_eq!(status, 200, "{body}");
     spec.check("post", "/proxy/transaction", status, &body);

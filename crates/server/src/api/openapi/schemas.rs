@@ -57,6 +57,12 @@ pub struct TokenizeRequest {
     #[schema(minimum = 1, nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// Where the token may ever be proxied (extension): patterns of the project allowlists'
+    /// language (`api.stripe.com`, `*.adyen.com/pal`), 1–32 of them. Sealed with the card;
+    /// applies on top of the server's and the project's lists.
+    #[schema(nullable = false, min_items = 1, max_items = 32, example = json!(["api.stripe.com", "*.adyen.com/pal"]))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_destinations: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -136,6 +142,15 @@ pub struct TestTokenRequest {
     #[schema(minimum = 1, nullable = false)]
     #[serde(rename = "ttl_seconds", skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// Where the token may ever be proxied (extension): patterns of the project allowlists'
+    /// language (`api.stripe.com`, `*.adyen.com/pal`), 1–32 of them. Sealed with the card;
+    /// applies on top of the server's and the project's lists.
+    #[schema(nullable = false, min_items = 1, max_items = 32, example = json!(["api.stripe.com", "*.adyen.com/pal"]))]
+    #[serde(
+        rename = "allowed_destinations",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allowed_destinations: Option<Vec<String>>,
 }
 
 /// `201` of `POST /tokenize`: a card token or a bank token.
@@ -169,6 +184,10 @@ pub struct CardTokenized {
     #[schema(format = DateTime, nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The token's own `allowed_destinations`, normalized; absent when it has none.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_destinations: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -206,6 +225,10 @@ pub struct BankTokenized {
     #[schema(format = DateTime, nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The token's own `allowed_destinations`, normalized; absent when it has none.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_destinations: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -237,6 +260,10 @@ pub struct TestTokenized {
     #[schema(format = DateTime, nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The token's own `allowed_destinations`, normalized; absent when it has none.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_destinations: Option<Vec<String>>,
     pub test_mode: bool,
     #[schema(example = "1 year (test session)")]
     pub expires_in: String,
@@ -281,6 +308,11 @@ pub struct TokenMetadata {
     #[schema(nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// Where the token may be proxied (its own rule, sealed with it, normalized); absent when
+    /// it has no rule of its own (the server's and project's lists apply all the same).
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_destinations: Option<Vec<String>>,
 }
 
 /// `POST /detokenize`.
@@ -342,6 +374,43 @@ pub struct ProxyJsonRequest {
     #[schema(nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_method: Option<HttpMethod>,
+    /// `true`: check everything, send nothing, answer with the masked request
+    /// (`DryRunAnswer`). Default `false`.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+}
+
+/// `200` of `POST /proxy/transaction`: the processor's answer, or a dry run's.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ProxyOrDryRunAnswer {
+    Proxied(ProxyAnswer),
+    DryRun(DryRunAnswer),
+}
+
+/// `200` of a dry run: every check passed and nothing was sent; the CVC session is not used up.
+#[derive(Serialize, ToSchema)]
+pub struct DryRunAnswer {
+    pub success: bool,
+    /// Always `true`.
+    pub dry_run: bool,
+    pub request: DryRunRequest,
+}
+
+/// The request the processor would have received, with every injected card number, CVC and
+/// account number masked as in a scrubbed echo (`424242******4242`, `***`).
+#[derive(Serialize, ToSchema)]
+pub struct DryRunRequest {
+    #[schema(example = "POST")]
+    pub method: String,
+    #[schema(format = Uri, example = "https://api.stripe.com/v1/charges")]
+    pub url: String,
+    /// The headers the caller's request forwards; repeated headers joined with `, `;
+    /// `Authorization` and any `*-Key`, `*-Token`, `*-Secret` header shown as `***`.
+    pub headers: BTreeMap<String, String>,
+    /// The outgoing body, byte for byte as it would be sent, masked (always a string).
+    pub body: String,
 }
 
 /// `200` of `POST /proxy/transaction`: the processor answered (whatever its status). Card

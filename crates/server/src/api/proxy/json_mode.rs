@@ -1,5 +1,5 @@
 //! JSON mode: `{"token", "proxy_url", "request_data", "http_headers"?, "http_method"?,
-//! "cvc_session_id"?}`; the outgoing body is encoded by the outgoing `Content-Type`.
+//! "cvc_session_id"?, "dry_run"?}`; the outgoing body is encoded by the outgoing `Content-Type`.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use cardvault_core::destination::DestinationRules;
@@ -42,9 +42,15 @@ pub fn parse(bytes: &[u8], rules: &DestinationRules) -> Result<ProxyRequest, Api
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(ApiError::invalid("cvc_session_id")),
     };
+    let dry_run = match body.get("dry_run") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("dry_run")),
+    };
     let url = destination(&proxy_url, rules)?;
     let (body, headers) = body_template(request_data, headers)?;
     ProxyRequest::new(token, cvc_session_id, url, method, headers, body)
+        .map(|request| request.with_dry_run(dry_run))
 }
 
 fn required_string(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {

@@ -3,16 +3,19 @@
 //! The handler is a list of stages, each failing before any later one runs:
 //! 1. parse and check the request (no I/O): [`json_mode`] or [`raw_mode`] into a [`ProxyRequest`];
 //! 2. the destination gate: the project's allowlists, then the destination's addresses;
-//! 3. load and open the token;
+//! 3. load and open the token, and check its own `allowed_destinations`;
 //! 4. take the CVC session (held, not consumed, while the call runs);
 //! 5. render and send;
 //! 6. scrub the answer.
 //!
 //! Everything before stage 4 leaves the session untouched; a call that fails before anything
 //! is sent gives it back; everything before "send" guarantees the processor saw nothing.
+//! A dry run ([`dry_run`]) runs every stage up to "send", gives the session back, and answers
+//! with the masked request instead.
 //! Every call, answered or refused, is an audit record (token, destination host, processor
 //! status, `request_sent`, latency), committed before the answer.
 
+mod dry_run;
 mod json_mode;
 mod media_type;
 mod raw_mode;
@@ -53,13 +56,19 @@ use crate::tokens::TokenData;
         the headers `X-Token`, `X-Proxy-URL`, `X-CVC-Session-ID`, else from the query string, \
         else (forms only) from form fields of those names, which are then removed; the method \
         from `X-Proxy-Method`. The request's own headers are forwarded, less hop-by-hop \
-        headers, `Host`, `Content-Length`, `Cookie`, `X-Forwarded-*` and the vault's own.",
+        headers, `Host`, `Content-Length`, `Cookie`, `X-Forwarded-*` and the vault's own.\n\n\
+        **Dry run** (`\"dry_run\": true`, or `X-Dry-Run: true` in raw mode): every check of a \
+        real call (destination rules and addresses, the token and its `allowed_destinations`, \
+        the template, the CVC session, which is not used up), then `200` with the request that \
+        would have been sent (`DryRunAnswer`), card data masked as in an echo and credential \
+        headers as `***`; nothing is sent.",
     security(("api_key" = [])),
     params(
         ("X-Token" = Option<String>, Header, nullable = false, description = "Raw mode: the token"),
         ("X-Proxy-URL" = Option<String>, Header, nullable = false, description = "Raw mode: the processor URL; with it, any body is raw mode"),
         ("X-CVC-Session-ID" = Option<String>, Header, nullable = false, description = "Raw mode: the CVC session, when the body uses `${cvv}`/`${cvc}`"),
         ("X-Proxy-Method" = Option<doc::HttpMethod>, Header, nullable = false, description = "Raw mode: the outgoing method (default `POST`)"),
+        ("X-Dry-Run" = Option<bool>, Header, nullable = false, description = "Raw mode: `true` for a dry run (nothing is sent)"),
         ("token" = Option<String>, Query, nullable = false, description = "Raw mode: the token, when not in `X-Token`"),
         ("proxy_url" = Option<String>, Query, nullable = false, description = "Raw mode: the processor URL, when not in `X-Proxy-URL`"),
         ("cvc_session_id" = Option<String>, Query, nullable = false, description = "Raw mode: the CVC session, when not in `X-CVC-Session-ID`"),
@@ -72,9 +81,9 @@ use crate::tokens::TokenData;
         (String = "*/*"),
     )),
     responses(
-        (status = 200, description = "The processor answered (whatever its status)", body = doc::ProxyAnswer,
-            headers(("X-Upstream-Status" = u16, description = "The processor's status code"))),
-        (status = 400, description = "`invalid_body`, `missing_field`, `invalid_field`, `invalid_proxy_url` (the destination is refused: `detail` names the rule), `invalid_template` (`detail` says why)", body = doc::ErrorBody),
+        (status = 200, description = "The processor answered (whatever its status; `X-Upstream-Status` is set), or a dry run passed every check", body = doc::ProxyOrDryRunAnswer,
+            headers(("X-Upstream-Status" = u16, description = "The processor's status code (not on a dry run)"))),
+        (status = 400, description = "`invalid_body`, `missing_field`, `invalid_field`, `invalid_proxy_url` (the destination is refused, by the server's, the project's or the token's own rule: `detail` names it), `invalid_template` (`detail` says why)", body = doc::ErrorBody),
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
         (status = 404, description = "`token_not_found`; `cvc_session_not_found`: unknown, expired, used, or another project's", body = doc::ErrorBody),
@@ -119,6 +128,9 @@ async fn proxy_and_audit(
     let mut entry = caller.audit("proxy");
     let result = forward(state, caller, uri, headers, body, &mut entry).await;
     entry.outcome = match &result {
+        // A dry run that passed every check sent nothing: never an `ok` a reader could count
+        // as a charge.
+        Ok(_) if entry.detail["dry_run"] == true => "dry_run".to_owned(),
         Ok(_) => "ok".to_owned(),
         Err(e) => e.code().to_owned(),
     };
@@ -155,6 +167,9 @@ async fn forward(
     // The host only: a path or query could carry anything the caller put there.
     entry.token.clone_from(&request.token);
     entry.detail["host"] = request.url.host_str().unwrap_or("").into();
+    if request.dry_run {
+        entry.detail["dry_run"] = true.into();
+    }
     let project_id = caller.project.id.as_str();
 
     let timer = StageTimer::start();
@@ -192,6 +207,21 @@ async fn forward(
             return Err(e);
         }
     };
+    if request.dry_run {
+        // Nothing is sent: the session is given back, as after any call that sent nothing.
+        finish_lease(lease, false).await;
+        entry.detail["request_sent"] = false.into();
+        let timer = StageTimer::start();
+        let answer = dry_run::answer(
+            &request.method,
+            &request.url,
+            &request.headers,
+            &outgoing,
+            &values,
+        );
+        timer.record(Stage::Scrub);
+        return Ok(answer);
+    }
     let sent = timed(
         Stage::Upstream,
         state.upstream.send(
@@ -236,8 +266,8 @@ fn refused(refusal: crate::destinations::Refusal) -> ApiError {
     ApiError::InvalidProxyUrl.because(refusal.reason())
 }
 
-/// Stage 3: the token's values, checked against what the template uses (the CVC comes later,
-/// from its session).
+/// Stage 3: the token's values, checked against the token's own `allowed_destinations` and
+/// against what the template uses (the CVC comes later, from its session).
 async fn token_values(
     state: &AppState,
     project_id: &str,
@@ -248,12 +278,17 @@ async fn token_values(
         Err(StoreError::NotFound) => return Err(ApiError::TokenNotFound),
         Err(e) => return Err(e.into()),
     };
-    let data = TokenData::open(
+    let (data, allowed) = TokenData::open_with_rule(
         &state.keyring,
         &record.sealed,
         &record.project_id,
         &record.id,
     )?;
+    if let Some(allowed) = allowed
+        && !allowed.permits(&request.url)
+    {
+        return Err(refused(crate::destinations::Refusal::NotInTokenRule));
+    }
     let values = data.substitutions();
     let used = request
         .body

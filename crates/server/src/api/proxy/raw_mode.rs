@@ -1,7 +1,7 @@
 //! Raw mode: the request body is the processor body. Control values come from `X-Token`,
 //! `X-Proxy-URL`, `X-CVC-Session-ID` (else the query string, else, for a form, form fields of
-//! the same names, which are then removed), the method from `X-Proxy-Method`, and the forwarded
-//! headers are the request's own minus the vault's.
+//! the same names, which are then removed), the method from `X-Proxy-Method`, a dry run from
+//! `X-Dry-Run`, and the forwarded headers are the request's own minus the vault's.
 
 use axum::http::HeaderMap;
 use cardvault_core::destination::DestinationRules;
@@ -9,8 +9,8 @@ use cardvault_core::template::{Encoding, Template};
 
 use super::media_type::MediaType;
 use super::request::{
-    BodyTemplate, ProxyRequest, UNKNOWN_PLACEHOLDER, destination, forwardable, method,
-    refuse_template_in_header,
+    BodyTemplate, ProxyRequest, UNKNOWN_PLACEHOLDER, destination, dry_run_flag, forwardable,
+    method, refuse_template_in_header,
 };
 use crate::api::{ApiError, BodyKind};
 
@@ -69,6 +69,10 @@ pub fn parse(
             .map(|v| v.to_str().map_err(|_| ApiError::invalid("http_method")))
             .transpose()?,
     )?;
+    let dry_run = match headers.get("x-dry-run") {
+        None => false,
+        Some(v) => dry_run_flag(v.to_str().map_err(|_| ApiError::invalid("dry_run"))?)?,
+    };
     let url = destination(&proxy_url, rules)?;
 
     let mut forwarded = HeaderMap::new();
@@ -103,6 +107,7 @@ pub fn parse(
         }
     };
     ProxyRequest::new(token, cvc_session_id, url, method, forwarded, body)
+        .map(|request| request.with_dry_run(dry_run))
 }
 
 fn static_field(field: &str) -> &'static str {

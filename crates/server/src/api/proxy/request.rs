@@ -83,6 +83,8 @@ pub struct ProxyRequest {
     pub method: Method,
     pub headers: HeaderMap,
     pub body: BodyTemplate,
+    /// Everything but the sending: the call answers with the request it would have sent.
+    pub dry_run: bool,
 }
 
 impl ProxyRequest {
@@ -118,7 +120,26 @@ impl ProxyRequest {
             method,
             headers,
             body,
+            dry_run: false,
         })
+    }
+
+    /// This call as a dry run (`"dry_run": true`, `X-Dry-Run: true`) or a real one.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+}
+
+/// A dry-run flag's text (`X-Dry-Run`): `true` or `false`, in any case.
+///
+/// # Errors
+/// `400 Invalid value for dry_run`.
+pub fn dry_run_flag(text: &str) -> Result<bool, ApiError> {
+    match text.trim() {
+        t if t.eq_ignore_ascii_case("true") => Ok(true),
+        t if t.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(ApiError::invalid("dry_run")),
     }
 }
 
@@ -126,7 +147,7 @@ impl ProxyRequest {
 /// vault's own credentials and control values, or could smuggle a second request.
 /// `accept-encoding` is dropped so the upstream client negotiates (and undoes) compression
 /// itself: a compressed answer could not be scrubbed of echoed card data.
-const NEVER_FORWARDED: [&str; 21] = [
+const NEVER_FORWARDED: [&str; 22] = [
     "host",
     "content-length",
     "transfer-encoding",
@@ -148,6 +169,7 @@ const NEVER_FORWARDED: [&str; 21] = [
     "x-proxy-url",
     "x-cvc-session-id",
     "x-proxy-method",
+    "x-dry-run",
 ];
 
 /// Whether a header the caller supplied may go to the processor.

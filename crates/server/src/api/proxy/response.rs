@@ -73,7 +73,7 @@ pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
 
 /// The injected secrets to look for in the answer. Routing numbers are public bank
 /// identifiers, not secrets, and are left alone.
-fn echoes(values: &Substitutions) -> Vec<Echo<'_>> {
+pub(super) fn echoes(values: &Substitutions) -> Vec<Echo<'_>> {
     let mut echoes = Vec::new();
     if let Some(pan) = values.get(Placeholder::CardNumber) {
         let mask = mask::card_number(pan);
