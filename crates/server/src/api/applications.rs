@@ -34,6 +34,7 @@ const MAX_ROLL_OVERLAP_SECONDS: u64 = 7 * 24 * 3600;
     responses(
         (status = 200, description = "`API key is valid`", body = doc::KeyInfoAnswer),
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
+        doc::RateLimited,
         doc::Common,
     )
 )]
@@ -60,13 +61,17 @@ pub async fn current_key(caller: Caller) -> Result<Json<Value>, ApiError> {
     operation_id = "createApplication",
     description = "Creates an application of the caller's project and its API key (shown once).",
     security(("api_key" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Makes retries safe: the first call with it runs, a retry of the same request gets its answer (with `Idempotent-Replayed: true`); 1 to 255 printable ASCII characters, per project"),
+    ),
     request_body = doc::ApplicationCreate,
     responses(
-        (status = 201, description = "Created", body = doc::ApplicationCreated),
+        (status = 201, description = "Created", body = doc::ApplicationCreated, headers(("Idempotent-Replayed" = bool, description = "`true` on an answer replayed for a repeated `Idempotency-Key`"))),
         (status = 400, description = "`invalid_body`, `missing_field`, `invalid_field` (`name`: 3 to 50 characters; `permissions`)", body = doc::ErrorBody),
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `provisioning`", body = doc::ErrorBody),
-        (status = 409, description = "`application_name_taken`", body = doc::ErrorBody),
+        (status = 409, description = "`application_name_taken`; `idempotency_key_in_use`: a call with the same `Idempotency-Key` is still running", body = doc::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the `Idempotency-Key` was used with a different request", body = doc::ErrorBody),
         doc::BodyLimits,
         doc::RateLimited,
         doc::Common,

@@ -35,6 +35,7 @@ const MAX_LIMIT: i64 = 1000;
         (status = 400, description = "`invalid_field`: a malformed filter, or an unknown one", body = doc::ErrorBody),
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `audit`", body = doc::ErrorBody),
+        doc::RateLimited,
         doc::Common,
     )
 )]

@@ -34,6 +34,7 @@ use crate::store::{Project, StoreError};
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
         doc::BodyLimits,
+        doc::RateLimited,
         doc::Common,
     )
 )]
@@ -100,6 +101,7 @@ pub async fn mint(
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
         (status = 404, description = "`client_session_not_found`", body = doc::ErrorBody),
+        doc::RateLimited,
         doc::Common,
     )
 )]

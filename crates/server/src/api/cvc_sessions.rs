@@ -26,6 +26,7 @@ use super::{ApiError, AppState};
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
         (status = 404, description = "`cvc_session_not_found`: unknown, expired, used, or another project's", body = doc::ErrorBody),
+        doc::RateLimited,
         doc::Common,
     )
 )]
@@ -60,6 +61,7 @@ pub async fn delete_by_path(
         (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
         (status = 404, description = "`cvc_session_not_found`: unknown, expired, used, or another project's", body = doc::ErrorBody),
         doc::BodyLimits,
+        doc::RateLimited,
         doc::Common,
     )
 )]

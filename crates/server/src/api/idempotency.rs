@@ -5,6 +5,7 @@ use std::future::Future;
 
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use super::{ApiError, AppState};
 use crate::idempotency::{Begin, KeptAnswer, key_of};
@@ -73,7 +74,7 @@ impl Once {
             Begin::Reused => return refuse(state, refused, ApiError::IdempotencyKeyReused).await,
         };
         let idempotency = state.idempotency.clone();
-        let task = tokio::spawn(async move {
+        let work = async move {
             let answer = KeptAnswer::capture(call.await.into_response()).await;
             if let Err(e) = idempotency.finish(&request, &answer).await {
                 tracing::error!(
@@ -82,7 +83,9 @@ impl Once {
                 );
             }
             answer
-        });
+        };
+        // In the request's span, so its log lines keep the request id.
+        let task = tokio::spawn(work.instrument(tracing::Span::current()));
         let answer = task.await.map_err(|e| ApiError::Internal(Box::new(e)))?;
         Ok(answer.into_response(false))
     }

@@ -164,9 +164,13 @@ pub async fn update(
     description = "Creates a sub-project with its publishable key and a first application \
         (`tokenization` and `provisioning`); the keys are shown once.",
     security(("api_key" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Makes retries safe: the first call with it runs, a retry of the same request gets its answer (with `Idempotent-Replayed: true`); 1 to 255 printable ASCII characters, per project"),
+    ),
     request_body = doc::ProvisionRequest,
     responses(
-        (status = 201, description = "Provisioned", body = doc::Provisioned),
+        (status = 201, description = "Provisioned", body = doc::Provisioned, headers(("Idempotent-Replayed" = bool, description = "`true` on an answer replayed for a repeated `Idempotency-Key`"))),
+        doc::Idempotent,
         (status = 400, description = "`invalid_body`, `missing_field` (`name`), `invalid_field`", body = doc::ErrorBody),
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `provisioning`, or a test project asks for a live one", body = doc::ErrorBody),

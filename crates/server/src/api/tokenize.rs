@@ -38,12 +38,14 @@ const MAX_NAME_CHARS: usize = 128;
         and `X-Collect-Origin`.",
     security(("api_key" = [], "pub_key" = []), ("pub_key" = [], "wax_key" = [])),
     params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Makes retries safe: the first call with it runs, a retry of the same request gets its answer (with `Idempotent-Replayed: true`); 1 to 255 printable ASCII characters, per project"),
         ("X-Tokenization-Session-Id" = Option<String>, Header, nullable = false, description = "Browser calls: the checkout the wax key was minted for"),
         ("X-Collect-Origin" = Option<String>, Header, nullable = false, description = "Browser calls: the origin of the page embedding the card fields"),
     ),
     request_body = doc::TokenizeRequest,
     responses(
-        (status = 201, description = "Tokenized", body = doc::Tokenized),
+        (status = 201, description = "Tokenized", body = doc::Tokenized, headers(("Idempotent-Replayed" = bool, description = "`true` on an answer replayed for a repeated `Idempotency-Key`"))),
+        doc::Idempotent,
         (status = 400, description = "`invalid_body`, `missing_field`, `invalid_field`, `invalid_card_number`, `card_expired`", body = doc::ErrorBody),
         (status = 401, description = "`invalid_api_key`: a key missing, unknown, revoked, or of another project", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `tokenization`, or the page's origin is not allowed", body = doc::ErrorBody),

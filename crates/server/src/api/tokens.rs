@@ -34,6 +34,7 @@ const MAX_TOKEN_LEN: usize = 128;
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
         (status = 404, description = "`token_not_found`: unknown, deleted, expired, or another project's", body = doc::ErrorBody),
+        doc::RateLimited,
         doc::Common,
     )
 )]
@@ -107,6 +108,7 @@ pub async fn metadata(
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
         (status = 404, description = "`token_not_found`", body = doc::ErrorBody),
+        doc::RateLimited,
         doc::Common,
     )
 )]

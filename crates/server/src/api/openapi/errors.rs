@@ -107,6 +107,17 @@ pub enum BodyLimits {
     BodyTooLarge(ErrorBody),
 }
 
+/// What a route that takes an `Idempotency-Key` answers about the key.
+#[derive(IntoResponses)]
+pub enum Idempotent {
+    /// `idempotency_key_in_use`: a call with the same `Idempotency-Key` is still running.
+    #[response(status = 409)]
+    InUse(ErrorBody),
+    /// `idempotency_key_reused`: the `Idempotency-Key` was used with a different request.
+    #[response(status = 422)]
+    Reused(ErrorBody),
+}
+
 /// What a route with a rate limit answers over its budget.
 #[derive(IntoResponses)]
 pub enum RateLimited {

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::ApiError;
-pub use errors::{BodyLimits, Common, ErrorBody, RateLimited};
+pub use errors::{BodyLimits, Common, ErrorBody, Idempotent, RateLimited};
 pub use schemas::*;
 
 /// The document. Every route of `api::router` is listed in `paths` (a unit test holds the two

@@ -64,6 +64,7 @@ use crate::tokens::TokenData;
         headers as `***`; nothing is sent.",
     security(("api_key" = [])),
     params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Makes retries safe: the first call with it runs, a retry of the same request gets its answer (with `Idempotent-Replayed: true`); 1 to 255 printable ASCII characters, per project"),
         ("X-Token" = Option<String>, Header, nullable = false, description = "Raw mode: the token"),
         ("X-Proxy-URL" = Option<String>, Header, nullable = false, description = "Raw mode: the processor URL; with it, any body is raw mode"),
         ("X-CVC-Session-ID" = Option<String>, Header, nullable = false, description = "Raw mode: the CVC session, when the body uses `${cvv}`/`${cvc}`"),
@@ -82,13 +83,17 @@ use crate::tokens::TokenData;
     )),
     responses(
         (status = 200, description = "The processor answered (whatever its status; `X-Upstream-Status` is set), or a dry run passed every check", body = doc::ProxyOrDryRunAnswer,
-            headers(("X-Upstream-Status" = u16, description = "The processor's status code (not on a dry run)"))),
+            headers(
+                ("X-Upstream-Status" = u16, description = "The processor's status code (not on a dry run)"),
+                ("Idempotent-Replayed" = bool, description = "`true` on an answer replayed for a repeated `Idempotency-Key`"),
+            )),
         (status = 400, description = "`invalid_body`, `missing_field`, `invalid_field`, `invalid_proxy_url` (the destination is refused, by the server's, the project's or the token's own rule: `detail` names it), `invalid_template` (`detail` says why)", body = doc::ErrorBody),
         (status = 401, description = "`invalid_api_key`", body = doc::ErrorBody),
         (status = 403, description = "`permission_denied`: the key lacks `tokenization`", body = doc::ErrorBody),
         (status = 404, description = "`token_not_found`; `cvc_session_not_found`: unknown, expired, used, or another project's", body = doc::ErrorBody),
         (status = 502, description = "`upstream_error`: the processor could not be reached, the TLS handshake failed, the connection was reset, or the answer is too large; `request_sent` says whether it may have seen the request", body = doc::ErrorBody),
         (status = 504, description = "`upstream_timeout`: the processor did not answer in time; see `request_sent`", body = doc::ErrorBody),
+        doc::Idempotent,
         doc::BodyLimits,
         doc::RateLimited,
         doc::Common,
