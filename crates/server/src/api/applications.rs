@@ -6,14 +6,14 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
 use super::body::{RawBody, json_object, required_text};
-use super::idempotency::Once;
+use super::idempotency::create_once;
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::admin::{self, AdminError};
@@ -85,22 +85,16 @@ pub async fn create(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     caller.require_provisioning()?;
-    let once = Once::new(
-        &state,
-        &caller.project.id,
-        &Method::POST,
-        &uri,
-        &headers,
-        &body,
-    )?;
-    let refused = caller.audit("application.create");
-    let call_state = state.clone();
-    let call = async move {
-        create_application(&call_state, &caller, &body)
-            .await
-            .map(IntoResponse::into_response)
-    };
-    once.run(&state, refused, call).await
+    let request = (&uri, &headers);
+    create_once(
+        state,
+        caller,
+        "application.create",
+        request,
+        body,
+        |state, caller, body| async move { create_application(&state, &caller, &body).await },
+    )
+    .await
 }
 
 async fn create_application(

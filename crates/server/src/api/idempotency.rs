@@ -3,10 +3,12 @@
 
 use std::future::Future;
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use super::auth::Caller;
 use super::{ApiError, AppState};
 use crate::idempotency::{Begin, KeptAnswer, key_of};
 
@@ -89,6 +91,42 @@ impl Once {
         let answer = task.await.map_err(|e| ApiError::Internal(Box::new(e)))?;
         Ok(answer.into_response(false))
     }
+}
+
+/// A create call by `caller`: `call(state, caller, body)` runs once per idempotency key of the
+/// caller's project (see [`Once::run`]); `action` names it in the audit log when it does not run.
+///
+/// # Errors
+/// As [`Once::new`] and [`Once::run`].
+pub async fn create_once<F, Fut, T>(
+    state: AppState,
+    caller: Caller,
+    action: &'static str,
+    (uri, headers): (&Uri, &HeaderMap),
+    body: Bytes,
+    call: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(AppState, Caller, Bytes) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
+    T: IntoResponse,
+{
+    let once = Once::new(
+        &state,
+        &caller.project.id,
+        &Method::POST,
+        uri,
+        headers,
+        &body,
+    )?;
+    let refused = caller.audit(action);
+    let work_state = state.clone();
+    let work = async move {
+        call(work_state, caller, body)
+            .await
+            .map(IntoResponse::into_response)
+    };
+    once.run(&state, refused, work).await
 }
 
 async fn refuse(

@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use cardvault_core::destination::AllowRule;
 use cardvault_core::origin::OriginPattern;
 use secrecy::ExposeSecret;
@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::applications::admin_error;
 use super::auth::Caller;
 use super::body::{RawBody, json_object};
-use super::idempotency::Once;
+use super::idempotency::create_once;
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::admin::{self, AdminError, NewProject, ProcessorTls};
@@ -187,22 +187,16 @@ pub async fn provision(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     caller.require_provisioning()?;
-    let once = Once::new(
-        &state,
-        &caller.project.id,
-        &Method::POST,
-        &uri,
-        &headers,
-        &body,
-    )?;
-    let refused = caller.audit("project.provision");
-    let call_state = state.clone();
-    let call = async move {
-        provision_project(&call_state, &caller, &body)
-            .await
-            .map(IntoResponse::into_response)
-    };
-    once.run(&state, refused, call).await
+    let request = (&uri, &headers);
+    create_once(
+        state,
+        caller,
+        "project.provision",
+        request,
+        body,
+        |state, caller, body| async move { provision_project(&state, &caller, &body).await },
+    )
+    .await
 }
 
 async fn provision_project(
