@@ -104,9 +104,13 @@ fn passphrase(file: Option<&Path>) -> Result<Zeroizing<String>, CliError> {
             let text = Zeroizing::new(
                 std::fs::read_to_string(path).map_err(|e| CliError::Path(path.to_path_buf(), e))?,
             );
-            Ok(Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned()))
+            Ok(Zeroizing::new(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            ))
         }
-        None => Ok(Zeroizing::new(std::env::var(PASSPHRASE_ENV).unwrap_or_default())),
+        None => Ok(Zeroizing::new(
+            std::env::var(PASSPHRASE_ENV).unwrap_or_default(),
+        )),
     }
 }
 
@@ -119,7 +123,9 @@ pub(super) async fn import(args: ImportArgs) -> Result<(), CliError> {
     let decryption = match &args.decrypt_key {
         Some(path) => {
             let pass = passphrase(args.passphrase_file.as_deref())?;
-            Some(Arc::new(DecryptionKey::load(path, pass).map_err(|e| failed(&e))?))
+            Some(Arc::new(
+                DecryptionKey::load(path, pass).map_err(|e| failed(&e))?,
+            ))
         }
         None => None,
     };
@@ -229,7 +235,8 @@ pub(super) async fn import(args: ImportArgs) -> Result<(), CliError> {
 pub(super) async fn export(args: ExportArgs) -> Result<(), CliError> {
     if !args.i_understand_this_exports_card_data {
         return Err(CliError::Usage(
-            "an export holds every card of the project: pass --i-understand-this-exports-card-data".into(),
+            "an export holds every card of the project: pass --i-understand-this-exports-card-data"
+                .into(),
         ));
     }
     let recipient = Arc::new(Recipient::load(&args.recipient).map_err(|e| failed(&e))?);

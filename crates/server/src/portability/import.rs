@@ -69,14 +69,8 @@ pub enum Progress {
 
 /// A record after the reading thread: sealed and ready to store, or refused.
 enum Prepared {
-    Ready {
-        old_id: String,
-        token: TokenRecord,
-    },
-    Refused {
-        line: u64,
-        reason: String,
-    },
+    Ready { old_id: String, token: TokenRecord },
+    Refused { line: u64, reason: String },
 }
 
 /// Imports the input into `project`; returns the counts.
@@ -116,7 +110,11 @@ pub async fn run(
         match store_batch(store.as_ref(), project, &batch, &mut counts).await {
             Ok(mapped) => {
                 for (old_id, token) in mapped {
-                    write(&mut mapping_out, &options.mapping_out, [old_id, token.as_str()])?;
+                    write(
+                        &mut mapping_out,
+                        &options.mapping_out,
+                        [old_id, token.as_str()],
+                    )?;
                 }
             }
             Err(e) => {
@@ -205,9 +203,9 @@ fn prepare(
                             Err(e) => refused(reason(&e)),
                             Ok(valid) => {
                                 let id = format!("tok_{}", keyring.random_hex(16)?);
-                                let fingerprint = project
-                                    .deduplicate
-                                    .then(|| keyring.fingerprint(&project.id, &valid.data.identity()));
+                                let fingerprint = project.deduplicate.then(|| {
+                                    keyring.fingerprint(&project.id, &valid.data.identity())
+                                });
                                 let sealed = valid.data.seal(keyring, &project.id, &id)?;
                                 Prepared::Ready {
                                     old_id,

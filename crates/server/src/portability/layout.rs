@@ -168,9 +168,9 @@ impl Mapping {
             return Some(*field);
         }
         let normalized = normalize(column);
-        Field::ALL.into_iter().find(|f| {
-            !self.explicit.contains_key(f) && f.aliases().contains(&normalized.as_str())
-        })
+        Field::ALL
+            .into_iter()
+            .find(|f| !self.explicit.contains_key(f) && f.aliases().contains(&normalized.as_str()))
     }
 
     /// For a CSV header: each field's column index.

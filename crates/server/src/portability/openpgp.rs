@@ -25,10 +25,15 @@ impl DecryptionKey {
     /// [`PortError::Key`] when the file cannot be read or holds no usable private key.
     pub fn load(path: &Path, passphrase: Zeroizing<String>) -> Result<Self, PortError> {
         let file = std::fs::File::open(path).map_err(|e| PortError::io(path, e))?;
-        let (key, _) = SignedSecretKey::from_reader_single(BufReader::new(file))
-            .map_err(|e| PortError::Key(format!("{}: not an OpenPGP private key ({e})", path.display())))?;
-        key.verify_bindings()
-            .map_err(|e| PortError::Key(format!("{}: the key does not verify ({e})", path.display())))?;
+        let (key, _) = SignedSecretKey::from_reader_single(BufReader::new(file)).map_err(|e| {
+            PortError::Key(format!(
+                "{}: not an OpenPGP private key ({e})",
+                path.display()
+            ))
+        })?;
+        key.verify_bindings().map_err(|e| {
+            PortError::Key(format!("{}: the key does not verify ({e})", path.display()))
+        })?;
         Ok(Self { key, passphrase })
     }
 
@@ -43,7 +48,9 @@ impl DecryptionKey {
         let (message, _) = Message::from_reader(BufReader::with_capacity(1 << 16, file))
             .map_err(|e| PortError::Decrypt(format!("not an OpenPGP message ({e})")))?;
         if !message.is_encrypted() {
-            return Err(PortError::Decrypt("the OpenPGP message is not encrypted".into()));
+            return Err(PortError::Decrypt(
+                "the OpenPGP message is not encrypted".into(),
+            ));
         }
         let password = Password::from(self.passphrase.as_str());
         let mut message = message.decrypt(&password, &self.key).map_err(|e| {
@@ -73,10 +80,15 @@ impl Recipient {
     /// encrypt.
     pub fn load(path: &Path) -> Result<Self, PortError> {
         let file = std::fs::File::open(path).map_err(|e| PortError::io(path, e))?;
-        let (key, _) = SignedPublicKey::from_reader_single(BufReader::new(file))
-            .map_err(|e| PortError::Key(format!("{}: not an OpenPGP public key ({e})", path.display())))?;
-        key.verify_bindings()
-            .map_err(|e| PortError::Key(format!("{}: the key does not verify ({e})", path.display())))?;
+        let (key, _) = SignedPublicKey::from_reader_single(BufReader::new(file)).map_err(|e| {
+            PortError::Key(format!(
+                "{}: not an OpenPGP public key ({e})",
+                path.display()
+            ))
+        })?;
+        key.verify_bindings().map_err(|e| {
+            PortError::Key(format!("{}: the key does not verify ({e})", path.display()))
+        })?;
         let recipient = Self { key };
         if recipient.encryption_subkey().is_none() && !recipient.key.algorithm().can_encrypt() {
             return Err(PortError::Key(format!(
@@ -103,7 +115,12 @@ impl Recipient {
     ///
     /// # Errors
     /// [`PortError::Encrypt`] when encryption or writing fails.
-    pub fn encrypt<R: Read, W: Write>(&self, plain: R, out: W, armor: bool) -> Result<(), PortError> {
+    pub fn encrypt<R: Read, W: Write>(
+        &self,
+        plain: R,
+        out: W,
+        armor: bool,
+    ) -> Result<(), PortError> {
         let mut rng = rand_pgp::thread_rng();
         let mut builder = MessageBuilder::from_reader("", plain)
             .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);

@@ -66,8 +66,13 @@ impl Records {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|_| PortError::Input("the CSV header is not UTF-8".into()))?;
                 let columns = mapping.columns(&header);
-                for (needed, also) in [(Field::Id, None), (Field::Number, Some(Field::AccountNumber))] {
-                    if !columns.contains_key(&needed) && also.is_none_or(|f| !columns.contains_key(&f)) {
+                for (needed, also) in [
+                    (Field::Id, None),
+                    (Field::Number, Some(Field::AccountNumber)),
+                ] {
+                    if !columns.contains_key(&needed)
+                        && also.is_none_or(|f| !columns.contains_key(&f))
+                    {
                         return Err(PortError::Input(format!(
                             "the CSV header has no column for `{}` (name it with --map {}=COLUMN)",
                             needed.name(),

@@ -448,7 +448,9 @@ pub trait PortabilityStore: Send + Sync {
 
 /// The vault's durable state.
 #[async_trait]
-pub trait Store: AuditStore + IdempotencyStore + KeyStore + StoreStats + PortabilityStore + Send + Sync {
+pub trait Store:
+    AuditStore + IdempotencyStore + KeyStore + StoreStats + PortabilityStore + Send + Sync
+{
     async fn ping(&self) -> Result<(), StoreError>;
 
     async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError>;

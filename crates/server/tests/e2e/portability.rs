@@ -72,8 +72,8 @@ fn encrypt_to(public: &Path, plain: Vec<u8>, out: &Path) {
         SignedPublicKey::from_reader_single(std::fs::File::open(public).unwrap()).unwrap()
     };
     let mut rng = rand_pgp::thread_rng();
-    let mut builder = MessageBuilder::from_bytes("", plain)
-        .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+    let mut builder =
+        MessageBuilder::from_bytes("", plain).seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
     builder.compression(CompressionAlgorithm::ZLIB);
     builder
         .encrypt_to_key(&mut rng, &key.public_subkeys[0])
@@ -103,7 +103,9 @@ fn import_command(vault: &Vault, project: &str, input: &Path, extra: &[&str]) ->
 
 /// Runs an import to its end; returns its `done` line.
 fn import(vault: &Vault, project: &str, input: &Path, extra: &[&str]) -> Value {
-    let out = import_command(vault, project, input, extra).output().unwrap();
+    let out = import_command(vault, project, input, extra)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -161,9 +163,7 @@ fn assert_no_file_holds(dir: &Path, secrets: &[String]) {
         let bytes = std::fs::read(&path).unwrap_or_default();
         for secret in secrets {
             assert!(
-                !bytes
-                    .windows(secret.len())
-                    .any(|w| w == secret.as_bytes()),
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
                 "{} holds a card number",
                 path.display()
             );
@@ -188,13 +188,27 @@ async fn a_big_encrypted_csv_is_imported_completely() {
             .env("CARDVAULT_IMPORT_PASSPHRASE", PASSPHRASE);
         let out = command.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0], json!({"event": "checked", "total": BIG}));
-        assert!(lines.iter().any(|l| l["event"] == "progress" && l["done"] == BIG));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["event"] == "progress" && l["done"] == BIG)
+        );
         lines.last().unwrap().clone()
     };
-    eprintln!("imported {BIG} records in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "imported {BIG} records in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(done["rows"], BIG);
     assert_eq!(done["imported"], BIG);
     assert_eq!(done["rejected"], 0);
@@ -218,13 +232,21 @@ async fn a_big_encrypted_csv_is_imported_completely() {
             card_number(i)
         );
         assert_eq!(sent(&vault, &stub, token, "${lastName}").await, "Lovelace");
-        assert_eq!(sent(&vault, &stub, token, "${expirationYear4}").await, "2031");
+        assert_eq!(
+            sent(&vault, &stub, token, "${expirationYear4}").await,
+            "2031"
+        );
     }
 
     // Audited as one event with its counts.
     let out = vault
         .cli()
-        .args(["audit", "export", "--data-dir", vault.data_dir().to_str().unwrap()])
+        .args([
+            "audit",
+            "export",
+            "--data-dir",
+            vault.data_dir().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let imports: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -236,7 +258,10 @@ async fn a_big_encrypted_csv_is_imported_completely() {
     assert_eq!(imports[0]["detail"]["imported"], BIG);
     assert_eq!(imports[0]["project_id"], vault.keys.project_id.as_str());
 
-    let sample: Vec<String> = [0, 7, BIG / 2, BIG - 1].iter().map(|i| card_number(*i)).collect();
+    let sample: Vec<String> = [0, 7, BIG / 2, BIG - 1]
+        .iter()
+        .map(|i| card_number(*i))
+        .collect();
     assert_no_file_holds(vault.dir.path(), &sample);
 }
 
@@ -249,18 +274,18 @@ async fn bad_records_are_refused_by_line_and_reason_and_the_rest_imported() {
     // The operator's own plain file: the one place card numbers are on disk in this test.
     let mut csv = b"id,type,number,exp_month,exp_year,routing_number,first_name\n".to_vec();
     let rows: [&[u8]; 12] = [
-        b"a1,card,4242424242424242,07,2031,,Ada\n",      // line 2: good
-        b"a2,card,4242424242424241,07,2031,,Ada\n",      // 3: bad Luhn
-        b"a3,card,5555555555554444,01,2020,,Ada\n",      // 4: expired
-        b"a4,bank,12,,,110000000,Ada\n",                 // 5: short account
-        b"a5,card,378282246310005,07,2031\n",            // 6: a column missing
-        b"a6,card,4242424242424242,07,2031,,Ad\xff\n",   // 7: not UTF-8
-        b",card,4242424242424242,07,2031,,Ada\n",        // 8: no id
-        b"a1,card,5555555555554444,07,2031,,Ada\n",      // 9: id seen before
-        b"a9,card,5555555555554444,13,2031,,Ada\n",      // 10: bad month
-        b"a10,bank,000123456789,,,110000000,Ada\n",      // 11: good bank account
-        b"a11,card,,07,2031,,Ada\n",                     // 12: no number
-        b"a12,cheque,4242424242424242,07,2031,,Ada\n",   // 13: unknown type
+        b"a1,card,4242424242424242,07,2031,,Ada\n", // line 2: good
+        b"a2,card,4242424242424241,07,2031,,Ada\n", // 3: bad Luhn
+        b"a3,card,5555555555554444,01,2020,,Ada\n", // 4: expired
+        b"a4,bank,12,,,110000000,Ada\n",            // 5: short account
+        b"a5,card,378282246310005,07,2031\n",       // 6: a column missing
+        b"a6,card,4242424242424242,07,2031,,Ad\xff\n", // 7: not UTF-8
+        b",card,4242424242424242,07,2031,,Ada\n",   // 8: no id
+        b"a1,card,5555555555554444,07,2031,,Ada\n", // 9: id seen before
+        b"a9,card,5555555555554444,13,2031,,Ada\n", // 10: bad month
+        b"a10,bank,000123456789,,,110000000,Ada\n", // 11: good bank account
+        b"a11,card,,07,2031,,Ada\n",                // 12: no number
+        b"a12,cheque,4242424242424242,07,2031,,Ada\n", // 13: unknown type
     ];
     for row in rows {
         csv.extend_from_slice(row);
@@ -293,8 +318,14 @@ async fn bad_records_are_refused_by_line_and_reason_and_the_rest_imported() {
     let map = mapping(&input.with_extension("csv.mapping.csv"));
     assert_eq!(map.len(), 2);
     assert_eq!(sent(&vault, &stub, &map["a1"], "${cardNumber}").await, VISA);
-    assert_eq!(sent(&vault, &stub, &map["a10"], "${accountNumber}").await, ACCOUNT);
-    assert_eq!(sent(&vault, &stub, &map["a10"], "${routingNumber}").await, "110000000");
+    assert_eq!(
+        sent(&vault, &stub, &map["a10"], "${accountNumber}").await,
+        ACCOUNT
+    );
+    assert_eq!(
+        sent(&vault, &stub, &map["a10"], "${routingNumber}").await,
+        "110000000"
+    );
 
     // JSON lines: a line that is no JSON object is refused too.
     let lines = dir.path().join("mixed.jsonl");
@@ -306,8 +337,16 @@ async fn bad_records_are_refused_by_line_and_reason_and_the_rest_imported() {
          {\"id\": \"j2\", \"cardNumber\": \"5555555555554445\", \"expiry\": \"07/31\"}\n",
     )
     .unwrap();
-    let done = import(&vault, &vault.keys.project_id, &lines, &["--format", "jsonl"]);
-    assert_eq!((done["imported"].as_u64(), done["rejected"].as_u64()), (Some(1), Some(2)));
+    let done = import(
+        &vault,
+        &vault.keys.project_id,
+        &lines,
+        &["--format", "jsonl"],
+    );
+    assert_eq!(
+        (done["imported"].as_u64(), done["rejected"].as_u64()),
+        (Some(1), Some(2))
+    );
     assert_eq!(
         std::fs::read_to_string(lines.with_extension("jsonl.rejects.csv")).unwrap(),
         "line,reason\n2,invalid_json\n4,invalid_card_number\n"
@@ -316,11 +355,18 @@ async fn bad_records_are_refused_by_line_and_reason_and_the_rest_imported() {
     // A header without a number column is refused before anything is read.
     let headless = dir.path().join("headless.csv");
     std::fs::write(&headless, "id,cc\nx1,4242424242424242\n").unwrap();
-    let out = import_command(&vault, &vault.keys.project_id, &headless, &[]).output().unwrap();
+    let out = import_command(&vault, &vault.keys.project_id, &headless, &[])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--map number=COLUMN"));
     // ... and imported with an explicit mapping (no expiry: refused by line).
-    let done = import(&vault, &vault.keys.project_id, &headless, &["--map", "number=cc"]);
+    let done = import(
+        &vault,
+        &vault.keys.project_id,
+        &headless,
+        &["--map", "number=cc"],
+    );
     assert_eq!(done["rejected"], 1);
     assert_eq!(
         std::fs::read_to_string(headless.with_extension("csv.rejects.csv")).unwrap(),
@@ -330,7 +376,10 @@ async fn bad_records_are_refused_by_line_and_reason_and_the_rest_imported() {
     for report in [rejects, lines.with_extension("jsonl.rejects.csv")] {
         assert_no_file_holds(&report, &[VISA.into(), MASTERCARD.into(), AMEX.into()]);
     }
-    assert_no_file_holds(&vault.data_dir(), &[VISA.into(), MASTERCARD.into(), ACCOUNT.into()]);
+    assert_no_file_holds(
+        &vault.data_dir(),
+        &[VISA.into(), MASTERCARD.into(), ACCOUNT.into()],
+    );
 }
 
 #[tokio::test]
@@ -342,7 +391,12 @@ async fn a_killed_import_resumes_and_imports_every_record_exactly_once() {
     let input = dir.path().join("cards.csv.gpg");
     const N: u64 = 20_000;
     encrypt_to(&public, cards_csv(N), &input);
-    let key = ["--decrypt-key", private.to_str().unwrap(), "--batch-size", "250"];
+    let key = [
+        "--decrypt-key",
+        private.to_str().unwrap(),
+        "--batch-size",
+        "250",
+    ];
 
     // Killed (SIGKILL) once the first batches are stored.
     let mut child = import_command(&vault, &vault.keys.project_id, &input, &key)
@@ -354,14 +408,20 @@ async fn a_killed_import_resumes_and_imports_every_record_exactly_once() {
     loop {
         let line: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
         if line["event"] == "progress" {
-            assert!(line["done"].as_u64().unwrap() < N, "the import ended before the kill");
+            assert!(
+                line["done"].as_u64().unwrap() < N,
+                "the import ended before the kill"
+            );
             break;
         }
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let stored = vault.token_count().await;
-    assert!(stored > 0 && (stored as u64) < N, "{stored} stored before the kill");
+    assert!(
+        stored > 0 && (stored as u64) < N,
+        "{stored} stored before the kill"
+    );
     assert_eq!(
         count(&vault, "SELECT count(*) FROM import_keys").await,
         stored,
@@ -379,7 +439,13 @@ async fn a_killed_import_resumes_and_imports_every_record_exactly_once() {
 
     // Run again: nothing new.
     let again = import(&vault, &vault.keys.project_id, &input, &key);
-    assert_eq!((again["imported"].as_u64(), again["already_imported"].as_u64()), (Some(0), Some(N)));
+    assert_eq!(
+        (
+            again["imported"].as_u64(),
+            again["already_imported"].as_u64()
+        ),
+        (Some(0), Some(N))
+    );
     assert_eq!(vault.token_count().await as u64, N);
     assert_eq!(mapping(&input.with_extension("gpg.mapping.csv")), map);
     for i in [0, N / 2, N - 1] {
@@ -433,7 +499,12 @@ async fn a_wrong_key_or_a_tampered_file_imports_nothing() {
     let wrong = dir.path().join("wrong-pass");
     std::fs::write(&wrong, "not it\n").unwrap();
     let stderr = refused(
-        &["--decrypt-key", locked.to_str().unwrap(), "--passphrase-file", wrong.to_str().unwrap()],
+        &[
+            "--decrypt-key",
+            locked.to_str().unwrap(),
+            "--passphrase-file",
+            wrong.to_str().unwrap(),
+        ],
         &for_locked,
     );
     assert!(stderr.contains("cannot decrypt the input"), "{stderr}");
@@ -447,7 +518,12 @@ async fn a_wrong_key_or_a_tampered_file_imports_nothing() {
         &vault,
         &vault.keys.project_id,
         &for_locked,
-        &["--decrypt-key", locked.to_str().unwrap(), "--passphrase-file", right.to_str().unwrap()],
+        &[
+            "--decrypt-key",
+            locked.to_str().unwrap(),
+            "--passphrase-file",
+            right.to_str().unwrap(),
+        ],
     );
     assert_eq!(done["imported"], 10);
 }
@@ -465,7 +541,10 @@ async fn an_export_imported_into_a_second_vault_gives_the_same_cards_new_tokens(
         let body = first
             .tokenize(json!({"cardNumber": number, "expirationMonth": "7", "expirationYear": "2031", "firstName": HOLDER_FIRST, "lastName": format!("L{i}")}))
             .await;
-        cards.insert(body["token"].as_str().unwrap().to_owned(), number.to_string());
+        cards.insert(
+            body["token"].as_str().unwrap().to_owned(),
+            number.to_string(),
+        );
     }
     for i in 0..50 {
         let number = card_number(i);
@@ -509,48 +588,87 @@ async fn an_export_imported_into_a_second_vault_gives_the_same_cards_new_tokens(
     assert!(!output.exists());
     let out = export(&["--i-understand-this-exports-card-data"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let done: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(done["exported"], cards.len() as u64 + 1);
 
-    let mut command = import_command(&second, &second.keys.project_id, &output, &["--format", "jsonl"]);
+    let mut command = import_command(
+        &second,
+        &second.keys.project_id,
+        &output,
+        &["--format", "jsonl"],
+    );
     command
         .args(["--decrypt-key", private.to_str().unwrap()])
         .env("CARDVAULT_IMPORT_PASSPHRASE", PASSPHRASE);
     let out = command.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let map = mapping(&output.with_extension("gpg.mapping.csv"));
     assert_eq!(map.len(), cards.len() + 1);
     for (old, number) in &cards {
         let new = &map[old];
         assert_ne!(new, old);
-        assert_eq!(sent(&second, &stub, new, "${cardNumber}").await, number.as_str());
+        assert_eq!(
+            sent(&second, &stub, new, "${cardNumber}").await,
+            number.as_str()
+        );
     }
     let (old_visa, _) = cards.iter().find(|(_, n)| n.as_str() == VISA).unwrap();
-    assert_eq!(sent(&second, &stub, &map[old_visa], "${firstName}").await, HOLDER_FIRST);
-    assert_eq!(sent(&second, &stub, &map[&bank_token], "${accountNumber}").await, ACCOUNT);
+    assert_eq!(
+        sent(&second, &stub, &map[old_visa], "${firstName}").await,
+        HOLDER_FIRST
+    );
+    assert_eq!(
+        sent(&second, &stub, &map[&bank_token], "${accountNumber}").await,
+        ACCOUNT
+    );
     assert!(!map.contains_key(&deleted));
 
     // Audited on both sides; nothing in the clear anywhere.
     let actions = |vault: &Vault| {
         let out = vault
             .cli()
-            .args(["audit", "export", "--data-dir", vault.data_dir().to_str().unwrap()])
+            .args([
+                "audit",
+                "export",
+                "--data-dir",
+                vault.data_dir().to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .filter(|r| r["action"].as_str().unwrap().starts_with("cards."))
-            .map(|r| (r["action"].as_str().unwrap().to_owned(), r["detail"].clone()))
+            .map(|r| {
+                (
+                    r["action"].as_str().unwrap().to_owned(),
+                    r["detail"].clone(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(
         actions(&first),
-        vec![("cards.export".to_owned(), json!({"exported": cards.len() + 1}))]
+        vec![(
+            "cards.export".to_owned(),
+            json!({"exported": cards.len() + 1})
+        )]
     );
     assert_eq!(actions(&second)[0].0, "cards.import");
-    let secrets: Vec<String> = cards.values().cloned().chain([ACCOUNT.to_owned()]).collect();
+    let secrets: Vec<String> = cards
+        .values()
+        .cloned()
+        .chain([ACCOUNT.to_owned()])
+        .collect();
     assert_no_file_holds(second.dir.path(), &secrets);
     assert_no_file_holds(&first.data_dir(), &secrets);
 }
