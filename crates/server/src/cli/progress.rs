@@ -9,6 +9,9 @@ use serde_json::json;
 /// JSON progress lines at most this often (and always the last one).
 const JSON_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// The last state not yet printed as a JSON line: done, total, the job's own counts.
+type Pending = (u64, u64, Vec<(&'static str, u64)>);
+
 /// How far a job is: `done` of `total`, plus counts of its own (`rejected`, say).
 pub(super) struct Meter {
     json: bool,
@@ -16,7 +19,7 @@ pub(super) struct Meter {
     bar: Option<ProgressBar>,
     started: Option<Instant>,
     last_line: Option<Instant>,
-    pending: Option<(u64, u64, Vec<(&'static str, u64)>)>,
+    pending: Option<Pending>,
 }
 
 impl Meter {

@@ -69,8 +69,14 @@ pub enum Progress {
 
 /// A record after the reading thread: sealed and ready to store, or refused.
 enum Prepared {
-    Ready { old_id: String, token: TokenRecord },
-    Refused { line: u64, reason: String },
+    Ready {
+        old_id: String,
+        token: Box<TokenRecord>,
+    },
+    Refused {
+        line: u64,
+        reason: String,
+    },
 }
 
 /// Imports the input into `project`; returns the counts.
@@ -155,7 +161,7 @@ pub async fn run(
 fn count(options: &Options) -> Result<u64, PortError> {
     let mut records = open(options)?;
     let mut n = 0;
-    while records.next()?.is_some() {
+    while records.next_item()?.is_some() {
         n += 1;
     }
     Ok(n)
@@ -189,7 +195,7 @@ fn prepare(
     let mut seen = HashSet::new();
     let mut batch = Vec::with_capacity(options.batch_size);
     let created_at = now_unix();
-    while let Some(item) = records.next()? {
+    while let Some(item) = records.next_item()? {
         let prepared = match item {
             Item::Refused { line, reason } => Prepared::Refused { line, reason },
             Item::Record { line, record } => {
@@ -209,7 +215,7 @@ fn prepare(
                                 let sealed = valid.data.seal(keyring, &project.id, &id)?;
                                 Prepared::Ready {
                                     old_id,
-                                    token: TokenRecord {
+                                    token: Box::new(TokenRecord {
                                         id,
                                         project_id: project.id.clone(),
                                         kind: valid.kind,
@@ -220,7 +226,7 @@ fn prepare(
                                         brand: valid.brand,
                                         created_at,
                                         expires_at: options.expires_at,
-                                    },
+                                    }),
                                 }
                             }
                         },
@@ -269,7 +275,7 @@ async fn store_batch<'a>(
     let ready: Vec<(&str, &TokenRecord)> = batch
         .iter()
         .filter_map(|p| match p {
-            Prepared::Ready { old_id, token } => Some((old_id.as_str(), token)),
+            Prepared::Ready { old_id, token } => Some((old_id.as_str(), &**token)),
             Prepared::Refused { .. } => None,
         })
         .collect();

@@ -43,7 +43,7 @@ impl Records {
     ///
     /// # Errors
     /// [`PortError::Input`] when a CSV header lacks the id's or the number's column (or is not
-    /// UTF-8); a failed read as [`Self::next`].
+    /// UTF-8); a failed read as [`Self::next_item`].
     pub fn open(
         input: Box<dyn BufRead + Send>,
         format: Format,
@@ -102,7 +102,7 @@ impl Records {
     /// # Errors
     /// [`PortError::Integrity`] when an encrypted stream fails (tampered with, cut short),
     /// [`PortError::Input`] when a plain one cannot be read.
-    pub fn next(&mut self) -> Result<Option<Item>, PortError> {
+    pub fn next_item(&mut self) -> Result<Option<Item>, PortError> {
         let encrypted = self.encrypted;
         match &mut self.inner {
             Inner::Csv {
