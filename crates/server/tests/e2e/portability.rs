@@ -112,9 +112,29 @@ fn import(vault: &Vault, project: &str, input: &Path, extra: &[&str]) -> Value {
         "import failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_output_clean(&out);
     let done: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(done["event"], "done", "{stdout}");
     done
+}
+
+/// A CLI run's output (progress, summary, errors) names no card or account number.
+fn assert_output_clean(out: &std::process::Output) {
+    let text = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    let text = String::from_utf8_lossy(&text);
+    for secret in [
+        VISA,
+        MASTERCARD,
+        AMEX,
+        ACCOUNT,
+        &card_number(0),
+        &card_number(1),
+    ] {
+        assert!(
+            !text.contains(secret),
+            "the output holds a card number: {text}"
+        );
+    }
 }
 
 /// `old_id → token` from a mapping file (its header checked).
@@ -187,6 +207,7 @@ async fn a_big_encrypted_csv_is_imported_completely() {
             .args(["--decrypt-key", private.to_str().unwrap()])
             .env("CARDVAULT_IMPORT_PASSPHRASE", PASSPHRASE);
         let out = command.output().unwrap();
+        assert_output_clean(&out);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -472,6 +493,7 @@ async fn a_wrong_key_or_a_tampered_file_imports_nothing() {
             .output()
             .unwrap();
         assert!(!out.status.success());
+        assert_output_clean(&out);
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let stderr = refused(&["--decrypt-key", other.to_str().unwrap()], &input);
@@ -587,6 +609,7 @@ async fn an_export_imported_into_a_second_vault_gives_the_same_cards_new_tokens(
     assert!(String::from_utf8_lossy(&out.stderr).contains("--i-understand-this-exports-card-data"));
     assert!(!output.exists());
     let out = export(&["--i-understand-this-exports-card-data"]);
+    assert_output_clean(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -606,6 +629,7 @@ async fn an_export_imported_into_a_second_vault_gives_the_same_cards_new_tokens(
         .args(["--decrypt-key", private.to_str().unwrap()])
         .env("CARDVAULT_IMPORT_PASSPHRASE", PASSPHRASE);
     let out = command.output().unwrap();
+    assert_output_clean(&out);
     assert!(
         out.status.success(),
         "{}",
