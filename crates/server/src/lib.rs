@@ -22,6 +22,7 @@ pub mod keys;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod portability;
 pub mod redis_connection;
 pub mod server_tls;
 pub mod store;

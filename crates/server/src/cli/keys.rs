@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::{CliError, VaultDir};
@@ -18,9 +17,6 @@ use crate::keys::rewrap;
 use crate::keys::rotation::{self, Progress, Rotation};
 use crate::store::{SealedKind, Store};
 use crate::{StartError, load_keyring, open_store};
-
-/// JSON progress lines at most this often (and always the last one).
-const JSON_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 async fn open(vault: &VaultDir) -> Result<(Arc<dyn Store>, Arc<Keyring>), CliError> {
     let store = open_store(&vault.database(), false).await?;
@@ -87,20 +83,14 @@ async fn stop_on_signal(stop: Arc<AtomicBool>) {
 /// Progress as a bar on a terminal, or as JSON lines for automation.
 struct Display {
     json: bool,
-    bar: Option<ProgressBar>,
-    started: Option<Instant>,
-    last_line: Option<Instant>,
-    pending: Option<(u64, u64)>,
+    meter: super::progress::Meter,
 }
 
 impl Display {
     fn new(json: bool) -> Self {
         Self {
             json,
-            bar: None,
-            started: None,
-            last_line: None,
-            pending: None,
+            meter: super::progress::Meter::new(json, "resealing", "records"),
         }
     }
 
@@ -136,7 +126,7 @@ impl Display {
                         .replace("{s}", &seconds.to_string()),
                 );
             }
-            Progress::Resealed { done, total } => self.resealed(done, total),
+            Progress::Resealed { done, total } => self.meter.set(done, total, &[]),
         }
     }
 
@@ -148,62 +138,8 @@ impl Display {
         }
     }
 
-    fn resealed(&mut self, done: u64, total: u64) {
-        let started = *self.started.get_or_insert_with(Instant::now);
-        if self.json {
-            self.pending = Some((done, total));
-            let due = self
-                .last_line
-                .is_none_or(|at| at.elapsed() >= JSON_PROGRESS_EVERY);
-            if due || done == total {
-                self.json_progress(started);
-            }
-            return;
-        }
-        let bar = self.bar.get_or_insert_with(|| {
-            let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "resealing {bar:40} {pos}/{len} records  {per_sec}  ETA {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        bar.set_length(total);
-        bar.set_position(done);
-    }
-
-    fn json_progress(&mut self, started: Instant) {
-        let Some((done, total)) = self.pending.take() else {
-            return;
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        let rate = if seconds > 0.0 {
-            done as f64 / seconds
-        } else {
-            0.0
-        };
-        let eta = if rate > 0.0 {
-            Some(((total - done) as f64 / rate).ceil() as u64)
-        } else {
-            None
-        };
-        println!(
-            "{}",
-            json!({"event": "progress", "done": done, "total": total,
-                   "rate_per_second": rate.round(), "eta_seconds": eta})
-        );
-        self.last_line = Some(Instant::now());
-    }
-
     fn finish(&mut self) {
-        if let Some(started) = self.started {
-            self.json_progress(started);
-        }
-        if let Some(bar) = self.bar.take() {
-            bar.finish();
-        }
+        self.meter.finish();
     }
 }
 

@@ -20,6 +20,8 @@ mod audit;
 mod destinations;
 mod init;
 mod keys;
+mod port;
+mod progress;
 mod project;
 mod serve;
 
@@ -91,6 +93,13 @@ enum Command {
     },
     /// Print the HTTP API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
     Openapi,
+    /// Import cards and bank accounts from another vault's export (CSV or JSON lines, plain or
+    /// OpenPGP-encrypted) into a project, while the vault serves. Re-run (or resumed after a
+    /// kill), it imports no record twice.
+    Import(port::ImportArgs),
+    /// Export a project's live tokens with their card or bank data, encrypted to an OpenPGP
+    /// key, as JSON lines that `cardvault import --format jsonl` reads back.
+    Export(port::ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -566,6 +575,8 @@ async fn execute(command: Command) -> Result<(), CliError> {
             .await?;
             print_keys(&created, json, "application created")
         }
+        Command::Import(args) => port::import(args).await,
+        Command::Export(args) => port::export(args).await,
         Command::Openapi => {
             println!("{}", crate::api::openapi_json().map_err(CliError::Openapi)?);
             Ok(())

@@ -408,9 +408,49 @@ pub trait IdempotencyStore: Send + Sync {
     async fn sweep_idempotency_keys(&self, now: i64, limit: u32) -> Result<u64, StoreError>;
 }
 
+/// What `cardvault import` and `export` need from the database: tokens made in batches, each
+/// keyed by the id it had in the vault it came from, and a project's live tokens in pages.
+#[async_trait]
+pub trait PortabilityStore: Send + Sync {
+    /// Of these ids of another vault, the ones already imported into the project, each with
+    /// its token: `(old_id, token_id)`.
+    async fn imported_tokens(
+        &self,
+        project_id: &str,
+        old_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// Of these fingerprints, the ones a live token of the project holds: `(fingerprint,
+    /// token_id)` (deduplication).
+    async fn tokens_by_fingerprints(
+        &self,
+        project_id: &str,
+        fingerprints: &[Vec<u8>],
+    ) -> Result<Vec<(Vec<u8>, String)>, StoreError>;
+    /// In one transaction: inserts `tokens` and records `keys` (`old_id`, `token_id`), so a
+    /// record is imported with its key or not at all. `Conflict`, with nothing written, when a
+    /// key is taken or a card's fingerprint is (another run, or a tokenize call, was first).
+    async fn import_batch(
+        &self,
+        project_id: &str,
+        tokens: &[TokenRecord],
+        keys: &[(String, String)],
+    ) -> Result<(), StoreError>;
+    /// Up to `limit` live tokens of the project after token id `after`, in id order.
+    async fn live_tokens(
+        &self,
+        project_id: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
+    /// How many live tokens the project has.
+    async fn live_token_count(&self, project_id: &str) -> Result<u64, StoreError>;
+}
+
 /// The vault's durable state.
 #[async_trait]
-pub trait Store: AuditStore + IdempotencyStore + KeyStore + StoreStats + Send + Sync {
+pub trait Store:
+    AuditStore + IdempotencyStore + KeyStore + StoreStats + PortabilityStore + Send + Sync
+{
     async fn ping(&self) -> Result<(), StoreError>;
 
     async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError>;

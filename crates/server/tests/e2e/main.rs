@@ -23,6 +23,7 @@ mod keys_rotation;
 mod limits;
 mod metrics;
 mod openapi;
+mod portability;
 mod provisioning;
 mod proxy;
 mod proxy_errors;

@@ -13,6 +13,7 @@ use sqlx::{AnyPool, Connection, Executor};
 mod audit;
 mod idempotency;
 mod keys;
+mod portability;
 mod queries;
 mod rows;
 mod stats;

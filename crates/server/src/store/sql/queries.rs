@@ -342,36 +342,8 @@ impl Store for SqlStore {
 
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         self.before_write()?;
-        const COLUMNS: usize = 13;
-        const ROWS_PER_STATEMENT: usize = 400;
-        let now = now_unix();
         let mut tx = self.pool.begin().await?;
-        for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
-            let values = super::values_placeholders(chunk.len(), COLUMNS);
-            let sql = format!(
-                "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at) VALUES {}",
-                values
-            );
-            // Built from numbered placeholders only; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for token in chunk {
-                query = query
-                    .bind(token.id.clone())
-                    .bind(token.project_id.clone())
-                    .bind(token.kind.as_str())
-                    .bind(i64::from(token.sealed.key_version))
-                    .bind(token.sealed.nonce.clone())
-                    .bind(token.sealed.ciphertext.clone())
-                    .bind(token.fingerprint.clone())
-                    .bind(token.bin.clone())
-                    .bind(token.last4.clone())
-                    .bind(token.brand.clone())
-                    .bind(token.created_at)
-                    .bind(now)
-                    .bind(token.expires_at);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        super::portability::insert_token_rows(&mut tx, tokens, now_unix()).await?;
         tx.commit().await?;
         self.after_write()
     }
