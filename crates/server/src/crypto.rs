@@ -476,17 +476,23 @@ pub fn unwrap_data_key(
     master.unwrap(&key.wrapped, &wrap_aad(key.version))
 }
 
-/// `key` wrapped by `master` instead (a rewrap).
+/// `key` wrapped by `to` instead of `from` (a rewrap), read back through `to` before it is
+/// returned: a key that wraps but does not unwrap (a misbehaving token) must not strand the
+/// vault.
 pub fn rewrap_data_key(
     from: &dyn MasterKeyProvider,
     to: &dyn MasterKeyProvider,
     key: &WrappedDataKey,
 ) -> Result<WrappedDataKey, CryptoError> {
     let raw = unwrap_data_key(from, key)?;
-    Ok(WrappedDataKey {
+    let moved = WrappedDataKey {
         wrapped: to.wrap(&raw, &wrap_aad(key.version))?,
         ..key.clone()
-    })
+    };
+    if unwrap_data_key(to, &moved)? != raw {
+        return Err(CryptoError::Decrypt);
+    }
+    Ok(moved)
 }
 
 fn wrap_aad(version: u32) -> Vec<u8> {
