@@ -44,6 +44,21 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// The children first: nginx's workers outlive a killed master, and would keep the port,
+    /// CPU and any file lock the benchmark was started under.
+    fn drop(&mut self) {
+        let children: Vec<String> = self.pids().iter().skip(1).map(u32::to_string).collect();
+        if !children.is_empty() {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .args(children)
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn cpu_of(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;

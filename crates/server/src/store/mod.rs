@@ -24,6 +24,9 @@ pub enum StoreError {
     Conflict,
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The embedded database, on a connection of our own (see `sql::direct`).
+    #[error("database unavailable")]
+    Sqlite(#[source] rusqlite::Error),
     #[error("database files")]
     Files(#[from] FileProblem),
     #[error("database file")]
@@ -41,7 +44,11 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable(_) | Self::Files(_) | Self::FileIo(_) | Self::Migration(_)
+            Self::Unavailable(_)
+                | Self::Sqlite(_)
+                | Self::Files(_)
+                | Self::FileIo(_)
+                | Self::Migration(_)
         )
     }
 }

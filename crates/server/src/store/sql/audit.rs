@@ -12,12 +12,31 @@ use crate::store::{AuditFilter, AuditStore, StoreError};
 /// (65,535) limits, and as many as the writer groups at once, so a group is one statement.
 const ROWS_PER_STATEMENT: usize = 512;
 
+/// The columns an insert sets (`id` is assigned by the database).
+pub(super) const INSERTED_COLUMNS: &str = "chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash";
+
 const COLUMNS: &str = "id, chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash";
 
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
         self.before_write()?;
+        if let Some(direct) = &self.direct {
+            let written = match direct.append_audit(rows, false) {
+                Ok(written) => written,
+                // Another writer holds the file: wait for it off the runtime's threads.
+                Err(_busy) => {
+                    let direct = direct.clone();
+                    let rows = rows.to_vec();
+                    tokio::task::spawn_blocking(move || direct.append_audit(&rows, true))
+                        .await
+                        .map_err(|_| StoreError::Corrupt("the audit write's thread"))?
+                        .unwrap_or_else(|busy| Err(StoreError::Sqlite(busy.0)))
+                }
+            };
+            written?;
+            return self.after_write();
+        }
         if rows.len() <= ROWS_PER_STATEMENT {
             // One statement is atomic on its own: no transaction, one round trip.
             insert_audit_rows(rows).execute(&self.pool).await?;
@@ -110,7 +129,7 @@ fn insert_audit_rows(
 ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
     const COLUMNS: usize = 12;
     let sql = format!(
-        "INSERT INTO audit_log (chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash) VALUES {}",
+        "INSERT INTO audit_log ({INSERTED_COLUMNS}) VALUES {}",
         super::values_placeholders(rows.len(), COLUMNS)
     );
     // Built from numbered placeholders only; every value is bound.

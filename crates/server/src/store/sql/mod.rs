@@ -11,6 +11,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection, Executor};
 
 mod audit;
+mod direct;
 mod idempotency;
 mod keys;
 mod portability;
@@ -32,6 +33,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// (see `sqlite_upkeep`). `secure_delete` zeroes the space a deleted or rewritten value leaves in
 /// its page: without it, a deleted token's ciphertext stays readable in the file's free space.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 16777216; PRAGMA secure_delete = ON;";
+
+/// The `busy_timeout` of `SQLITE_PRAGMAS`: how long a writer waits for another's transaction.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 5000;
 
 /// Checkpoints are the keeper's (see `sqlite_upkeep`) on the connections that serve calls: run
 /// inline, one would stall the commit that triggered it, and every call waiting on that commit,
@@ -86,6 +90,8 @@ pub struct SqlStore {
     pool: AnyPool,
     /// The embedded database's file watch and log bound; none on PostgreSQL.
     sqlite: Option<Arc<SqliteUpkeep>>,
+    /// The embedded database's hot statements on the calling thread; none on PostgreSQL.
+    direct: Option<Arc<direct::DirectSqlite>>,
 }
 
 impl SqlStore {
@@ -95,7 +101,7 @@ impl SqlStore {
     /// [`StoreError::Unavailable`] when the database cannot be reached or migrated.
     pub async fn open(database: &Database, create: bool) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let (pool, migrator, sqlite) = match database {
+        let (pool, migrator, sqlite, direct) = match database {
             Database::Sqlite(path) => {
                 let url = sqlite_url(path, create);
                 let pool = AnyPoolOptions::new()
@@ -116,7 +122,8 @@ impl SqlStore {
                 let mut keeper = sqlx::AnyConnection::connect(&sqlite_url(path, false)).await?;
                 keeper.execute(SQLITE_PRAGMAS).await?;
                 let upkeep = SqliteUpkeep::start(path, keeper)?;
-                (pool, &SQLITE_MIGRATIONS, Some(upkeep))
+                let direct = Arc::new(direct::DirectSqlite::new(path));
+                (pool, &SQLITE_MIGRATIONS, Some(upkeep), Some(direct))
             }
             Database::Postgres {
                 url,
@@ -127,11 +134,15 @@ impl SqlStore {
                     .acquire_timeout(Duration::from_secs(5))
                     .connect(secrecy::ExposeSecret::expose_secret(url))
                     .await?;
-                (pool, &POSTGRES_MIGRATIONS, None)
+                (pool, &POSTGRES_MIGRATIONS, None, None)
             }
         };
         migrator.run(&pool).await?;
-        Ok(Self { pool, sqlite })
+        Ok(Self {
+            pool,
+            sqlite,
+            direct,
+        })
     }
 
     /// Before a read: on SQLite, the files were right at the last check.

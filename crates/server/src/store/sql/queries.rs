@@ -188,6 +188,12 @@ impl Store for SqlStore {
 
     async fn token(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError> {
         self.before_read()?;
+        if let Some(direct) = &self.direct
+            && let Ok(found) = direct.token(project_id, id, now_unix())
+        {
+            return found;
+        }
+        // PostgreSQL, or a SQLite read that would have waited for a lock: waits here.
         let row = sqlx::query(select_token!(
             "id = $1 AND project_id = $2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $3)"
         ))

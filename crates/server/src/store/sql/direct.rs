@@ -1,0 +1,381 @@
+//! The two statements every proxy call runs on the embedded database — the token read and the
+//! audit insert — on connections of our own, run on the calling thread.
+//!
+//! Through sqlx, each SQLite statement is a message to the connection's own worker thread and
+//! a wake-up each way; at a few microseconds of SQLite work per statement, those hand-offs were
+//! most of the proxy's database cost (docs/benchmarks.md, issue 17). Here a statement runs
+//! where the call runs. That is only safe while it cannot wait long: a read in WAL mode does
+//! not wait for writers, and a write that finds the file locked (another writer's transaction)
+//! is not waited for on the runtime's thread — the caller is told [`Busy`] and takes the
+//! waiting path instead (sqlx's worker, or a blocking thread).
+//!
+//! Every connection has the pool's settings (`SQLITE_PRAGMAS`, no inline checkpoint).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+
+use crate::audit::AuditRow;
+use crate::crypto::Sealed;
+use crate::store::{StoreError, TokenKind, TokenRecord};
+
+/// Idle read connections kept; more may be open at once under a burst, and are then closed.
+const IDLE_READERS: usize = 8;
+
+/// A statement on the calling thread never waits for a lock: it gives up at once with [`Busy`].
+const INLINE_BUSY_TIMEOUT: Duration = Duration::ZERO;
+
+/// Prepared statements kept per connection: the token read and an audit insert per group size.
+const STATEMENT_CACHE: usize = AUDIT_ROWS_PER_STATEMENT + 4;
+
+/// The statement met a lock it would have to wait for; nothing was done.
+#[derive(Debug)]
+pub(super) struct Busy(pub(super) rusqlite::Error);
+
+pub(super) struct DirectSqlite {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    /// The audit writer's connection (one writer task per process).
+    writer: Mutex<Option<Connection>>,
+}
+
+impl DirectSqlite {
+    pub(super) fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            readers: Mutex::new(Vec::new()),
+            writer: Mutex::new(None),
+        }
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.execute_batch(super::SQLITE_PRAGMAS)?;
+        conn.execute_batch(super::SQLITE_NO_INLINE_CHECKPOINT)?;
+        conn.busy_timeout(INLINE_BUSY_TIMEOUT)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    /// The live token `id` of `project_id` (`NotFound` when absent, deleted or expired at
+    /// `now`), or [`Busy`].
+    pub(super) fn token(
+        &self,
+        project_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Result<TokenRecord, StoreError>, Busy> {
+        let conn = self
+            .readers
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop())
+            .map_or_else(|| self.open(), Ok);
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => return busy_or(e),
+        };
+        let found = read_token(&conn, project_id, id, now);
+        if let Ok(mut idle) = self.readers.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+        match found {
+            Ok(Some(record)) => Ok(record),
+            Ok(None) => Ok(Err(StoreError::NotFound)),
+            Err(e) => busy_or(e),
+        }
+    }
+
+    /// Inserts `rows` in one transaction, or answers [`Busy`] (nothing written) when another
+    /// writer holds the file. With `wait`, waits for the lock like any other writer instead
+    /// (call it from a blocking thread then).
+    pub(super) fn append_audit(
+        &self,
+        rows: &[AuditRow],
+        wait: bool,
+    ) -> Result<Result<(), StoreError>, Busy> {
+        let Ok(mut slot) = self.writer.lock() else {
+            return Ok(Err(StoreError::Corrupt("audit writer connection")));
+        };
+        if slot.is_none() {
+            match self.open() {
+                Ok(conn) => *slot = Some(conn),
+                Err(e) => return busy_or(e),
+            }
+        }
+        let Some(conn) = slot.as_mut() else {
+            return Ok(Err(StoreError::Corrupt("audit writer connection")));
+        };
+        let timeout = if wait {
+            Duration::from_millis(super::SQLITE_BUSY_TIMEOUT_MS)
+        } else {
+            INLINE_BUSY_TIMEOUT
+        };
+        if let Err(e) = conn.busy_timeout(timeout) {
+            return busy_or(e);
+        }
+        match insert_audit(conn, rows) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => busy_or(e),
+        }
+    }
+}
+
+/// `Busy` for a lock that would have to be waited for; the error as the store's otherwise.
+fn busy_or<T>(e: rusqlite::Error) -> Result<Result<T, StoreError>, Busy> {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Err(Busy(e)),
+        _ => Ok(Err(StoreError::from(e))),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::QueryReturnedNoRows => Self::NotFound,
+            rusqlite::Error::SqliteFailure(failure, _)
+                if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+            {
+                Self::Conflict
+            }
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => Self::Corrupt("a stored value's type"),
+            other => Self::Sqlite(other),
+        }
+    }
+}
+
+fn read_token(
+    conn: &Connection,
+    project_id: &str,
+    id: &str,
+    now: i64,
+) -> rusqlite::Result<Option<Result<TokenRecord, StoreError>>> {
+    let mut statement = conn.prepare_cached(super::rows::select_token!(
+        "id = ?1 AND project_id = ?2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)"
+    ))?;
+    statement
+        .query_row(params![id, project_id, now], |row| {
+            let kind: String = row.get("kind")?;
+            let kind = match kind.as_str() {
+                "card" => TokenKind::Card,
+                "bank" => TokenKind::Bank,
+                _ => return Ok(Err(StoreError::Corrupt("token kind"))),
+            };
+            let key_version: i64 = row.get("key_version")?;
+            let Ok(key_version) = u32::try_from(key_version) else {
+                return Ok(Err(StoreError::Corrupt("token key version")));
+            };
+            Ok(Ok(TokenRecord {
+                id: row.get("id")?,
+                project_id: row.get("project_id")?,
+                kind,
+                sealed: Sealed {
+                    key_version,
+                    nonce: row.get("nonce")?,
+                    ciphertext: row.get("ciphertext")?,
+                },
+                fingerprint: row.get("fingerprint")?,
+                bin: row.get("bin")?,
+                last4: row.get("last4")?,
+                brand: row.get("brand")?,
+                created_at: row.get("created_at")?,
+                expires_at: row.get("expires_at")?,
+            }))
+        })
+        .optional()
+}
+
+/// Rows per `INSERT`: SQLite's cost of binding grows faster than the number of bound values,
+/// so many short statements in one transaction beat one long one.
+const AUDIT_ROWS_PER_STATEMENT: usize = 16;
+
+/// The audit `INSERT` of 1 to [`AUDIT_ROWS_PER_STATEMENT`] rows, built once.
+fn audit_insert_sql() -> &'static [String] {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        (1..=AUDIT_ROWS_PER_STATEMENT)
+            .map(|rows| {
+                format!(
+                    "INSERT INTO audit_log ({}) VALUES {}",
+                    super::audit::INSERTED_COLUMNS,
+                    super::values_placeholders(rows, 12)
+                )
+            })
+            .collect()
+    })
+}
+
+fn insert_audit(conn: &mut Connection, rows: &[AuditRow]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for chunk in rows.chunks(AUDIT_ROWS_PER_STATEMENT) {
+        let mut statement = tx.prepare_cached(&audit_insert_sql()[chunk.len() - 1])?;
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 12);
+        for row in chunk {
+            values.extend_from_slice(&[
+                &row.chain,
+                &row.seq,
+                &row.at_ms,
+                &row.request_id,
+                &row.project_id,
+                &row.application_id,
+                &row.action,
+                &row.outcome,
+                &row.token,
+                &row.detail,
+                &row.prev_hash,
+                &row.hash,
+            ]);
+        }
+        statement.execute(values.as_slice())?;
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::audit::AuditRow;
+    use crate::crypto::Sealed;
+    use crate::store::{
+        AuditStore, Database, Mode, Project, SqlStore, Store, StoreError, TokenKind, TokenRecord,
+    };
+
+    async fn store(dir: &tempfile::TempDir) -> Arc<SqlStore> {
+        let store = SqlStore::open(&Database::Sqlite(dir.path().join("vault.db")), true)
+            .await
+            .unwrap();
+        let project = Project {
+            id: "proj_1".into(),
+            name: "p".into(),
+            mode: Mode::Test,
+            deduplicate: false,
+        };
+        store.insert_project(&project, b"pub").await.unwrap();
+        Arc::new(store)
+    }
+
+    fn token(id: &str, expires_at: Option<i64>) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            project_id: "proj_1".into(),
+            kind: TokenKind::Card,
+            sealed: Sealed {
+                key_version: 1,
+                nonce: vec![1; 12],
+                ciphertext: vec![2; 40],
+            },
+            fingerprint: None,
+            bin: Some("424242".into()),
+            last4: "4242".into(),
+            brand: Some("visa".into()),
+            created_at: 1,
+            expires_at,
+        }
+    }
+
+    fn audit_row(seq: i64) -> AuditRow {
+        AuditRow {
+            id: 0,
+            chain: "c1".into(),
+            seq,
+            at_ms: 1,
+            request_id: "r".into(),
+            project_id: "proj_1".into(),
+            application_id: "app".into(),
+            action: "proxy".into(),
+            outcome: "ok".into(),
+            token: "tok_a".into(),
+            detail: "{}".into(),
+            prev_hash: vec![0; 32],
+            hash: vec![seq as u8; 32],
+        }
+    }
+
+    /// A connection of the test's own holding SQLite's write lock until dropped.
+    fn hold_write_lock(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(dir.path().join("vault.db")).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        conn
+    }
+
+    #[tokio::test]
+    async fn the_direct_read_finds_live_tokens_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.insert_token(&token("tok_live", None)).await.unwrap();
+        store
+            .insert_token(&token("tok_old", Some(10)))
+            .await
+            .unwrap();
+        let found = store.token("proj_1", "tok_live").await.unwrap();
+        assert_eq!(found.sealed.ciphertext, vec![2; 40]);
+        assert_eq!(found.bin.as_deref(), Some("424242"));
+        assert!(matches!(
+            store.token("proj_1", "tok_old").await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.token("proj_other", "tok_live").await,
+            Err(StoreError::NotFound)
+        ));
+        store.delete_token("proj_1", "tok_live").await.unwrap();
+        assert!(matches!(
+            store.token("proj_1", "tok_live").await,
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn reads_go_on_while_another_writer_holds_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.insert_token(&token("tok_live", None)).await.unwrap();
+        let lock = hold_write_lock(&dir);
+        assert_eq!(
+            store.token("proj_1", "tok_live").await.unwrap().id,
+            "tok_live"
+        );
+        drop(lock);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_audit_group_that_meets_another_writer_waits_for_it_and_lands_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let lock = hold_write_lock(&dir);
+        let rows: Vec<AuditRow> = (1..=40).map(audit_row).collect();
+        let writing = tokio::spawn({
+            let store = store.clone();
+            async move { store.append_audit(&rows).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!writing.is_finished(), "the write waits for the lock");
+        drop(lock);
+        writing.await.unwrap().unwrap();
+        let (seq, hash) = store.audit_head("c1").await.unwrap().unwrap();
+        assert_eq!((seq, hash), (40, vec![40; 32]));
+        // A repeated (chain, seq) is refused as a whole: nothing of the group lands.
+        let again: Vec<AuditRow> = (40..=42).map(audit_row).collect();
+        assert!(matches!(
+            store.append_audit(&again).await,
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(store.audit_head("c1").await.unwrap().unwrap().0, 40);
+    }
+}
