@@ -171,6 +171,15 @@ impl TokenKind {
             Self::Bank => "bank",
         }
     }
+
+    /// The stored name back (`as_str`'s inverse).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "card" => Some(Self::Card),
+            "bank" => Some(Self::Bank),
+            _ => None,
+        }
+    }
 }
 
 /// A token row: the sealed data plus the metadata PCI DSS allows in the clear.

@@ -103,27 +103,28 @@ impl DirectSqlite {
         rows: &[AuditRow],
         wait: bool,
     ) -> Result<Result<(), StoreError>, Busy> {
-        let Ok(mut slot) = self.writer.lock() else {
-            return Ok(Err(StoreError::Corrupt("audit writer connection")));
-        };
-        if slot.is_none() {
-            match self.open() {
-                Ok(conn) => *slot = Some(conn),
+        // A panic cannot leave the connection mid-transaction: the transaction rolls back
+        // when dropped, so a poisoned lock still guards a usable connection.
+        let mut slot = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => match self.open() {
+                Ok(conn) => slot.insert(conn),
                 Err(e) => return busy_or(e),
-            }
-        }
-        let Some(conn) = slot.as_mut() else {
-            return Ok(Err(StoreError::Corrupt("audit writer connection")));
+            },
         };
         let timeout = if wait {
             Duration::from_millis(super::SQLITE_BUSY_TIMEOUT_MS)
         } else {
             INLINE_BUSY_TIMEOUT
         };
-        if let Err(e) = conn.busy_timeout(timeout) {
-            return busy_or(e);
-        }
-        match insert_audit(conn, rows) {
+        match conn
+            .busy_timeout(timeout)
+            .and_then(|()| insert_audit(conn, rows))
+        {
             Ok(()) => Ok(Ok(())),
             Err(e) => busy_or(e),
         }
@@ -168,10 +169,8 @@ fn read_token(
     statement
         .query_row(params![id, project_id, now], |row| {
             let kind: String = row.get("kind")?;
-            let kind = match kind.as_str() {
-                "card" => TokenKind::Card,
-                "bank" => TokenKind::Bank,
-                _ => return Ok(Err(StoreError::Corrupt("token kind"))),
+            let Some(kind) = TokenKind::parse(&kind) else {
+                return Ok(Err(StoreError::Corrupt("token kind")));
             };
             let key_version: i64 = row.get("key_version")?;
             let Ok(key_version) = u32::try_from(key_version) else {

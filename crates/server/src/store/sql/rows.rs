@@ -35,11 +35,7 @@ pub(super) fn application_from_row(row: &AnyRow) -> Result<ApplicationRecord, St
 
 pub(super) fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     let kind: String = row.try_get("kind")?;
-    let kind = match kind.as_str() {
-        "card" => TokenKind::Card,
-        "bank" => TokenKind::Bank,
-        _ => return Err(StoreError::Corrupt("token kind")),
-    };
+    let kind = TokenKind::parse(&kind).ok_or(StoreError::Corrupt("token kind"))?;
     Ok(TokenRecord {
         id: row.try_get("id")?,
         project_id: row.try_get("project_id")?,
