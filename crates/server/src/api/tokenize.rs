@@ -554,6 +554,20 @@ async fn refresh_existing(
     }))
 }
 
+/// A token's own options from a body's top level, validated as `POST /tokenize` validates
+/// them: its expiry (`expires_at` or `ttl_seconds`, bounded by `retention`, which also gives
+/// the expiry of a token that asks for none) and its `allowed_destinations`. Bulk imports use
+/// it for their records' options.
+pub(crate) fn validate_options(
+    body: &Map<String, Value>,
+    now: i64,
+    retention: Option<std::time::Duration>,
+) -> Result<(Option<i64>, Option<AllowedDestinations>), ApiError> {
+    let expires_at = expiry::requested_expiry(body, now, retention)
+        .map_err(|e: ExpiryError| ApiError::invalid(e.field()).because(e.reason()))?;
+    Ok((expires_at, allowed_destinations(body)?))
+}
+
 /// A card or a bank account validated exactly as `POST /tokenize` validates one, with the
 /// metadata stored in the clear beside it. Bulk imports (`cardvault import`) use it, so a
 /// record is refused there for the same reasons, with the same codes, as at the API.
