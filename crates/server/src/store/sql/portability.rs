@@ -9,14 +9,13 @@ use super::SqlStore;
 use super::rows::{select_token, shred_tokens, token_from_row};
 use crate::store::{PortabilityStore, StoreError, TokenRecord, now_unix};
 
-/// Rows per multi-row `INSERT` of tokens (13 values each).
-const TOKENS_PER_STATEMENT: usize = 200;
-/// Rows per multi-row `INSERT` of import keys (4 values each).
-const KEYS_PER_STATEMENT: usize = 500;
 /// SQLite's page cache on an importing connection: 256 MiB (negative: KiB).
 const IMPORT_CACHE: &str = "PRAGMA cache_size = -262144";
-/// Values per `IN (…)` list.
-const IDS_PER_LOOKUP: usize = 500;
+/// PostgreSQL plans each of the importing connection's statements for its values. A prepared
+/// statement otherwise settles, after five runs, on a generic plan made while `import_keys`
+/// was still empty (a scan of the whole table), and keeps it as the table grows: each batch's
+/// lookups then read every key stored before (100,000 records took minutes, not seconds).
+const IMPORT_PLANS: &str = "SET plan_cache_mode = force_custom_plan";
 
 /// How a statement's values are marked. On SQLite, anonymous `?` marks: sqlx's SQLite driver
 /// looks each numbered mark (`$n`) up by its name among all of the statement's parameters, so
@@ -35,6 +34,31 @@ impl Marks {
             Self::Anonymous
         } else {
             Self::Numbered
+        }
+    }
+
+    /// Rows per multi-row `INSERT` of tokens (13 values each). With numbered marks, as few as
+    /// made PostgreSQL fastest too (200 a statement took it minutes for 100,000 records).
+    fn tokens_per_statement(self) -> usize {
+        match self {
+            Self::Anonymous => 200,
+            Self::Numbered => 12,
+        }
+    }
+
+    /// Rows per multi-row `INSERT` of import keys (4 values each).
+    fn keys_per_statement(self) -> usize {
+        match self {
+            Self::Anonymous => 500,
+            Self::Numbered => 40,
+        }
+    }
+
+    /// Values per `IN (…)` list.
+    fn ids_per_lookup(self) -> usize {
+        match self {
+            Self::Anonymous => 500,
+            Self::Numbered => 128,
         }
     }
 
@@ -81,6 +105,8 @@ impl SqlStore {
                     // them back batch after batch. The importing process's own connection,
                     // never a serving instance's, keeps more of them.
                     conn.execute(IMPORT_CACHE).await?;
+                } else {
+                    conn.execute(IMPORT_PLANS).await?;
                 }
                 Ok::<_, StoreError>(tokio::sync::Mutex::new(conn))
             })
@@ -97,7 +123,7 @@ pub(super) async fn insert_token_rows(
     now: i64,
 ) -> Result<(), StoreError> {
     const COLUMNS: usize = 13;
-    for chunk in tokens.chunks(TOKENS_PER_STATEMENT) {
+    for chunk in tokens.chunks(marks.tokens_per_statement()) {
         let sql = format!(
             "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at) VALUES {}",
             marks.rows(chunk.len(), COLUMNS)
@@ -136,7 +162,7 @@ impl PortabilityStore for SqlStore {
         let marks = Marks::of(self);
         let mut conn = self.porting().await?;
         let mut found = Vec::new();
-        for chunk in old_ids.chunks(IDS_PER_LOOKUP) {
+        for chunk in old_ids.chunks(marks.ids_per_lookup()) {
             let sql = format!(
                 "SELECT old_id, token_id FROM import_keys WHERE project_id = {} AND old_id IN ({})",
                 marks.list(1, 1),
@@ -164,7 +190,7 @@ impl PortabilityStore for SqlStore {
         let mut conn = self.porting().await?;
         let now = now_unix();
         let mut found = Vec::new();
-        for chunk in fingerprints.chunks(IDS_PER_LOOKUP) {
+        for chunk in fingerprints.chunks(marks.ids_per_lookup()) {
             let sql = format!(
                 "SELECT fingerprint, id FROM tokens WHERE project_id = {} AND deleted_at IS NULL
                  AND (expires_at IS NULL OR expires_at > {}) AND fingerprint IN ({})",
@@ -196,7 +222,7 @@ impl PortabilityStore for SqlStore {
         let now = now_unix();
         let mut shredded = 0;
         // Rare (only after a batch met such a token), so plain numbered marks on both engines.
-        for chunk in fingerprints.chunks(IDS_PER_LOOKUP) {
+        for chunk in fingerprints.chunks(Marks::Numbered.ids_per_lookup()) {
             let sql = format!(
                 shred_tokens!(
                     "project_id = $4 AND deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= $3 AND fingerprint IN ({})"
@@ -227,7 +253,7 @@ impl PortabilityStore for SqlStore {
         let mut conn = self.porting().await?;
         let mut tx = sqlx::Acquire::begin(&mut **conn).await?;
         insert_token_rows(&mut tx, marks, tokens, now).await?;
-        for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        for chunk in keys.chunks(marks.keys_per_statement()) {
             let sql = format!(
                 "INSERT INTO import_keys (project_id, old_id, token_id, created_at) VALUES {}",
                 marks.rows(chunk.len(), 4)
