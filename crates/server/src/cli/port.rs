@@ -59,7 +59,8 @@ pub(super) struct ImportArgs {
     /// Records stored per transaction.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     batch_size: u32,
-    /// Imported tokens expire after this many seconds (the vault's retention period).
+    /// The vault's retention period: imported tokens that name no `expires_at` expire after
+    /// this many seconds, and none may name a later one.
     #[arg(long, env = "CARDVAULT_TOKEN_RETENTION_SECONDS")]
     token_retention_seconds: Option<u64>,
     /// Progress as JSON lines on stdout (events: checked, progress, done) instead of a bar.

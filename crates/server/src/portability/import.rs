@@ -61,7 +61,6 @@ pub struct Counts {
     pub rejected: u64,
 }
 
-
 /// A record after the reading thread: sealed and ready to store, or refused.
 enum Prepared {
     Ready {
@@ -325,8 +324,10 @@ async fn store_batch<'a>(
                 // A card's fingerprint may still be held by an expired token the sweeper has not
                 // reached yet: erased now, as `POST /tokenize` erases it, and the batch tried
                 // again (from its lookups: the conflict may as well be another writer's).
-                let fingerprints: Vec<Vec<u8>> =
-                    tokens.iter().filter_map(|t| t.fingerprint.clone()).collect();
+                let fingerprints: Vec<Vec<u8>> = tokens
+                    .iter()
+                    .filter_map(|t| t.fingerprint.clone())
+                    .collect();
                 if !fingerprints.is_empty() {
                     store
                         .shred_expired_holders(&project.id, &fingerprints)

@@ -380,7 +380,10 @@ mod tests {
             Field::AllowedDestinations,
             Value::String(" api.stripe.com  *.adyen.com/v1 ".into()),
         );
-        r.set(Field::ExpiresAt, Value::String("2031-01-31T00:00:00Z".into()));
+        r.set(
+            Field::ExpiresAt,
+            Value::String("2031-01-31T00:00:00Z".into()),
+        );
         let body = r.options();
         assert_eq!(
             body["allowed_destinations"],

@@ -731,7 +731,10 @@ async fn an_export_imported_into_a_second_vault_gives_the_same_cards_new_tokens(
         "{answer}"
     );
     let free_meta = meta(&map[old_visa]).await;
-    assert!(free_meta.get("allowed_destinations").is_none(), "{free_meta}");
+    assert!(
+        free_meta.get("allowed_destinations").is_none(),
+        "{free_meta}"
+    );
     assert_eq!(free_meta["expires_at"], Value::Null);
 
     // Audited on both sides; nothing in the clear anywhere.

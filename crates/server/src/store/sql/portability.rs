@@ -230,8 +230,8 @@ impl PortabilityStore for SqlStore {
                 Marks::Numbered.list(5, chunk.len())
             );
             // Built from marks only; every value is bound.
-            let mut query = super::queries::shred(sqlx::AssertSqlSafe(sql), now)
-                .bind(project_id.to_owned());
+            let mut query =
+                super::queries::shred(sqlx::AssertSqlSafe(sql), now).bind(project_id.to_owned());
             for fp in chunk {
                 query = query.bind(fp.clone());
             }
