@@ -61,7 +61,7 @@ pub(super) struct ImportArgs {
     batch_size: u32,
     /// The vault's retention period: imported tokens that name no `expires_at` expire after
     /// this many seconds, and none may name a later one.
-    #[arg(long, env = "CARDVAULT_TOKEN_RETENTION_SECONDS")]
+    #[arg(long, env = "CARDVAULT_TOKEN_RETENTION_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     token_retention_seconds: Option<u64>,
     /// Progress as JSON lines on stdout (events: checked, progress, done) instead of a bar.
     #[arg(long)]

@@ -24,6 +24,7 @@ use super::{Format, PortError};
 use crate::api::{ApiError, validate_token_data, validate_token_options};
 use crate::crypto::Keyring;
 use crate::store::{Project, Store, StoreError, TokenRecord, now_unix};
+use crate::tokens::{TokenData, refresh_held_token};
 
 /// Batches in flight between the reading thread and the database.
 const BATCHES_IN_FLIGHT: usize = 4;
@@ -111,7 +112,7 @@ pub async fn store(
     let mut counts = Counts::default();
     let mut stored = Ok(());
     while let Some(batch) = rx.recv().await {
-        match store_batch(store.as_ref(), project, &batch, &mut counts).await {
+        match store_batch(store.as_ref(), &keyring, project, &batch, &mut counts).await {
             Ok(mapped) => {
                 for (old_id, token) in mapped {
                     write(
@@ -190,8 +191,9 @@ fn prepare(
     let mut records = open(options)?;
     let mut seen = HashSet::new();
     let mut batch = Vec::with_capacity(options.batch_size);
-    let created_at = now_unix();
     while let Some(item) = records.next_item()? {
+        // Per record: a long run must not store a token whose expiry passed while it ran.
+        let created_at = now_unix();
         let prepared = match item {
             Item::Refused { line, reason } => Prepared::Refused { line, reason },
             Item::Record { line, record } => {
@@ -284,9 +286,12 @@ fn reason(e: &ApiError) -> String {
 
 /// Stores a batch's new records in one transaction; returns each ready record's
 /// `(old_id, token)` in input order. Tried again, from its lookups, when another writer took
-/// one of its cards or ids meanwhile.
+/// one of its cards or ids meanwhile. A record of a card the project already holds then
+/// refreshes that card's token as `POST /tokenize` would (its data, the later expiry, its rule
+/// when it names one).
 async fn store_batch<'a>(
     store: &dyn Store,
+    keyring: &Keyring,
     project: &Project,
     batch: &'a [Prepared],
     counts: &mut Counts,
@@ -310,6 +315,9 @@ async fn store_batch<'a>(
             .collect();
         match store.import_batch(&project.id, &tokens, &keys).await {
             Ok(()) => {
+                for &i in &plan.refresh {
+                    refresh(store, keyring, project, ready[i].1).await?;
+                }
                 counts.imported += tokens.len() as u64;
                 counts.already_imported += plan.already as u64;
                 counts.deduplicated += plan.deduplicated as u64;
@@ -349,6 +357,37 @@ struct Plan<'a> {
     done: HashMap<&'a str, String>,
     already: usize,
     deduplicated: usize,
+    /// Indexes (into the ready records) of the records of a card the project holds: each
+    /// refreshes that card's token once the batch is stored (an earlier record of the same
+    /// batch may hold it).
+    refresh: Vec<usize>,
+}
+
+/// Refreshes the token the project holds for `record`'s card with `record`'s data and options.
+async fn refresh(
+    store: &dyn Store,
+    keyring: &Keyring,
+    project: &Project,
+    record: &TokenRecord,
+) -> Result<(), PortError> {
+    let Some(fingerprint) = &record.fingerprint else {
+        return Ok(());
+    };
+    let (data, allowed) =
+        TokenData::open_with_rule(keyring, &record.sealed, &project.id, &record.id)?;
+    // `None`: the token was deleted (or expired) since the batch's lookup; the record's key
+    // names it all the same, as a token the caller deletes after tokenizing would be named.
+    refresh_held_token::<PortError>(
+        store,
+        keyring,
+        &project.id,
+        &data,
+        fingerprint,
+        record.expires_at,
+        allowed,
+    )
+    .await?;
+    Ok(())
 }
 
 async fn plan<'a>(
@@ -390,6 +429,7 @@ async fn plan<'a>(
         already: done.len(),
         done,
         deduplicated: 0,
+        refresh: Vec::new(),
     };
     for i in pending {
         let (old_id, token) = ready[i];
@@ -397,6 +437,7 @@ async fn plan<'a>(
             Some(existing) => {
                 plan.keys.push((old_id, existing.clone()));
                 plan.deduplicated += 1;
+                plan.refresh.push(i);
             }
             None => {
                 if let Some(fp) = &token.fingerprint {

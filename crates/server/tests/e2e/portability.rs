@@ -570,6 +570,8 @@ async fn a_wrong_key_or_a_tampered_file_imports_nothing() {
 
     assert_eq!(vault.token_count().await, before);
     assert_eq!(count(&vault, "SELECT count(*) FROM import_keys").await, 0);
+    // A run refused before its first batch changed nothing worth a record.
+    assert!(card_records(&vault).is_empty());
     // The right passphrase, from a file, works.
     let right = dir.path().join("right-pass");
     std::fs::write(&right, format!("{PASSPHRASE}\n")).unwrap();
@@ -780,7 +782,7 @@ async fn deduplication_maps_the_same_card_to_one_token() {
     std::fs::write(
         &input,
         format!(
-            "id,number,expiry\nd1,{VISA},07/31\nd2,{MASTERCARD},07/31\nd3,{MASTERCARD},08/32\nd4,{},07/31\nd5,{AMEX},07/31\n",
+            "id,number,expiry,allowed_destinations,expires_at\nd1,{VISA},07/31,localhost/charge,2031-01-31T00:00:00Z\nd2,{MASTERCARD},07/31,,\nd3,{MASTERCARD},08/32,,\nd4,{},07/31,,\nd5,{AMEX},07/31,,\n",
             card_number(1)
         ),
     )
@@ -806,6 +808,98 @@ async fn deduplication_maps_the_same_card_to_one_token() {
     assert_eq!(map["d1"], held);
     assert_eq!(map["d2"], map["d3"]);
     assert_ne!(map["d2"], map["d4"]);
+    // A record of a card the project held refreshed its token as `/tokenize` does: d1's rule
+    // is the held token's now (its expiry the later of the two), and a later record of the same card in the file
+    // (d3, a new expiry date) replaced the data of the token d2 created.
+    let meta = |token: String| {
+        let (vault, key) = (&vault, project.api_key.clone());
+        async move {
+            let (status, meta) = crate::tokens_lifecycle::get_token(vault, &key, &token).await;
+            assert_eq!(status, 200, "{meta}");
+            meta["data"].clone()
+        }
+    };
+    let held_meta = meta(held.clone()).await;
+    assert_eq!(
+        held_meta["allowed_destinations"],
+        json!(["localhost/charge"])
+    );
+    // It never expired, and the later of "never" and 2031 is never.
+    assert_eq!(held_meta["expires_at"], Value::Null);
+    let (status, answer) = vault
+        .post(
+            "/proxy/transaction",
+            &project,
+            &json!({"token": held, "proxy_url": stub.url("/echo"), "request_data": {"n": "${cardNumber}"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("invalid_proxy_url")),
+        "{answer}"
+    );
+    let (status, _) = vault
+        .post(
+            "/proxy/transaction",
+            &project,
+            &json!({"token": map["d2"], "proxy_url": stub.url("/charge"), "request_data": {"m": "${expirationMonth}", "y": "${expirationYear}"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sent = stub.last().json();
+    assert_eq!(
+        (sent["m"].as_str(), sent["y"].as_str()),
+        (Some("08"), Some("32")),
+        "{sent}"
+    );
     // Tokenizing an imported card afterwards finds its token.
     assert_eq!(vault.token_in(&project, MASTERCARD).await, map["d2"]);
+}
+
+#[tokio::test]
+async fn the_retention_period_bounds_and_gives_imported_tokens_expiry() {
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let dir = tempfile::tempdir_in(vault.dir.path()).unwrap();
+    let input = dir.path().join("kept.csv");
+    let far = "2099-01-01T00:00:00Z";
+    std::fs::write(
+        &input,
+        format!("id,number,expiry,expires_at\nr1,{VISA},07/31,\nr2,{MASTERCARD},07/31,{far}\n"),
+    )
+    .unwrap();
+    let before = cardvault_server::clock::now_unix();
+    let done = import(
+        &vault,
+        &vault.keys.project_id,
+        &input,
+        &["--token-retention-seconds", "3600"],
+    );
+    assert_eq!(
+        (done["imported"].as_u64(), done["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let rejects = std::fs::read_to_string(input.with_extension("csv.rejects.csv")).unwrap();
+    assert_eq!(rejects, "line,reason\n3,invalid_field: expires_at\n");
+    let map = mapping(&input.with_extension("csv.mapping.csv"));
+    let (status, meta) =
+        crate::tokens_lifecycle::get_token(&vault, &vault.keys.api_key, &map["r1"]).await;
+    assert_eq!(status, 200, "{meta}");
+    let at = meta["data"]["expires_at"].as_str().unwrap();
+    let at = cardvault_server::clock::parse_rfc3339(at).unwrap();
+    assert!(
+        (before + 3600..=before + 3600 + 120).contains(&at),
+        "{at} vs {before}"
+    );
+    // No retention of zero: it would store tokens already expired.
+    let out = import_command(
+        &vault,
+        &vault.keys.project_id,
+        &input,
+        &["--token-retention-seconds", "0"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-retention-seconds"));
 }

@@ -92,7 +92,7 @@ pub struct SqlStore {
     sqlite: Option<Arc<SqliteUpkeep>>,
     /// The embedded database's hot statements on the calling thread; none on PostgreSQL.
     direct: Option<Arc<direct::DirectSqlite>>,
-    /// The connection a bulk import or export works on, taken from the pool at its first
+    /// The connection a bulk import works on, taken from the pool at its first
     /// query and kept (see `portability`).
     porting: portability::Porting,
 }
