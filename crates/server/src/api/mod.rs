@@ -29,7 +29,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, BodyKind};
 pub use openapi::pretty_json as openapi_json;
-pub(crate) use tokenize::validate as validate_token_data;
+pub(crate) use tokenize::{
+    validate as validate_token_data, validate_options as validate_token_options,
+};
 
 use crate::cache::TtlCache;
 use crate::collect::Collect;

@@ -18,7 +18,9 @@ use crate::clock::rfc3339;
 use crate::cvc::TEST_SESSION_TTL;
 use crate::store::{Mode, Project, StoreError, TokenKind, TokenRecord, now_unix};
 use crate::tokens::expiry::{self, ExpiryError};
-use crate::tokens::{AllowedDestinations, Holder, InvalidAllowedDestinations, TokenData};
+use crate::tokens::{
+    AllowedDestinations, Holder, InvalidAllowedDestinations, TokenData, refresh_held_token,
+};
 use zeroize::Zeroizing;
 
 /// Holder names are free text, but bounded and printable.
@@ -499,10 +501,8 @@ async fn store_token(
     }
 }
 
-/// The project's live token for this card, its sealed data refreshed and its expiry the later
-/// of its own and the new one; `None` when there is none (a deleted or expired token is none).
-/// Its `allowed_destinations` are the new submission's when it names some, else the ones it
-/// had: a submission without a rule (a browser checkout, say) never lifts a rule set earlier.
+/// The project's live token for this card, refreshed (see [`refresh_held_token`]); `None`
+/// when there is none (a deleted or expired token is none).
 async fn refresh_existing(
     state: &AppState,
     project: &Project,
@@ -511,47 +511,37 @@ async fn refresh_existing(
     expires_at: Option<i64>,
     allowed: Option<&AllowedDestinations>,
 ) -> Result<Option<StoredToken>, ApiError> {
-    let existing = match state
-        .store
-        .token_by_fingerprint(&project.id, fingerprint)
-        .await
-    {
-        Ok(existing) => existing,
-        Err(StoreError::NotFound) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let kept;
-    let allowed = match allowed {
-        Some(allowed) => Some(allowed),
-        None => {
-            (_, kept) = TokenData::open_with_rule(
-                &state.keyring,
-                &existing.sealed,
-                &project.id,
-                &existing.id,
-            )?;
-            kept.as_ref()
-        }
-    };
-    let sealed = data.seal_with_rule(allowed, &state.keyring, &project.id, &existing.id)?;
-    let expires_at = expiry::later(existing.expires_at, expires_at);
-    match state
-        .store
-        .update_token_data(&project.id, &existing.id, &sealed, expires_at)
-        .await
-    {
-        Ok(()) => {}
-        // It expired (or was deleted) since it was read: the card gets a new token.
-        Err(StoreError::NotFound) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    Ok(Some(StoredToken {
-        token_id: existing.id,
+    let refreshed = refresh_held_token::<ApiError>(
+        state.store.as_ref(),
+        &state.keyring,
+        &project.id,
+        data,
+        fingerprint,
+        expires_at,
+        allowed.cloned(),
+    )
+    .await?;
+    Ok(refreshed.map(|token| StoredToken {
+        token_id: token.token_id,
         deduplicated: true,
         fingerprint: Some(hex::encode(fingerprint)),
-        expires_at,
-        allowed_destinations: allowed.map(AllowedDestinations::patterns),
+        expires_at: token.expires_at,
+        allowed_destinations: token.allowed.as_ref().map(AllowedDestinations::patterns),
     }))
+}
+
+/// A token's own options from a body's top level, validated as `POST /tokenize` validates
+/// them: its expiry (`expires_at` or `ttl_seconds`, bounded by `retention`, which also gives
+/// the expiry of a token that asks for none) and its `allowed_destinations`. Bulk imports use
+/// it for their records' options.
+pub(crate) fn validate_options(
+    body: &Map<String, Value>,
+    now: i64,
+    retention: Option<std::time::Duration>,
+) -> Result<(Option<i64>, Option<AllowedDestinations>), ApiError> {
+    let expires_at = expiry::requested_expiry(body, now, retention)
+        .map_err(|e: ExpiryError| ApiError::invalid(e.field()).because(e.reason()))?;
+    Ok((expires_at, allowed_destinations(body)?))
 }
 
 /// A card or a bank account validated exactly as `POST /tokenize` validates one, with the

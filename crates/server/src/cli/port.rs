@@ -11,7 +11,7 @@ use super::destinations::find_project;
 use super::init::open_vault;
 use super::progress::Meter;
 use super::{CliError, VaultDir};
-use crate::portability::import::{self, Counts, Progress};
+use crate::portability::import::{self, Counts};
 use crate::portability::layout::Mapping;
 use crate::portability::openpgp::{DecryptionKey, Recipient};
 use crate::portability::{Format, PortError, export};
@@ -59,8 +59,9 @@ pub(super) struct ImportArgs {
     /// Records stored per transaction.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     batch_size: u32,
-    /// Imported tokens expire after this many seconds (the vault's retention period).
-    #[arg(long, env = "CARDVAULT_TOKEN_RETENTION_SECONDS")]
+    /// The vault's retention period: imported tokens that name no `expires_at` expire after
+    /// this many seconds, and none may name a later one.
+    #[arg(long, env = "CARDVAULT_TOKEN_RETENTION_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     token_retention_seconds: Option<u64>,
     /// Progress as JSON lines on stdout (events: checked, progress, done) instead of a bar.
     #[arg(long)]
@@ -150,52 +151,65 @@ pub(super) async fn import(args: ImportArgs) -> Result<(), CliError> {
         mapping_out: mapping_out.clone(),
         rejects_out: rejects_out.clone(),
         batch_size: args.batch_size as usize,
-        expires_at: args
+        retention: args
             .token_retention_seconds
-            .map(|s| crate::store::now_unix().saturating_add(i64::try_from(s).unwrap_or(i64::MAX))),
+            .map(std::time::Duration::from_secs),
     };
+    let options = Arc::new(options);
     let json = args.json;
-    let mut meter = Meter::new(json, "importing", "records");
-    let mut show = |p: Progress| match p {
-        Progress::Checked { total } => {
-            if json {
-                println!("{}", json!({"event": "checked", "total": total}));
-            } else {
-                eprintln!("the input is intact and holds {total} records; importing");
-            }
-        }
-        Progress::Stored { counts, total } => {
-            meter.set(counts.rows, total, &[("rejected", counts.rejected)]);
-        }
-    };
     let started = std::time::Instant::now();
-    let outcome = import::run(store.clone(), keyring.clone(), &project, options, &mut show).await;
+    // A run refused here (a wrong key, a tampered file) stored nothing and is not audited.
+    let total = import::check(&options).await.map_err(|e| failed(&e))?;
+    if json {
+        println!("{}", json!({"event": "checked", "total": total}));
+    } else {
+        eprintln!("the input is intact and holds {total} records; importing");
+    }
+    // Recorded before the first batch is stored, so a run that stops midway (killed, or the
+    // database failing) leaves a trace: a `cards.import.started` with no `cards.import` after
+    // it. The run that resumes it records the counts, `resumed` when it found records stored
+    // before.
+    let encrypted = decryption.is_some();
+    super::audit::record(
+        &store,
+        &keyring,
+        "cards.import.started",
+        &project.id,
+        json!({"rows": total, "encrypted": encrypted}),
+    )
+    .await?;
+    let mut meter = Meter::new(json, "importing", "records");
+    let mut show = |counts: Counts, total| {
+        meter.set(counts.rows, total, &[("rejected", counts.rejected)]);
+    };
+    let outcome = import::store(
+        store.clone(),
+        keyring.clone(),
+        &project,
+        options,
+        total,
+        &mut show,
+    )
+    .await;
     meter.finish();
     let seconds = started.elapsed().as_secs_f64();
-    let (counts, error) = match &outcome {
-        Ok(counts) => (*counts, None),
-        Err(e) => (Counts::default(), Some(e)),
-    };
-    // A run that stored nothing (a bad key, a tampered file) changed nothing worth a record;
-    // one that stopped midway did, and its records are found again by the resumed run.
-    if error.is_none() {
-        super::audit::record(
-            &store,
-            &keyring,
-            "cards.import",
-            &project.id,
-            json!({
-                "rows": counts.rows,
-                "imported": counts.imported,
-                "already_imported": counts.already_imported,
-                "deduplicated": counts.deduplicated,
-                "rejected": counts.rejected,
-                "encrypted": decryption.is_some(),
-            }),
-        )
-        .await?;
-    }
     let counts = outcome.map_err(|e| failed(&e))?;
+    super::audit::record(
+        &store,
+        &keyring,
+        "cards.import",
+        &project.id,
+        json!({
+            "rows": counts.rows,
+            "imported": counts.imported,
+            "already_imported": counts.already_imported,
+            "deduplicated": counts.deduplicated,
+            "rejected": counts.rejected,
+            "encrypted": encrypted,
+            "resumed": counts.already_imported > 0,
+        }),
+    )
+    .await?;
     let rate = if seconds > 0.0 {
         (counts.rows as f64 / seconds).round()
     } else {

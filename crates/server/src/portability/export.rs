@@ -4,9 +4,11 @@
 //!
 //! The layout (one object per line; `import --format jsonl` reads it back with no mapping):
 //! `{"id": "tok_…", "type": "card", "number": "…", "exp_month": "07", "exp_year": "2031",
-//!   "first_name": "…", "last_name": "…"}` and
-//! `{"id": "tok_…", "type": "bank", "account_number": "…", "routing_number": "…",
-//!   "first_name": "…", "last_name": "…"}` (names only when the token has them).
+//!   "first_name": "…", "last_name": "…", "expires_at": "2031-01-31T00:00:00Z",
+//!   "allowed_destinations": ["api.stripe.com"]}` and
+//! `{"id": "tok_…", "type": "bank", "account_number": "…", "routing_number": "…", …}`
+//! (names, `expires_at` and `allowed_destinations` only when the token has them; the last two
+//! as `POST /tokenize` takes them).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,9 +19,10 @@ use zeroize::Zeroizing;
 
 use super::PortError;
 use super::openpgp::Recipient;
+use crate::clock::rfc3339;
 use crate::crypto::Keyring;
 use crate::store::{Project, Store};
-use crate::tokens::TokenData;
+use crate::tokens::{AllowedDestinations, TokenData};
 
 /// Tokens read (and opened) per query.
 const PAGE: u32 = 1000;
@@ -49,6 +52,11 @@ struct Line<'a> {
     first_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_name: Option<&'a str>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_destinations: Option<Vec<String>>,
 }
 
 /// Exports the project's live tokens; returns how many. `progress(done, total)` after each page.
@@ -108,14 +116,21 @@ async fn write(
         after = last.id.clone();
         let mut chunk = Zeroizing::new(Vec::with_capacity(page.len() * 256));
         for token in &page {
-            let data = match TokenData::open(&keyring, &token.sealed, &project.id, &token.id) {
-                Ok(data) => data,
-                Err(e) => {
-                    failed = Err(e.into());
-                    break;
-                }
-            };
-            line(&token.id, &data, &mut chunk);
+            let (data, allowed) =
+                match TokenData::open_with_rule(&keyring, &token.sealed, &project.id, &token.id) {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        failed = Err(e.into());
+                        break;
+                    }
+                };
+            line(
+                &token.id,
+                &data,
+                token.expires_at,
+                allowed.as_ref(),
+                &mut chunk,
+            );
         }
         if failed.is_err() {
             break;
@@ -137,7 +152,13 @@ async fn write(
 }
 
 /// Appends a token's line to `out`.
-fn line(id: &str, data: &TokenData, out: &mut Vec<u8>) {
+fn line(
+    id: &str,
+    data: &TokenData,
+    expires_at: Option<i64>,
+    allowed: Option<&AllowedDestinations>,
+    out: &mut Vec<u8>,
+) {
     let mut line = Line {
         id,
         kind: "card",
@@ -148,6 +169,8 @@ fn line(id: &str, data: &TokenData, out: &mut Vec<u8>) {
         routing_number: None,
         first_name: None,
         last_name: None,
+        expires_at: expires_at.map(rfc3339),
+        allowed_destinations: allowed.map(AllowedDestinations::patterns),
     };
     let holder = match data {
         TokenData::Card {

@@ -1,9 +1,9 @@
 //! `cardvault import`: another vault's export into a project, in batches.
 //!
-//! The input is read twice, both times as a stream: a first pass reads it to its end, so an
-//! encrypted file is known to be intact (and its records counted) before anything is stored;
-//! the second pass validates each record as `POST /tokenize` would, seals it, and stores it in
-//! batches. A thread reads, validates and seals while the database stores the batch before, so
+//! The input is read twice, both times as a stream: a first pass ([`check`]) reads it to its
+//! end, so an encrypted file is known to be intact (and its records counted) before anything is
+//! stored; the second ([`store`]) validates each record as `POST /tokenize` would, seals it, and
+//! stores it in batches. A thread reads, validates and seals while the database stores the batch before, so
 //! the work is spread over two cores. Each batch is one transaction that stores its tokens
 //! together with each record's old id (`import_keys`): a re-run, or a run resumed after a kill,
 //! finds the records already imported and stores them no second time.
@@ -12,17 +12,19 @@ use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cardvault_core::ValidationError;
 use serde::Serialize;
 
-use super::layout::{Field, Mapping};
+use super::layout::{Field, Mapping, RawRecord};
 use super::openpgp::DecryptionKey;
 use super::records::{Item, Records};
 use super::{Format, PortError};
-use crate::api::{ApiError, validate_token_data};
+use crate::api::{ApiError, validate_token_data, validate_token_options};
 use crate::crypto::Keyring;
 use crate::store::{Project, Store, StoreError, TokenRecord, now_unix};
+use crate::tokens::{TokenData, refresh_held_token};
 
 /// Batches in flight between the reading thread and the database.
 const BATCHES_IN_FLIGHT: usize = 4;
@@ -40,8 +42,9 @@ pub struct Options {
     /// Where `line,reason` lines go.
     pub rejects_out: PathBuf,
     pub batch_size: usize,
-    /// The imported tokens' expiry (unix seconds), if they have one.
-    pub expires_at: Option<i64>,
+    /// The vault's retention period: the expiry of a record that names none, and the latest
+    /// one a record may name (as at `POST /tokenize`).
+    pub retention: Option<Duration>,
 }
 
 /// What an import did, by record.
@@ -59,14 +62,6 @@ pub struct Counts {
     pub rejected: u64,
 }
 
-/// Where an import is, for its progress display.
-pub enum Progress {
-    /// The first pass is done: the input is intact and holds `total` records.
-    Checked { total: u64 },
-    /// After each batch.
-    Stored { counts: Counts, total: u64 },
-}
-
 /// A record after the reading thread: sealed and ready to store, or refused.
 enum Prepared {
     Ready {
@@ -79,28 +74,32 @@ enum Prepared {
     },
 }
 
-/// Imports the input into `project`; returns the counts.
+/// The first pass: reads the whole input (an encrypted one is decrypted and its integrity
+/// checked at its end); returns how many records it holds. Stores nothing.
 ///
 /// # Errors
-/// [`PortError`] when the input cannot be read or decrypted or fails its integrity check
-/// (before anything is stored), or the database fails (batches stored until then stay, and a
-/// re-run resumes after them).
-pub async fn run(
+/// [`PortError`] when the input cannot be read or decrypted, or fails its integrity check.
+pub async fn check(options: &Arc<Options>) -> Result<u64, PortError> {
+    let options = options.clone();
+    tokio::task::spawn_blocking(move || count(&options))
+        .await
+        .map_err(|e| PortError::Input(format!("the reading thread failed: {e}")))?
+}
+
+/// The second pass: imports the input (of `total` records, as [`check`] found) into
+/// `project`; returns the counts. `progress(counts, total)` after each batch.
+///
+/// # Errors
+/// [`PortError`] when the input cannot be read, or the database fails (batches stored until
+/// then stay, and a re-run resumes after them).
+pub async fn store(
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
     project: &Project,
-    options: Options,
-    progress: &mut (dyn FnMut(Progress) + Send),
+    options: Arc<Options>,
+    total: u64,
+    progress: &mut (dyn FnMut(Counts, u64) + Send),
 ) -> Result<Counts, PortError> {
-    let options = Arc::new(options);
-    let total = {
-        let options = options.clone();
-        tokio::task::spawn_blocking(move || count(&options))
-            .await
-            .map_err(|e| PortError::Input(format!("the reading thread failed: {e}")))??
-    };
-    progress(Progress::Checked { total });
-
     let mut mapping_out = csv_writer(&options.mapping_out, ["old_id", "token"])?;
     let mut rejects_out = csv_writer(&options.rejects_out, ["line", "reason"])?;
 
@@ -113,7 +112,7 @@ pub async fn run(
     let mut counts = Counts::default();
     let mut stored = Ok(());
     while let Some(batch) = rx.recv().await {
-        match store_batch(store.as_ref(), project, &batch, &mut counts).await {
+        match store_batch(store.as_ref(), &keyring, project, &batch, &mut counts).await {
             Ok(mapped) => {
                 for (old_id, token) in mapped {
                     write(
@@ -144,7 +143,7 @@ pub async fn run(
             .count() as u64;
         flush(&mut mapping_out, &options.mapping_out)?;
         flush(&mut rejects_out, &options.rejects_out)?;
-        progress(Progress::Stored { counts, total });
+        progress(counts, total);
     }
     // Dropping the receiver stops the reading thread if the database failed.
     drop(rx);
@@ -156,8 +155,6 @@ pub async fn run(
     Ok(counts)
 }
 
-/// The first pass: reads the whole input (an encrypted one is decrypted and its integrity
-/// checked at the end) and counts its records.
 fn count(options: &Options) -> Result<u64, PortError> {
     let mut records = open(options)?;
     let mut n = 0;
@@ -194,8 +191,9 @@ fn prepare(
     let mut records = open(options)?;
     let mut seen = HashSet::new();
     let mut batch = Vec::with_capacity(options.batch_size);
-    let created_at = now_unix();
     while let Some(item) = records.next_item()? {
+        // Per record: a long run must not store a token whose expiry passed while it ran.
+        let created_at = now_unix();
         let prepared = match item {
             Item::Refused { line, reason } => Prepared::Refused { line, reason },
             Item::Record { line, record } => {
@@ -203,32 +201,11 @@ fn prepare(
                 match record.id() {
                     None => refused("missing_field: id".into()),
                     Some(old_id) if !seen.insert(old_id.clone()) => refused("duplicate_id".into()),
-                    Some(old_id) => match record.to_api() {
+                    Some(old_id) => match seal(&record, keyring, project, options, created_at)? {
                         Err(reason) => refused(reason),
-                        Ok((kind, data)) => match validate_token_data(kind, &data) {
-                            Err(e) => refused(reason(&e)),
-                            Ok(valid) => {
-                                let id = format!("tok_{}", keyring.random_hex(16)?);
-                                let fingerprint = project.deduplicate.then(|| {
-                                    keyring.fingerprint(&project.id, &valid.data.identity())
-                                });
-                                let sealed = valid.data.seal(keyring, &project.id, &id)?;
-                                Prepared::Ready {
-                                    old_id,
-                                    token: Box::new(TokenRecord {
-                                        id,
-                                        project_id: project.id.clone(),
-                                        kind: valid.kind,
-                                        sealed,
-                                        fingerprint,
-                                        bin: valid.bin,
-                                        last4: valid.last4,
-                                        brand: valid.brand,
-                                        created_at,
-                                        expires_at: options.expires_at,
-                                    }),
-                                }
-                            }
+                        Ok(token) => Prepared::Ready {
+                            old_id,
+                            token: Box::new(token),
                         },
                     },
                 }
@@ -249,6 +226,49 @@ fn prepare(
     Ok(())
 }
 
+/// A record validated as `POST /tokenize` validates a body (its options first, then its data,
+/// in the API's order) and sealed as a new token; `Ok(Err(reason))` when it is refused.
+fn seal(
+    record: &RawRecord,
+    keyring: &Keyring,
+    project: &Project,
+    options: &Options,
+    created_at: i64,
+) -> Result<Result<TokenRecord, String>, PortError> {
+    let (expires_at, allowed) =
+        match validate_token_options(&record.options(), created_at, options.retention) {
+            Ok(valid) => valid,
+            Err(e) => return Ok(Err(reason(&e))),
+        };
+    let (kind, data) = match record.to_api() {
+        Ok(fields) => fields,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let valid = match validate_token_data(kind, &data) {
+        Ok(valid) => valid,
+        Err(e) => return Ok(Err(reason(&e))),
+    };
+    let id = format!("tok_{}", keyring.random_hex(16)?);
+    let fingerprint = project
+        .deduplicate
+        .then(|| keyring.fingerprint(&project.id, &valid.data.identity()));
+    let sealed = valid
+        .data
+        .seal_with_rule(allowed.as_ref(), keyring, &project.id, &id)?;
+    Ok(Ok(TokenRecord {
+        id,
+        project_id: project.id.clone(),
+        kind: valid.kind,
+        sealed,
+        fingerprint,
+        bin: valid.bin,
+        last4: valid.last4,
+        brand: valid.brand,
+        created_at,
+        expires_at,
+    }))
+}
+
 /// A refusal as the reject report states it: the API's error code, and for a field error the
 /// field by its layout name (`missing_field: number`). Never the value.
 fn reason(e: &ApiError) -> String {
@@ -259,15 +279,19 @@ fn reason(e: &ApiError) -> String {
         ApiError::Validation(ValidationError::InvalidField(f)) => {
             format!("invalid_field: {}", Field::for_api_field(f))
         }
+        ApiError::Detailed { error, .. } => reason(error),
         other => other.code().to_owned(),
     }
 }
 
 /// Stores a batch's new records in one transaction; returns each ready record's
 /// `(old_id, token)` in input order. Tried again, from its lookups, when another writer took
-/// one of its cards or ids meanwhile.
+/// one of its cards or ids meanwhile. A record of a card the project already holds then
+/// refreshes that card's token as `POST /tokenize` would (its data, the later expiry, its rule
+/// when it names one).
 async fn store_batch<'a>(
     store: &dyn Store,
+    keyring: &Keyring,
     project: &Project,
     batch: &'a [Prepared],
     counts: &mut Counts,
@@ -291,6 +315,9 @@ async fn store_batch<'a>(
             .collect();
         match store.import_batch(&project.id, &tokens, &keys).await {
             Ok(()) => {
+                for &i in &plan.refresh {
+                    refresh(store, keyring, project, ready[i].1).await?;
+                }
                 counts.imported += tokens.len() as u64;
                 counts.already_imported += plan.already as u64;
                 counts.deduplicated += plan.deduplicated as u64;
@@ -301,7 +328,20 @@ async fn store_batch<'a>(
                     .filter_map(|(old, _)| by_id.get(old).map(|t| (*old, t.clone())))
                     .collect());
             }
-            Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => {}
+            Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => {
+                // A card's fingerprint may still be held by an expired token the sweeper has not
+                // reached yet: erased now, as `POST /tokenize` erases it, and the batch tried
+                // again (from its lookups: the conflict may as well be another writer's).
+                let fingerprints: Vec<Vec<u8>> = tokens
+                    .iter()
+                    .filter_map(|t| t.fingerprint.clone())
+                    .collect();
+                if !fingerprints.is_empty() {
+                    store
+                        .shred_expired_holders(&project.id, &fingerprints)
+                        .await?;
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -317,6 +357,37 @@ struct Plan<'a> {
     done: HashMap<&'a str, String>,
     already: usize,
     deduplicated: usize,
+    /// Indexes (into the ready records) of the records of a card the project holds: each
+    /// refreshes that card's token once the batch is stored (an earlier record of the same
+    /// batch may hold it).
+    refresh: Vec<usize>,
+}
+
+/// Refreshes the token the project holds for `record`'s card with `record`'s data and options.
+async fn refresh(
+    store: &dyn Store,
+    keyring: &Keyring,
+    project: &Project,
+    record: &TokenRecord,
+) -> Result<(), PortError> {
+    let Some(fingerprint) = &record.fingerprint else {
+        return Ok(());
+    };
+    let (data, allowed) =
+        TokenData::open_with_rule(keyring, &record.sealed, &project.id, &record.id)?;
+    // `None`: the token was deleted (or expired) since the batch's lookup; the record's key
+    // names it all the same, as a token the caller deletes after tokenizing would be named.
+    refresh_held_token::<PortError>(
+        store,
+        keyring,
+        &project.id,
+        &data,
+        fingerprint,
+        record.expires_at,
+        allowed,
+    )
+    .await?;
+    Ok(())
 }
 
 async fn plan<'a>(
@@ -358,6 +429,7 @@ async fn plan<'a>(
         already: done.len(),
         done,
         deduplicated: 0,
+        refresh: Vec::new(),
     };
     for i in pending {
         let (old_id, token) = ready[i];
@@ -365,6 +437,7 @@ async fn plan<'a>(
             Some(existing) => {
                 plan.keys.push((old_id, existing.clone()));
                 plan.deduplicated += 1;
+                plan.refresh.push(i);
             }
             None => {
                 if let Some(fp) = &token.fingerprint {

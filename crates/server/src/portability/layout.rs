@@ -25,10 +25,15 @@ pub enum Field {
     Name,
     AccountNumber,
     RoutingNumber,
+    /// When the token expires: RFC 3339, as `POST /tokenize`'s `expires_at`.
+    ExpiresAt,
+    /// The token's own rule on where it may be sent, as `POST /tokenize`'s
+    /// `allowed_destinations`: a JSON list, or in a CSV column the patterns separated by spaces.
+    AllowedDestinations,
 }
 
 impl Field {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 13] = [
         Self::Id,
         Self::Type,
         Self::Number,
@@ -40,6 +45,8 @@ impl Field {
         Self::Name,
         Self::AccountNumber,
         Self::RoutingNumber,
+        Self::ExpiresAt,
+        Self::AllowedDestinations,
     ];
 
     /// The field's name in `--map` and in the export layout.
@@ -56,6 +63,8 @@ impl Field {
             Self::Name => "name",
             Self::AccountNumber => "account_number",
             Self::RoutingNumber => "routing_number",
+            Self::ExpiresAt => "expires_at",
+            Self::AllowedDestinations => "allowed_destinations",
         }
     }
 
@@ -108,6 +117,8 @@ impl Field {
             ],
             Self::AccountNumber => &["accountnumber", "bankaccountnumber", "account"],
             Self::RoutingNumber => &["routingnumber", "abaroutingnumber", "routing", "aba"],
+            Self::ExpiresAt => &["expiresat", "tokenexpiresat"],
+            Self::AllowedDestinations => &["alloweddestinations"],
         }
     }
 
@@ -214,6 +225,27 @@ impl RawRecord {
     /// The old vault's id; `None` when missing (the record is refused).
     pub fn id(&self) -> Option<String> {
         self.text(Field::Id)
+    }
+
+    /// The token's own options, as the top-level fields of a `/tokenize` body: `expires_at`
+    /// and `allowed_destinations` (a CSV column's space-separated patterns made a list).
+    pub fn options(&self) -> Map<String, Value> {
+        let mut body = Map::new();
+        if let Some(at) = self.values.get(&Field::ExpiresAt) {
+            body.insert("expires_at".into(), at.clone());
+        }
+        if let Some(rule) = self.values.get(&Field::AllowedDestinations) {
+            let rule = match rule {
+                Value::String(text) => Value::Array(
+                    text.split_whitespace()
+                        .map(|p| Value::String(p.to_owned()))
+                        .collect(),
+                ),
+                other => other.clone(),
+            };
+            body.insert("allowed_destinations".into(), rule);
+        }
+        body
     }
 
     /// `card` or `bank`, and the fields of `/tokenize`'s `data` by their API names.
@@ -339,6 +371,26 @@ mod tests {
         assert_eq!(data["firstName"], "Ada King");
         assert_eq!(data["lastName"], "Lovelace");
         assert_eq!(data["expirationYear"], "31");
+    }
+
+    #[test]
+    fn a_csv_rule_is_split_into_a_list() {
+        let mut r = RawRecord::default();
+        r.set(
+            Field::AllowedDestinations,
+            Value::String(" api.stripe.com  *.adyen.com/v1 ".into()),
+        );
+        r.set(
+            Field::ExpiresAt,
+            Value::String("2031-01-31T00:00:00Z".into()),
+        );
+        let body = r.options();
+        assert_eq!(
+            body["allowed_destinations"],
+            serde_json::json!(["api.stripe.com", "*.adyen.com/v1"])
+        );
+        assert_eq!(body["expires_at"], "2031-01-31T00:00:00Z");
+        assert!(RawRecord::default().options().is_empty());
     }
 
     #[test]

@@ -442,6 +442,14 @@ pub trait PortabilityStore: Send + Sync {
         project_id: &str,
         fingerprints: &[Vec<u8>],
     ) -> Result<Vec<(Vec<u8>, String)>, StoreError>;
+    /// Erases (as the expiry sweeper would) the project's expired tokens that still hold one
+    /// of these fingerprints: the sweeper has not reached them yet, and until it does they
+    /// keep the card's fingerprint from a new token. Returns how many.
+    async fn shred_expired_holders(
+        &self,
+        project_id: &str,
+        fingerprints: &[Vec<u8>],
+    ) -> Result<u64, StoreError>;
     /// In one transaction: inserts `tokens` and records `keys` (`old_id`, `token_id`), so a
     /// record is imported with its key or not at all. `Conflict`, with nothing written, when a
     /// key is taken or a card's fingerprint is (another run, or a tokenize call, was first).

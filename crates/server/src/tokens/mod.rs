@@ -5,7 +5,9 @@
 mod allowed;
 mod data;
 pub mod expiry;
+mod refresh;
 pub mod sweeper;
 
 pub use allowed::{AllowedDestinations, InvalidAllowedDestinations};
 pub use data::{Holder, TokenData};
+pub use refresh::{Refreshed, refresh_held_token};

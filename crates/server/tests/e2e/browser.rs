@@ -302,14 +302,15 @@ async fn a_card_typed_in_the_element_is_charged_and_the_merchant_never_sees_it()
     browser.close().await;
 }
 
-/// Keeps a picture of the filled-in element: under `target/` always, and as the README's
+/// Keeps a picture of the filled-in element: under `target/tmp/` always, and as the README's
 /// `docs/img/card-element.png` when `CARDVAULT_UPDATE_SCREENSHOT=1`.
 async fn save_screenshot(browser: &Browser) {
     let form = browser.client.find(Locator::Id("card")).await.unwrap();
     let png = form.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = manifest.join("../../target/card-element.png");
+    // Cargo's scratch directory for integration tests: it exists wherever the target dir is.
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("card-element.png");
     std::fs::write(&target, &png).unwrap();
     if std::env::var("CARDVAULT_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
         std::fs::write(manifest.join("../../docs/img/card-element.png"), &png).unwrap();

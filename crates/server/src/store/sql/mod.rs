@@ -92,6 +92,9 @@ pub struct SqlStore {
     sqlite: Option<Arc<SqliteUpkeep>>,
     /// The embedded database's hot statements on the calling thread; none on PostgreSQL.
     direct: Option<Arc<direct::DirectSqlite>>,
+    /// The connection a bulk import works on, taken from the pool at its first
+    /// query and kept (see `portability`).
+    porting: portability::Porting,
 }
 
 impl SqlStore {
@@ -142,6 +145,7 @@ impl SqlStore {
             pool,
             sqlite,
             direct,
+            porting: portability::Porting::default(),
         })
     }
 

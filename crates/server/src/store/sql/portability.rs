@@ -1,37 +1,134 @@
-//! The queries of bulk imports and exports (same SQL on both engines).
+//! The queries of bulk imports and exports (same SQL on both engines, but for how values are
+//! marked: see [`Marks`]).
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::{Executor, Row};
 
 use super::SqlStore;
-use super::rows::{select_token, token_from_row};
+use super::rows::{select_token, shred_tokens, token_from_row};
 use crate::store::{PortabilityStore, StoreError, TokenRecord, now_unix};
 
-/// Rows per multi-row `INSERT` of tokens (13 values each). Small on purpose: binding a value
-/// in sqlx's SQLite driver looks its name up among all of the statement's parameters, so a
-/// statement's binding time grows with the square of its size (on SQLite, 400 rows a
-/// statement stored under 5,000 tokens a second, 32 rows 15,000, 12 rows more still).
-const TOKENS_PER_STATEMENT: usize = 12;
-/// Rows per multi-row `INSERT` of import keys (4 values each).
-const KEYS_PER_STATEMENT: usize = 40;
 /// SQLite's page cache on an importing connection: 256 MiB (negative: KiB).
 const IMPORT_CACHE: &str = "PRAGMA cache_size = -262144";
-/// Values per `IN (…)` list.
-const IDS_PER_LOOKUP: usize = 128;
+/// PostgreSQL plans each of the importing connection's statements for its values. A prepared
+/// statement otherwise settles, after five runs, on a generic plan made while `import_keys`
+/// was still empty (a scan of the whole table), and keeps it as the table grows: each batch's
+/// lookups then read every key stored before (100,000 records took minutes, not seconds).
+const IMPORT_PLANS: &str = "SET plan_cache_mode = force_custom_plan";
+
+/// How a statement's values are marked. On SQLite, anonymous `?` marks: sqlx's SQLite driver
+/// looks each numbered mark (`$n`) up by its name among all of the statement's parameters, so
+/// binding a statement of numbered marks takes time quadratic in its size (400 rows of tokens
+/// a statement stored 3,650 a second, 12 rows 28,000); anonymous marks are bound in order with
+/// no lookup, so a statement can carry hundreds of rows. PostgreSQL takes numbered marks only.
+#[derive(Clone, Copy)]
+pub(super) enum Marks {
+    Anonymous,
+    Numbered,
+}
+
+impl Marks {
+    pub(super) fn of(store: &SqlStore) -> Self {
+        if store.sqlite.is_some() {
+            Self::Anonymous
+        } else {
+            Self::Numbered
+        }
+    }
+
+    /// Rows per multi-row `INSERT` of tokens (13 values each). With numbered marks, as few as
+    /// made PostgreSQL fastest too (200 a statement took it minutes for 100,000 records).
+    fn tokens_per_statement(self) -> usize {
+        match self {
+            Self::Anonymous => 200,
+            Self::Numbered => 12,
+        }
+    }
+
+    /// Rows per multi-row `INSERT` of import keys (4 values each).
+    fn keys_per_statement(self) -> usize {
+        match self {
+            Self::Anonymous => 500,
+            Self::Numbered => 40,
+        }
+    }
+
+    /// Values per `IN (…)` list.
+    fn ids_per_lookup(self) -> usize {
+        match self {
+            Self::Anonymous => 500,
+            Self::Numbered => 128,
+        }
+    }
+
+    /// `n` marks, the first numbered `first`, separated by commas.
+    fn list(self, first: usize, n: usize) -> String {
+        let marks: Vec<String> = match self {
+            Self::Anonymous => vec!["?".to_owned(); n],
+            Self::Numbered => (first..first + n).map(|i| format!("${i}")).collect(),
+        };
+        marks.join(", ")
+    }
+
+    /// `(…), (…)`: the VALUES list of a multi-row insert of `rows` rows of `columns` values.
+    fn rows(self, rows: usize, columns: usize) -> String {
+        (0..rows)
+            .map(|row| format!("({})", self.list(row * columns + 1, columns)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The connection an import works on, held from its first query to the store's end. SQLite
+/// drops a connection's whole page cache when another connection wrote since it last read, so
+/// with the pool's connections taking batches in turn every batch started cold, reading back
+/// the index pages it touches; on one connection, the batches before left them in its cache.
+#[derive(Default)]
+pub(super) struct Porting {
+    conn: tokio::sync::OnceCell<tokio::sync::Mutex<PoolConnection<sqlx::Any>>>,
+}
+
+impl SqlStore {
+    /// The import's connection (taken from the pool, and set up, at the first call).
+    async fn porting(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, PoolConnection<sqlx::Any>>, StoreError> {
+        let held = self
+            .porting
+            .conn
+            .get_or_try_init(|| async {
+                let mut conn = self.pool.acquire().await?;
+                if self.sqlite.is_some() {
+                    // Tokens' ids are random, so each batch touches pages all over the tables'
+                    // indexes: SQLite's default 2 MB page cache would spill and read most of
+                    // them back batch after batch. The importing process's own connection,
+                    // never a serving instance's, keeps more of them.
+                    conn.execute(IMPORT_CACHE).await?;
+                } else {
+                    conn.execute(IMPORT_PLANS).await?;
+                }
+                Ok::<_, StoreError>(tokio::sync::Mutex::new(conn))
+            })
+            .await?;
+        Ok(held.lock().await)
+    }
+}
 
 /// Inserts tokens with multi-row statements inside the caller's transaction.
 pub(super) async fn insert_token_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    marks: Marks,
     tokens: &[TokenRecord],
     now: i64,
 ) -> Result<(), StoreError> {
     const COLUMNS: usize = 13;
-    for chunk in tokens.chunks(TOKENS_PER_STATEMENT) {
+    for chunk in tokens.chunks(marks.tokens_per_statement()) {
         let sql = format!(
             "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at) VALUES {}",
-            super::values_placeholders(chunk.len(), COLUMNS)
+            marks.rows(chunk.len(), COLUMNS)
         );
-        // Built from numbered placeholders only; every value is bound.
+        // Built from marks only; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for token in chunk {
             query = query
@@ -54,14 +151,6 @@ pub(super) async fn insert_token_rows(
     Ok(())
 }
 
-/// `$first, $first+1, …`: `n` numbered placeholders for an `IN` list.
-fn in_list(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[async_trait]
 impl PortabilityStore for SqlStore {
     async fn imported_tokens(
@@ -70,18 +159,21 @@ impl PortabilityStore for SqlStore {
         old_ids: &[String],
     ) -> Result<Vec<(String, String)>, StoreError> {
         self.before_read()?;
+        let marks = Marks::of(self);
+        let mut conn = self.porting().await?;
         let mut found = Vec::new();
-        for chunk in old_ids.chunks(IDS_PER_LOOKUP) {
+        for chunk in old_ids.chunks(marks.ids_per_lookup()) {
             let sql = format!(
-                "SELECT old_id, token_id FROM import_keys WHERE project_id = $1 AND old_id IN ({})",
-                in_list(2, chunk.len())
+                "SELECT old_id, token_id FROM import_keys WHERE project_id = {} AND old_id IN ({})",
+                marks.list(1, 1),
+                marks.list(2, chunk.len())
             );
-            // Built from numbered placeholders only; every value is bound.
+            // Built from marks only; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(project_id);
             for id in chunk {
                 query = query.bind(id.as_str());
             }
-            for row in query.fetch_all(&self.pool).await? {
+            for row in query.fetch_all(&mut **conn).await? {
                 found.push((row.try_get("old_id")?, row.try_get("token_id")?));
             }
         }
@@ -94,26 +186,59 @@ impl PortabilityStore for SqlStore {
         fingerprints: &[Vec<u8>],
     ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
         self.before_read()?;
+        let marks = Marks::of(self);
+        let mut conn = self.porting().await?;
         let now = now_unix();
         let mut found = Vec::new();
-        for chunk in fingerprints.chunks(IDS_PER_LOOKUP) {
+        for chunk in fingerprints.chunks(marks.ids_per_lookup()) {
             let sql = format!(
-                "SELECT fingerprint, id FROM tokens WHERE project_id = $1 AND deleted_at IS NULL
-                 AND (expires_at IS NULL OR expires_at > $2) AND fingerprint IN ({})",
-                in_list(3, chunk.len())
+                "SELECT fingerprint, id FROM tokens WHERE project_id = {} AND deleted_at IS NULL
+                 AND (expires_at IS NULL OR expires_at > {}) AND fingerprint IN ({})",
+                marks.list(1, 1),
+                marks.list(2, 1),
+                marks.list(3, chunk.len())
             );
-            // Built from numbered placeholders only; every value is bound.
+            // Built from marks only; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(project_id)
                 .bind(now);
             for fp in chunk {
                 query = query.bind(fp.as_slice());
             }
-            for row in query.fetch_all(&self.pool).await? {
+            for row in query.fetch_all(&mut **conn).await? {
                 found.push((row.try_get("fingerprint")?, row.try_get("id")?));
             }
         }
         Ok(found)
+    }
+
+    async fn shred_expired_holders(
+        &self,
+        project_id: &str,
+        fingerprints: &[Vec<u8>],
+    ) -> Result<u64, StoreError> {
+        self.before_write()?;
+        let mut conn = self.porting().await?;
+        let now = now_unix();
+        let mut shredded = 0;
+        // Rare (only after a batch met such a token), so plain numbered marks on both engines.
+        for chunk in fingerprints.chunks(Marks::Numbered.ids_per_lookup()) {
+            let sql = format!(
+                shred_tokens!(
+                    "project_id = $4 AND deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= $3 AND fingerprint IN ({})"
+                ),
+                Marks::Numbered.list(5, chunk.len())
+            );
+            // Built from marks only; every value is bound.
+            let mut query =
+                super::queries::shred(sqlx::AssertSqlSafe(sql), now).bind(project_id.to_owned());
+            for fp in chunk {
+                query = query.bind(fp.clone());
+            }
+            shredded += query.execute(&mut **conn).await?.rows_affected();
+        }
+        self.after_write()?;
+        Ok(shredded)
     }
 
     async fn import_batch(
@@ -123,23 +248,17 @@ impl PortabilityStore for SqlStore {
         keys: &[(String, String)],
     ) -> Result<(), StoreError> {
         self.before_write()?;
+        let marks = Marks::of(self);
         let now = now_unix();
-        let mut conn = self.pool.acquire().await?;
-        if self.sqlite.is_some() {
-            // Tokens' ids are random, so each batch touches pages all over the tables' indexes:
-            // with SQLite's default 2 MB page cache, a large import would read most of them
-            // back from the file on every batch. This connection (the importing process's
-            // own, not a serving instance's) keeps more of them.
-            conn.execute(IMPORT_CACHE).await?;
-        }
-        let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
-        insert_token_rows(&mut tx, tokens, now).await?;
-        for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let mut conn = self.porting().await?;
+        let mut tx = sqlx::Acquire::begin(&mut **conn).await?;
+        insert_token_rows(&mut tx, marks, tokens, now).await?;
+        for chunk in keys.chunks(marks.keys_per_statement()) {
             let sql = format!(
                 "INSERT INTO import_keys (project_id, old_id, token_id, created_at) VALUES {}",
-                super::values_placeholders(chunk.len(), 4)
+                marks.rows(chunk.len(), 4)
             );
-            // Built from numbered placeholders only; every value is bound.
+            // Built from marks only; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (old_id, token_id) in chunk {
                 query = query
@@ -184,5 +303,17 @@ impl PortabilityStore for SqlStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get::<i64, _>("n")?.max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Marks;
+
+    #[test]
+    fn marks_are_anonymous_or_numbered_in_order() {
+        assert_eq!(Marks::Anonymous.rows(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(Marks::Numbered.rows(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(Marks::Numbered.list(3, 2), "$3, $4");
     }
 }

@@ -349,7 +349,13 @@ impl Store for SqlStore {
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         self.before_write()?;
         let mut tx = self.pool.begin().await?;
-        super::portability::insert_token_rows(&mut tx, tokens, now_unix()).await?;
+        super::portability::insert_token_rows(
+            &mut tx,
+            super::portability::Marks::of(self),
+            tokens,
+            now_unix(),
+        )
+        .await?;
         tx.commit().await?;
         self.after_write()
     }
@@ -649,8 +655,8 @@ impl Store for SqlStore {
 
 /// A crypto-shredding statement (see [`shred_tokens`]) with its first three parameters bound:
 /// the empty nonce and ciphertext, and `now` as the deletion time.
-fn shred(
-    sql: &'static str,
+pub(super) fn shred(
+    sql: impl sqlx::SqlSafeStr,
     now: i64,
 ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(sql)
