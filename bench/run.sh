@@ -20,6 +20,16 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
 fi
 
+# The independent load generator the latency figures are checked against (crates.io, built once
+# into target/tools; a few minutes the first time).
+if [ ! -x target/tools/bin/oha ]; then
+  cargo install --quiet --locked --root target/tools oha --version 1.16.0
+fi
+# Flame graphs from `perf script` (docs/benchmarks.md, "Where the CPU goes").
+if [ ! -x target/tools/bin/inferno-flamegraph ]; then
+  cargo install --quiet --locked --root target/tools inferno --version 0.12.8
+fi
+
 cargo build --release --locked -p cardvault-server -p cardvault-bench
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)" >&2
 exec target/release/cardvault-bench "$@"

@@ -5,7 +5,9 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod load;
+mod oha;
 mod procs;
+mod stages;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -48,10 +50,16 @@ struct Args {
     /// Stored tokens for the run measuring the proxy during a data-key rotation (0 to skip).
     #[arg(long, default_value_t = 0)]
     rotation_tokens: u64,
+    /// The independent load generator (default: `target/tools/bin/oha`, then `oha` on PATH;
+    /// its row is left out when there is none).
+    #[arg(long)]
+    oha: Option<std::path::PathBuf>,
 }
 
 const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 const CONNECTIONS: usize = 64;
+/// The rate the added-latency targets are stated at.
+const ONE_THOUSAND: u64 = 1000;
 
 fn processor_body() -> bytes::Bytes {
     bytes::Bytes::from_static(
@@ -87,11 +95,19 @@ struct Row {
     rates: Vec<(u64, Outcome)>,
     cpu_per_1000: Option<f64>,
     peak_rss_mib: Option<f64>,
+    /// The independent generator at 1,000 req/s (proxy targets only).
+    oha: Option<oha::OhaRun>,
+    /// A vault's own account of the 1,000 req/s run: mean µs per call by stage, then the whole
+    /// request (empty for the others).
+    stages: Vec<(String, f64)>,
 }
 
 struct Bench {
     args: Args,
     duration: Duration,
+    oha: Option<std::path::PathBuf>,
+    /// The processor stub's CA (oha trusts it for the direct target).
+    ca_file: std::path::PathBuf,
 }
 
 impl Bench {
@@ -122,10 +138,23 @@ impl Bench {
         );
         let mut rates = Vec::new();
         let mut cpu_per_1000 = None;
+        let mut stages = Vec::new();
         for &rate in &self.args.rates {
             let cpu_before = server.map(procs::Server::cpu_seconds);
+            let scrape_before = match server {
+                Some(server) if rate == ONE_THOUSAND => {
+                    stages::Scrape::take(client, &server.url).await
+                }
+                _ => None,
+            };
             let outcome =
                 load::fixed_rate(client, target, bodies.clone(), rate, self.duration).await;
+            if let (Some(before), Some(server)) = (&scrape_before, server)
+                && let Some(after) = stages::Scrape::take(client, &server.url).await
+            {
+                let route = reqwest::Url::parse(&target.url).expect("a URL");
+                stages = stages::means(before, &after, route.path());
+            }
             if let (true, Some(before), Some(server)) =
                 (rate == 1000 || cpu_per_1000.is_none(), cpu_before, server)
             {
@@ -140,12 +169,28 @@ impl Bench {
             );
             rates.push((rate, outcome));
         }
+        // The same request every time (oha sends one body): the proxy targets, not tokenize.
+        let oha = match (&self.oha, &bodies) {
+            (Some(oha), None) => {
+                let run = oha::run(oha, target, &self.ca_file, ONE_THOUSAND, self.duration);
+                if let Some(run) = &run {
+                    eprintln!(
+                        "   oha at {ONE_THOUSAND} req/s: p50 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms ({} failed)",
+                        run.p50, run.p99, run.p999, run.failed
+                    );
+                }
+                run
+            }
+            _ => None,
+        };
         Row {
             name: name.to_owned(),
             saturation,
             rates,
             cpu_per_1000,
             peak_rss_mib: server.map(procs::Server::peak_rss_mib),
+            oha,
+            stages,
         }
     }
 }
@@ -204,6 +249,12 @@ fn start_vault(stub: &Stub, backend_env: &[(String, String)]) -> VaultUnderTest 
     ));
     // Rate limits stay on, so their cost is part of what is measured, but out of reach: the
     // benchmark drives one key far past the per-key defaults on purpose.
+    // Metrics on, as in production: their cost is part of what is measured, and the stage
+    // histograms say where a call's time goes.
+    env.push((
+        "CARDVAULT_METRICS_TOKEN".into(),
+        stages::METRICS_TOKEN.into(),
+    ));
     for budget in ["TOKENIZE", "PROXY"] {
         env.push((format!("CARDVAULT_RATE_LIMIT_{budget}"), "1000000/s".into()));
         env.push((
@@ -382,12 +433,146 @@ fn table(rows: &[Row], rates: &[u64]) -> String {
     out
 }
 
+/// Each vault's mean µs per call by stage at 1,000 req/s, as its own `/metrics` timed them, and
+/// its CPU per call.
+fn stage_table(rows: &[Row]) -> String {
+    let vaults: Vec<&Row> = rows.iter().filter(|r| !r.stages.is_empty()).collect();
+    let mut out = String::new();
+    if vaults.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n### Where a proxy call's time goes at {ONE_THOUSAND} req/s (mean µs per call, the vault's own /metrics)\n"
+    );
+    let _ = write!(out, "| stage |");
+    for row in &vaults {
+        let _ = write!(out, " {} |", row.name);
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in &vaults {
+        let _ = write!(out, "---:|");
+    }
+    let _ = writeln!(out);
+    let mut names: Vec<&str> = stages::STAGES.to_vec();
+    names.extend([
+        "outside the stages (HTTP, parse, middleware, logging)",
+        "request",
+    ]);
+    for name in names {
+        let _ = write!(out, "| {name} |");
+        for row in &vaults {
+            let find = |n: &str| row.stages.iter().find(|(s, _)| s == n).map(|(_, us)| *us);
+            let value = if name.starts_with("outside") {
+                find("request").map(|total| {
+                    total
+                        - row
+                            .stages
+                            .iter()
+                            .filter(|(s, _)| s != "request")
+                            .map(|(_, us)| us)
+                            .sum::<f64>()
+                })
+            } else {
+                find(name)
+            };
+            let _ = write!(
+                out,
+                " {} |",
+                value.map_or_else(|| "–".to_owned(), |us| format!("{us:.0}"))
+            );
+        }
+        let _ = writeln!(out);
+    }
+    let _ = write!(out, "| server CPU per call |");
+    for row in &vaults {
+        let _ = write!(
+            out,
+            " {} |",
+            row.cpu_per_1000
+                .map_or_else(|| "–".to_owned(), |s| format!("{:.0}", s * 1000.0))
+        );
+    }
+    let _ = writeln!(out);
+    out
+}
+
+/// Both generators' latency at 1,000 req/s side by side, and each one's added latency over the
+/// direct call (the floor) by quantile.
+fn oha_table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n### The same targets at {ONE_THOUSAND} req/s, two generators (ms: p50 / p99 / p99.9)\n"
+    );
+    let _ = writeln!(
+        out,
+        "oha: open loop, {} connections, latency from when each request was due (`--latency-correction`).\n",
+        oha::CONNECTIONS
+    );
+    let _ = writeln!(
+        out,
+        "| target | oha | oha, added over direct | this repository's generator | its added over direct | oha failed |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---:|");
+    let ours = |row: &Row| {
+        row.rates
+            .iter()
+            .find(|(r, _)| *r == ONE_THOUSAND)
+            .map(|(_, o)| [o.ms(0.5), o.ms(0.99), o.ms(0.999)])
+    };
+    let theirs = |row: &Row| row.oha.as_ref().map(|o| [o.p50, o.p99, o.p999]);
+    let cell = |q: Option<[f64; 3]>| {
+        q.map_or_else(
+            || "–".to_owned(),
+            |[a, b, c]| format!("{a:.2} / {b:.2} / {c:.2}"),
+        )
+    };
+    let added = |q: Option<[f64; 3]>, floor: Option<[f64; 3]>| match (q, floor) {
+        (Some(q), Some(f)) => format!(
+            "{:+.2} / {:+.2} / {:+.2}",
+            q[0] - f[0],
+            q[1] - f[1],
+            q[2] - f[2]
+        ),
+        _ => "–".to_owned(),
+    };
+    let direct = rows.first();
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            row.name,
+            cell(theirs(row)),
+            added(theirs(row), direct.and_then(theirs)),
+            cell(ours(row)),
+            added(ours(row), direct.and_then(ours)),
+            row.oha.as_ref().map_or_else(
+                || "–".to_owned(),
+                |o| format!("{} ({:.0} req/s)", o.failed, o.requests_per_sec)
+            )
+        );
+    }
+    out
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
     let duration = Duration::from_secs(if args.quick { 3 } else { 10 });
-    let bench = Bench { duration, args };
-    let stub = Stub::start_lean(Duration::from_millis(bench.args.delay_ms));
+    let stub = Stub::start_lean(Duration::from_millis(args.delay_ms));
+    let oha = oha::find(args.oha.as_deref());
+    if oha.is_none() {
+        eprintln!(
+            "oha not found (bench/run.sh installs it): the independent generator's row is left out"
+        );
+    }
+    let bench = Bench {
+        duration,
+        args,
+        oha,
+        ca_file: stub.ca_file.clone(),
+    };
     let direct_client = load::client(Some(&stub.ca_file));
     let client = load::client(None);
     let mut proxy_rows = Vec::new();
@@ -547,6 +732,10 @@ async fn main() {
             }
         }
     }
+    if proxy_rows.iter().any(|r| r.oha.is_some()) {
+        println!("{}", oha_table(&proxy_rows));
+    }
+    println!("{}", stage_table(&proxy_rows));
     println!("\n## Tokenize: POST /tokenize, a new card each time\n");
     println!("{}", table(&tokenize_rows, &rates));
     if !size_rows.is_empty() {
