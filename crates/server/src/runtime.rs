@@ -5,8 +5,9 @@
 //! Fewer workers than cores can be the better choice where the vault shares its cores (a small
 //! VM with its database, a sidecar): every hand-off between two workers wakes a parked thread,
 //! and at moderate load those wake-ups are a large part of a call's cost (docs/benchmarks.md,
-//! issue 17: on two cores shared with the load, one worker used ~30 % less CPU per call at
-//! 1,000 req/s, with the same peak throughput and a third of the p99).
+//! issue 17: on two cores shared with the load generator, one worker used ~30 % less CPU per
+//! call at 1,000 req/s in most runs). The default stays one per core: with a single worker, one
+//! slow moment on it (a statement waiting on the disk) holds every call.
 
 /// The environment variable that sets the number of worker threads.
 pub const WORKER_THREADS_ENV: &str = "CARDVAULT_WORKER_THREADS";
