@@ -24,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod portability;
 pub mod redis_connection;
+pub mod runtime;
 pub mod server_tls;
 pub mod store;
 pub mod tokens;

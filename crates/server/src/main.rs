@@ -5,7 +5,12 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    cardvault_server::cli::run().await
+fn main() -> ExitCode {
+    match cardvault_server::runtime::build() {
+        Ok(runtime) => runtime.block_on(cardvault_server::cli::run()),
+        Err(refused) => {
+            eprintln!("cardvault: {refused}");
+            ExitCode::FAILURE
+        }
+    }
 }

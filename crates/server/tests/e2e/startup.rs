@@ -203,3 +203,35 @@ fn every_option_of_every_command_is_described_with_its_default_and_environment()
         );
     }
 }
+
+#[test]
+fn a_worker_count_out_of_range_is_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["0", "many", "100000"] {
+        let out = Command::new(bin())
+            .args(["serve", "--init", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("CARDVAULT_WORKER_THREADS", bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}: the vault started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("CARDVAULT_WORKER_THREADS must be a whole number from 1 to 1024"),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_vault_on_one_worker_thread_serves_a_proxy_call() {
+    let stub = Stub::start().await;
+    let vault = Vault::start_with(&stub, &[("CARDVAULT_WORKER_THREADS", "1")]).await;
+    let token = vault.token_in(&vault.keys, VISA).await;
+    let (status, answer) = vault
+        .proxy(&serde_json::json!({"token": token, "proxy_url": stub.url("/charge"), "request_data": {"n": "${cardNumber}"}}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(stub.last().json()["n"], VISA);
+}
