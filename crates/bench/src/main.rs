@@ -454,7 +454,7 @@ fn stage_table(rows: &[Row]) -> String {
         let _ = write!(out, "---:|");
     }
     let _ = writeln!(out);
-    let mut names: Vec<&str> = stages::STAGES.to_vec();
+    let mut names: Vec<&str> = stages::names().to_vec();
     names.extend([
         "outside the stages (HTTP, parse, middleware, logging)",
         "request",

@@ -4,21 +4,15 @@
 
 use std::collections::HashMap;
 
+use cardvault_server::metrics::Stage;
+
 /// The bearer token the benchmark's vaults serve `/metrics` with (metrics on, as in production).
 pub const METRICS_TOKEN: &str = "bench-metrics-token-0123456789";
 
-/// The proxy's stages, in the order a call runs through them (the vault's `Stage::label`s).
-pub const STAGES: [&str; 9] = [
-    "auth",
-    "destination",
-    "token_load",
-    "resolve",
-    "cvc",
-    "render",
-    "upstream",
-    "scrub",
-    "audit",
-];
+/// The proxy's stages, in the order a call runs through them.
+pub fn names() -> [&'static str; 9] {
+    Stage::ALL.map(Stage::label)
+}
 
 /// One scrape: each sample's value by its name with labels, as exposed.
 pub struct Scrape(HashMap<String, f64>);
@@ -62,7 +56,7 @@ pub fn means(before: &Scrape, after: &Scrape, route: &str) -> Vec<(String, f64)>
         let count = delta("count");
         (count > 0.0).then(|| delta("sum") / count * 1e6)
     };
-    let mut out: Vec<(String, f64)> = STAGES
+    let mut out: Vec<(String, f64)> = names()
         .iter()
         .filter_map(|stage| {
             mean(
