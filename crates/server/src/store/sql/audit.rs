@@ -130,7 +130,7 @@ fn insert_audit_rows(
     const COLUMNS: usize = 12;
     let sql = format!(
         "INSERT INTO audit_log ({INSERTED_COLUMNS}) VALUES {}",
-        super::values_placeholders(rows.len(), COLUMNS)
+        super::marks::Marks::Numbered.rows(rows.len(), COLUMNS)
     );
     // Built from numbered placeholders only; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));

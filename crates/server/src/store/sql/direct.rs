@@ -209,7 +209,7 @@ fn audit_insert_sql() -> &'static [String] {
                 format!(
                     "INSERT INTO audit_log ({}) VALUES {}",
                     super::audit::INSERTED_COLUMNS,
-                    super::values_placeholders(rows, 12)
+                    super::marks::Marks::Numbered.rows(rows, 12)
                 )
             })
             .collect()

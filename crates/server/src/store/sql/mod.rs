@@ -14,6 +14,7 @@ mod audit;
 mod direct;
 mod idempotency;
 mod keys;
+mod marks;
 mod portability;
 mod queries;
 mod rows;
@@ -44,20 +45,6 @@ const SQLITE_NO_INLINE_CHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 0;";
 
 /// The readiness probe's write, the same on both engines.
 pub(in crate::store) const PROBE_WRITE: &str = "INSERT INTO readiness_probe (id, checked_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at";
-
-/// `($1, $2, …), ($n+1, …)`: the VALUES list of a multi-row insert of `rows` rows of
-/// `columns` columns, numbered placeholders only (every value is bound).
-pub(in crate::store) fn values_placeholders(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let params: Vec<String> = (1..=columns)
-                .map(|c| format!("${}", row * columns + c))
-                .collect();
-            format!("({})", params.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// Where the data lives. (`Debug` hides the PostgreSQL URL: it may carry a password.)
 #[derive(Clone)]

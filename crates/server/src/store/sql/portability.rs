@@ -6,6 +6,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Executor, Row};
 
 use super::SqlStore;
+use super::marks::Marks;
 use super::rows::{select_token, shred_tokens, token_from_row};
 use crate::store::{PortabilityStore, StoreError, TokenRecord, now_unix};
 
@@ -17,26 +18,8 @@ const IMPORT_CACHE: &str = "PRAGMA cache_size = -262144";
 /// lookups then read every key stored before (100,000 records took minutes, not seconds).
 const IMPORT_PLANS: &str = "SET plan_cache_mode = force_custom_plan";
 
-/// How a statement's values are marked. On SQLite, anonymous `?` marks: sqlx's SQLite driver
-/// looks each numbered mark (`$n`) up by its name among all of the statement's parameters, so
-/// binding a statement of numbered marks takes time quadratic in its size (400 rows of tokens
-/// a statement stored 3,650 a second, 12 rows 28,000); anonymous marks are bound in order with
-/// no lookup, so a statement can carry hundreds of rows. PostgreSQL takes numbered marks only.
-#[derive(Clone, Copy)]
-pub(super) enum Marks {
-    Anonymous,
-    Numbered,
-}
-
+/// How many values an import's statements carry, by how they are marked.
 impl Marks {
-    pub(super) fn of(store: &SqlStore) -> Self {
-        if store.sqlite.is_some() {
-            Self::Anonymous
-        } else {
-            Self::Numbered
-        }
-    }
-
     /// Rows per multi-row `INSERT` of tokens (13 values each). With numbered marks, as few as
     /// made PostgreSQL fastest too (200 a statement took it minutes for 100,000 records).
     fn tokens_per_statement(self) -> usize {
@@ -60,23 +43,6 @@ impl Marks {
             Self::Anonymous => 500,
             Self::Numbered => 128,
         }
-    }
-
-    /// `n` marks, the first numbered `first`, separated by commas.
-    fn list(self, first: usize, n: usize) -> String {
-        let marks: Vec<String> = match self {
-            Self::Anonymous => vec!["?".to_owned(); n],
-            Self::Numbered => (first..first + n).map(|i| format!("${i}")).collect(),
-        };
-        marks.join(", ")
-    }
-
-    /// `(…), (…)`: the VALUES list of a multi-row insert of `rows` rows of `columns` values.
-    fn rows(self, rows: usize, columns: usize) -> String {
-        (0..rows)
-            .map(|row| format!("({})", self.list(row * columns + 1, columns)))
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 
@@ -303,17 +269,5 @@ impl PortabilityStore for SqlStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get::<i64, _>("n")?.max(0) as u64)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Marks;
-
-    #[test]
-    fn marks_are_anonymous_or_numbered_in_order() {
-        assert_eq!(Marks::Anonymous.rows(2, 2), "(?, ?), (?, ?)");
-        assert_eq!(Marks::Numbered.rows(2, 2), "($1, $2), ($3, $4)");
-        assert_eq!(Marks::Numbered.list(3, 2), "$3, $4");
     }
 }

@@ -351,7 +351,7 @@ impl Store for SqlStore {
         let mut tx = self.pool.begin().await?;
         super::portability::insert_token_rows(
             &mut tx,
-            super::portability::Marks::of(self),
+            super::marks::Marks::of(self),
             tokens,
             now_unix(),
         )
