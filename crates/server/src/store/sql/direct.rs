@@ -37,7 +37,8 @@ pub(super) struct Busy(pub(super) rusqlite::Error);
 pub(super) struct DirectSqlite {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
-    /// The audit writer's connection (one writer task per process).
+    /// The connection the process's own inline writes share (the audit log's groups, new
+    /// tokens).
     writer: Mutex<Option<Connection>>,
 }
 
@@ -103,6 +104,28 @@ impl DirectSqlite {
         rows: &[AuditRow],
         wait: bool,
     ) -> Result<Result<(), StoreError>, Busy> {
+        self.write(wait, |conn| insert_audit(conn, rows))
+    }
+
+    /// Inserts one token (its own transaction), or answers [`Busy`] (nothing written) when
+    /// another connection holds the file.
+    pub(super) fn insert_token(
+        &self,
+        token: &TokenRecord,
+        now: i64,
+    ) -> Result<Result<(), StoreError>, Busy> {
+        self.write(false, |conn| insert_token(conn, token, now))
+    }
+
+    /// Runs `statements` on the writer connection. The process's own writes meet here, in
+    /// turn (a wait of one short transaction at most, on the mutex), instead of in SQLite's
+    /// lock, whose busy handler sleeps for milliseconds; another connection's lock is
+    /// [`Busy`] unless `wait`.
+    fn write(
+        &self,
+        wait: bool,
+        statements: impl FnOnce(&mut Connection) -> rusqlite::Result<()>,
+    ) -> Result<Result<(), StoreError>, Busy> {
         // A panic cannot leave the connection mid-transaction: the transaction rolls back
         // when dropped, so a poisoned lock still guards a usable connection.
         let mut slot = self
@@ -121,10 +144,7 @@ impl DirectSqlite {
         } else {
             INLINE_BUSY_TIMEOUT
         };
-        match conn
-            .busy_timeout(timeout)
-            .and_then(|()| insert_audit(conn, rows))
-        {
+        match conn.busy_timeout(timeout).and_then(|()| statements(conn)) {
             Ok(()) => Ok(Ok(())),
             Err(e) => busy_or(e),
         }
@@ -194,6 +214,27 @@ fn read_token(
             }))
         })
         .optional()
+}
+
+fn insert_token(conn: &Connection, token: &TokenRecord, now: i64) -> rusqlite::Result<()> {
+    // One statement outside a transaction is its own transaction.
+    let mut statement = conn.prepare_cached(super::queries::INSERT_TOKEN)?;
+    statement.execute(params![
+        token.id,
+        token.project_id,
+        token.kind.as_str(),
+        i64::from(token.sealed.key_version),
+        token.sealed.nonce,
+        token.sealed.ciphertext,
+        token.fingerprint,
+        token.bin,
+        token.last4,
+        token.brand,
+        token.created_at,
+        now,
+        token.expires_at,
+    ])?;
+    Ok(())
 }
 
 /// Rows per `INSERT`: SQLite's cost of binding grows faster than the number of bound values,

@@ -653,6 +653,9 @@ impl Store for SqlStore {
     }
 }
 
+/// A new token's row (both engines; on SQLite `$n` names the n-th bound value too).
+pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
 /// A crypto-shredding statement (see [`shred_tokens`]) with its first three parameters bound:
 /// the empty nonce and ciphertext, and `now` as the deletion time.
 pub(super) fn shred(
@@ -667,10 +670,13 @@ pub(super) fn shred(
 
 impl SqlStore {
     async fn insert_token_row(&self, token: &TokenRecord, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
+        if let Some(direct) = &self.direct
+            && let Ok(inserted) = direct.insert_token(token, now)
+        {
+            return inserted;
+        }
+        // PostgreSQL, or a SQLite write that would have waited for another connection's lock.
+        sqlx::query(INSERT_TOKEN)
         .bind(&token.id)
         .bind(&token.project_id)
         .bind(token.kind.as_str())
