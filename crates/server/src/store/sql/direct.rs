@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
+use super::group::Group;
 use crate::audit::AuditRow;
 use crate::crypto::Sealed;
 use crate::store::{StoreError, TokenKind, TokenRecord};
@@ -40,6 +41,7 @@ pub(super) struct DirectSqlite {
     /// The connection the process's own inline writes share (the audit log's groups, new
     /// tokens).
     writer: Mutex<Option<Connection>>,
+    token_inserts: Group<(TokenRecord, i64), Result<Result<(), StoreError>, Busy>>,
 }
 
 impl DirectSqlite {
@@ -48,6 +50,7 @@ impl DirectSqlite {
             path: path.to_owned(),
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
+            token_inserts: Group::new(),
         }
     }
 
@@ -107,14 +110,40 @@ impl DirectSqlite {
         self.write(wait, |conn| insert_audit(conn, rows))
     }
 
-    /// Inserts one token (its own transaction), or answers [`Busy`] (nothing written) when
-    /// another connection holds the file.
-    pub(super) fn insert_token(
+    /// Inserts `token` in one transaction with the tokens other calls insert at the same
+    /// moment (see [`Group`]). Its own result: a conflict refuses only its own row. [`Busy`]
+    /// (nothing of it written) when another connection holds the file.
+    pub(super) async fn insert_token(
         &self,
-        token: &TokenRecord,
+        token: TokenRecord,
         now: i64,
     ) -> Result<Result<(), StoreError>, Busy> {
-        self.write(false, |conn| insert_token(conn, token, now))
+        self.token_inserts
+            .run((token, now), |group| self.insert_tokens(group))
+            .await
+            .unwrap_or_else(|| Err(busy()))
+    }
+
+    fn insert_tokens(
+        &self,
+        group: &[(TokenRecord, i64)],
+    ) -> Vec<Result<Result<(), StoreError>, Busy>> {
+        let mut each = Vec::with_capacity(group.len());
+        let written = self.write(false, |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (token, now) in group {
+                // A failed statement undoes only itself: the others' rows stay in the
+                // transaction.
+                each.push(insert_token(&tx, token, *now).map_err(StoreError::from));
+            }
+            tx.commit()
+        });
+        match written {
+            Ok(Ok(())) => each.into_iter().map(Ok).collect(),
+            // The commit failed: none of the group is stored, each call hears why.
+            Ok(Err(e)) => group.iter().map(|_| Ok(Err(again(&e)))).collect(),
+            Err(_) => group.iter().map(|_| Err(busy())).collect(),
+        }
     }
 
     /// Runs `statements` on the writer connection. The process's own writes meet here, in
@@ -148,6 +177,27 @@ impl DirectSqlite {
             Ok(()) => Ok(Ok(())),
             Err(e) => busy_or(e),
         }
+    }
+}
+
+/// A [`Busy`] of our own making, for each item of a group that met another connection's lock.
+fn busy() -> Busy {
+    Busy(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        None,
+    ))
+}
+
+/// `e` once more, for each call of a group that failed as a whole.
+fn again(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, message)) => {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(*failure, message.clone()))
+        }
+        _ => StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            None,
+        )),
     }
 }
 
@@ -417,5 +467,57 @@ mod tests {
             Err(StoreError::Conflict)
         ));
         assert_eq!(store.audit_head("c1").await.unwrap().unwrap().0, 40);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_inserted_at_once_are_each_stored_and_a_conflict_refuses_only_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.insert_token(&token("tok_held", None)).await.unwrap();
+        let calls: Vec<_> = (0..60)
+            .map(|i| {
+                let store = store.clone();
+                // Every tenth call repeats a token id already stored.
+                let id = if i % 10 == 0 {
+                    "tok_held".to_owned()
+                } else {
+                    format!("tok_{i}")
+                };
+                tokio::spawn(
+                    async move { (id.clone(), store.insert_token(&token(&id, None)).await) },
+                )
+            })
+            .collect();
+        for call in calls {
+            let (id, inserted) = call.await.unwrap();
+            if id == "tok_held" {
+                assert!(
+                    matches!(inserted, Err(StoreError::Conflict)),
+                    "{inserted:?}"
+                );
+            } else {
+                inserted.unwrap();
+                assert_eq!(store.token("proj_1", &id).await.unwrap().id, id);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_token_that_meets_another_writer_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let lock = hold_write_lock(&dir);
+        let inserting = tokio::spawn({
+            let store = store.clone();
+            async move { store.insert_token(&token("tok_new", None)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!inserting.is_finished(), "the insert waits for the lock");
+        drop(lock);
+        inserting.await.unwrap().unwrap();
+        assert_eq!(
+            store.token("proj_1", "tok_new").await.unwrap().id,
+            "tok_new"
+        );
     }
 }

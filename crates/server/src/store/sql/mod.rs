@@ -12,6 +12,7 @@ use sqlx::{AnyPool, Connection, Executor};
 
 mod audit;
 mod direct;
+mod group;
 mod idempotency;
 mod keys;
 mod marks;

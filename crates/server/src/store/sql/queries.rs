@@ -671,27 +671,27 @@ pub(super) fn shred(
 impl SqlStore {
     async fn insert_token_row(&self, token: &TokenRecord, now: i64) -> Result<(), StoreError> {
         if let Some(direct) = &self.direct
-            && let Ok(inserted) = direct.insert_token(token, now)
+            && let Ok(inserted) = direct.insert_token(token.clone(), now).await
         {
             return inserted;
         }
         // PostgreSQL, or a SQLite write that would have waited for another connection's lock.
         sqlx::query(INSERT_TOKEN)
-        .bind(&token.id)
-        .bind(&token.project_id)
-        .bind(token.kind.as_str())
-        .bind(i64::from(token.sealed.key_version))
-        .bind(&token.sealed.nonce)
-        .bind(&token.sealed.ciphertext)
-        .bind(&token.fingerprint)
-        .bind(&token.bin)
-        .bind(&token.last4)
-        .bind(&token.brand)
-        .bind(token.created_at)
-        .bind(now)
-        .bind(token.expires_at)
-        .execute(&self.pool)
-        .await?;
+            .bind(&token.id)
+            .bind(&token.project_id)
+            .bind(token.kind.as_str())
+            .bind(i64::from(token.sealed.key_version))
+            .bind(&token.sealed.nonce)
+            .bind(&token.sealed.ciphertext)
+            .bind(&token.fingerprint)
+            .bind(&token.bin)
+            .bind(&token.last4)
+            .bind(&token.brand)
+            .bind(token.created_at)
+            .bind(now)
+            .bind(token.expires_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

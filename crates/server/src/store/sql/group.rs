@@ -1,0 +1,132 @@
+//! Group commit: calls that write at the same moment share one transaction.
+//!
+//! Each call queues its item; whichever call gets the turn first (the leader) takes every
+//! queued item and writes them together, on its own thread, then hands each call its result.
+//! At low load a group is the leader's own item and nothing waits; under load the calls that
+//! queued while a group was being written share the next one, so the commit's fixed cost (its
+//! page writes to the write-ahead log) is paid once per group instead of once per call.
+
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::oneshot;
+
+/// Items written together at most.
+const MAX_GROUP: usize = 256;
+
+pub(super) struct Group<T, R> {
+    /// Items not yet taken by a leader, oldest first, each with its caller's answer channel.
+    queued: Mutex<Vec<(T, oneshot::Sender<R>)>>,
+    /// Held by the leader while it writes a group.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl<T, R> Group<T, R> {
+    pub(super) fn new() -> Self {
+        Self {
+            queued: Mutex::new(Vec::new()),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// `item`'s result, written by `write` with the items queued beside it; `None` if the
+    /// leader that took it panicked (nothing of its group was committed then: the transaction
+    /// rolls back when dropped). `write` answers one result per item, in order; it runs
+    /// synchronously, so a leader dropped mid-way (its client gone) never leaves a group half
+    /// answered. An item whose caller is gone before a leader takes it is not written.
+    pub(super) async fn run(&self, item: T, write: impl Fn(&[T]) -> Vec<R>) -> Option<R> {
+        let (answer, mut result) = oneshot::channel();
+        self.queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((item, answer));
+        loop {
+            tokio::select! {
+                biased;
+                written = &mut result => return written.ok(),
+                _turn = self.turn.lock() => {
+                    // A leader before us may have written ours while we waited for the turn.
+                    match result.try_recv() {
+                        Ok(written) => return Some(written),
+                        Err(oneshot::error::TryRecvError::Closed) => return None,
+                        Err(oneshot::error::TryRecvError::Empty) => self.lead(&write),
+                    }
+                }
+            }
+        }
+    }
+
+    fn lead(&self, write: &impl Fn(&[T]) -> Vec<R>) {
+        let group: Vec<(T, oneshot::Sender<R>)> = {
+            let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+            let taken = queued.len().min(MAX_GROUP);
+            queued
+                .drain(..taken)
+                .filter(|(_, answer)| !answer.is_closed())
+                .collect()
+        };
+        if group.is_empty() {
+            return;
+        }
+        let (items, answers): (Vec<T>, Vec<_>) = group.into_iter().unzip();
+        for (answer, written) in answers.into_iter().zip(write(&items)) {
+            let _ = answer.send(written);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::Group;
+
+    /// A group of `u32`s written by doubling them, slowly, recording what each group held.
+    fn call(
+        group: &Arc<Group<u32, u32>>,
+        written: &Arc<Mutex<Vec<Vec<u32>>>>,
+        item: u32,
+    ) -> tokio::task::JoinHandle<Option<u32>> {
+        let (group, written) = (group.clone(), written.clone());
+        tokio::spawn(async move {
+            group
+                .run(item, |items| {
+                    written.lock().unwrap().push(items.to_vec());
+                    std::thread::sleep(Duration::from_millis(100));
+                    items.iter().map(|i| i * 2).collect()
+                })
+                .await
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_queued_while_a_group_is_written_share_the_next_and_get_their_own_result() {
+        let (group, written) = (Arc::new(Group::new()), Arc::new(Mutex::new(Vec::new())));
+        let first = call(&group, &written, 1);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let others: Vec<_> = (2..=9).map(|i| call(&group, &written, i)).collect();
+        assert_eq!(first.await.unwrap(), Some(2));
+        for (i, other) in (2..=9).zip(others) {
+            assert_eq!(other.await.unwrap(), Some(i * 2));
+        }
+        let written = written.lock().unwrap().clone();
+        assert_eq!(written, vec![vec![1], (2..=9).collect::<Vec<_>>()]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_item_whose_caller_left_before_its_group_is_not_written() {
+        let (group, written) = (Arc::new(Group::new()), Arc::new(Mutex::new(Vec::new())));
+        let first = call(&group, &written, 1);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let gone = call(&group, &written, 2);
+        let kept = call(&group, &written, 3);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gone.abort();
+        assert_eq!(first.await.unwrap(), Some(2));
+        assert_eq!(kept.await.unwrap(), Some(6));
+        let written = written.lock().unwrap().clone();
+        assert_eq!(written, vec![vec![1], vec![3]]);
+    }
+}
