@@ -6,6 +6,7 @@
 //! queued while a group was being written share the next one, so the commit's fixed cost (its
 //! page writes to the write-ahead log) is paid once per group instead of once per call.
 
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::oneshot;
@@ -34,43 +35,88 @@ impl<T, R> Group<T, R> {
     /// synchronously, so a leader dropped mid-way (its client gone) never leaves a group half
     /// answered. An item whose caller is gone before a leader takes it is not written.
     pub(super) async fn run(&self, item: T, write: impl Fn(&[T]) -> Vec<R>) -> Option<R> {
-        let (answer, mut result) = oneshot::channel();
+        let mut result = self.queue(item);
+        loop {
+            tokio::select! {
+                biased;
+                written = &mut result => return written.ok(),
+                _turn = self.turn.lock() => match already_written(&mut result) {
+                    Some(written) => return written,
+                    None => self.lead(&write),
+                },
+            }
+        }
+    }
+
+    fn queue(&self, item: T) -> oneshot::Receiver<R> {
+        let (answer, result) = oneshot::channel();
         self.queued
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((item, answer));
+        result
+    }
+
+    fn lead(&self, write: &impl Fn(&[T]) -> Vec<R>) {
+        if let Some((items, answers)) = self.take() {
+            answer(answers, write(&items));
+        }
+    }
+
+    /// The queued items (up to [`MAX_GROUP`]) whose callers still wait, with their answers.
+    fn take(&self) -> Option<(Vec<T>, Vec<oneshot::Sender<R>>)> {
+        let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = queued.len().min(MAX_GROUP);
+        let group: Vec<_> = queued
+            .drain(..taken)
+            .filter(|(_, answer)| !answer.is_closed())
+            .collect();
+        drop(queued);
+        (!group.is_empty()).then(|| group.into_iter().unzip())
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
+    /// As [`Self::run`], for a `write` that awaits (a database across the network). The leader
+    /// writes its group in a task of its own: a leader dropped mid-way (its client gone)
+    /// cannot leave the others unanswered, nor stop a write whose outcome they would then not
+    /// know. `None`: the write panicked, and whether it landed is unknown.
+    pub(super) async fn run_async<W>(&self, item: T, write: impl Fn(Vec<T>) -> W) -> Option<R>
+    where
+        W: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let mut result = self.queue(item);
         loop {
             tokio::select! {
                 biased;
                 written = &mut result => return written.ok(),
                 _turn = self.turn.lock() => {
-                    // A leader before us may have written ours while we waited for the turn.
-                    match result.try_recv() {
-                        Ok(written) => return Some(written),
-                        Err(oneshot::error::TryRecvError::Closed) => return None,
-                        Err(oneshot::error::TryRecvError::Empty) => self.lead(&write),
+                    if let Some(written) = already_written(&mut result) {
+                        return written;
+                    }
+                    if let Some((items, answers)) = self.take() {
+                        let writing = write(items);
+                        let _ = tokio::spawn(async move { answer(answers, writing.await) }).await;
                     }
                 }
             }
         }
     }
+}
 
-    fn lead(&self, write: &impl Fn(&[T]) -> Vec<R>) {
-        let group: Vec<(T, oneshot::Sender<R>)> = {
-            let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
-            let taken = queued.len().min(MAX_GROUP);
-            queued
-                .drain(..taken)
-                .filter(|(_, answer)| !answer.is_closed())
-                .collect()
-        };
-        if group.is_empty() {
-            return;
-        }
-        let (items, answers): (Vec<T>, Vec<_>) = group.into_iter().unzip();
-        for (answer, written) in answers.into_iter().zip(write(&items)) {
-            let _ = answer.send(written);
-        }
+/// Once a call has the turn: its result if a leader before it wrote its item meanwhile
+/// (`Some(None)`: that leader panicked); `None` if it is still queued, and leads.
+fn already_written<R>(result: &mut oneshot::Receiver<R>) -> Option<Option<R>> {
+    match result.try_recv() {
+        Ok(written) => Some(Some(written)),
+        Err(oneshot::error::TryRecvError::Closed) => Some(None),
+        Err(oneshot::error::TryRecvError::Empty) => None,
+    }
+}
+
+fn answer<R>(answers: Vec<oneshot::Sender<R>>, results: Vec<R>) {
+    for (answer, written) in answers.into_iter().zip(results) {
+        let _ = answer.send(written);
     }
 }
 

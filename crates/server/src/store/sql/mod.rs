@@ -83,6 +83,8 @@ pub struct SqlStore {
     /// The connection a bulk import works on, taken from the pool at its first
     /// query and kept (see `portability`).
     porting: portability::Porting,
+    /// New tokens on PostgreSQL, inserted in groups (see `group`).
+    new_tokens: group::Group<(crate::store::TokenRecord, i64), Result<(), StoreError>>,
 }
 
 impl SqlStore {
@@ -134,6 +136,7 @@ impl SqlStore {
             sqlite,
             direct,
             porting: portability::Porting::default(),
+            new_tokens: group::Group::new(),
         })
     }
 

@@ -91,30 +91,40 @@ pub(super) async fn insert_token_rows(
     const COLUMNS: usize = 13;
     for chunk in tokens.chunks(marks.tokens_per_statement()) {
         let sql = format!(
-            "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at) VALUES {}",
+            "INSERT INTO tokens ({}) VALUES {}",
+            super::queries::TOKEN_COLUMNS,
             marks.rows(chunk.len(), COLUMNS)
         );
         // Built from marks only; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for token in chunk {
-            query = query
-                .bind(token.id.clone())
-                .bind(token.project_id.clone())
-                .bind(token.kind.as_str())
-                .bind(i64::from(token.sealed.key_version))
-                .bind(token.sealed.nonce.clone())
-                .bind(token.sealed.ciphertext.clone())
-                .bind(token.fingerprint.clone())
-                .bind(token.bin.clone())
-                .bind(token.last4.clone())
-                .bind(token.brand.clone())
-                .bind(token.created_at)
-                .bind(now)
-                .bind(token.expires_at);
+            query = bind_token(query, token, now);
         }
         query.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Binds `token`'s row (as `TOKEN_COLUMNS` lists them; `now` is its `updated_at`).
+pub(super) fn bind_token<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    token: &TokenRecord,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(token.id.clone())
+        .bind(token.project_id.clone())
+        .bind(token.kind.as_str())
+        .bind(i64::from(token.sealed.key_version))
+        .bind(token.sealed.nonce.clone())
+        .bind(token.sealed.ciphertext.clone())
+        .bind(token.fingerprint.clone())
+        .bind(token.bin.clone())
+        .bind(token.last4.clone())
+        .bind(token.brand.clone())
+        .bind(token.created_at)
+        .bind(now)
+        .bind(token.expires_at)
 }
 
 #[async_trait]

@@ -653,6 +653,52 @@ impl Store for SqlStore {
     }
 }
 
+/// Inserts a group of new tokens in one statement; a token whose id or card is already held
+/// is refused alone (`Conflict`), the others stored.
+async fn insert_token_group(
+    pool: sqlx::AnyPool,
+    group: Vec<(TokenRecord, i64)>,
+) -> Vec<Result<(), StoreError>> {
+    let sql = format!(
+        "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+        super::marks::Marks::Numbered.rows(group.len(), 13)
+    );
+    // Built from marks only; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (token, now) in &group {
+        query = super::portability::bind_token(query, token, *now);
+    }
+    match query.fetch_all(&pool).await {
+        Ok(rows) => {
+            let stored: std::collections::HashSet<String> = rows
+                .iter()
+                .filter_map(|row| row.try_get::<String, _>("id").ok())
+                .collect();
+            group
+                .iter()
+                .map(|(token, _)| {
+                    if stored.contains(&token.id) {
+                        Ok(())
+                    } else {
+                        Err(StoreError::Conflict)
+                    }
+                })
+                .collect()
+        }
+        Err(e) => {
+            // None of the group is stored; each call hears why.
+            let why = e.to_string();
+            group
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(sqlx::Error::Protocol(why.clone()))))
+                .collect()
+        }
+    }
+}
+
+/// The columns of a token's row, in the order [`super::portability::bind_token`] binds them.
+pub(super) const TOKEN_COLUMNS: &str = "id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at";
+
 /// A new token's row (both engines; on SQLite `$n` names the n-th bound value too).
 pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
@@ -670,29 +716,26 @@ pub(super) fn shred(
 
 impl SqlStore {
     async fn insert_token_row(&self, token: &TokenRecord, now: i64) -> Result<(), StoreError> {
-        if let Some(direct) = &self.direct
-            && let Ok(inserted) = direct.insert_token(token.clone(), now).await
-        {
-            return inserted;
+        if let Some(direct) = &self.direct {
+            if let Ok(inserted) = direct.insert_token(token.clone(), now).await {
+                return inserted;
+            }
+            // Another connection holds the file: wait for it on sqlx's worker.
+            super::portability::bind_token(sqlx::query(INSERT_TOKEN), token, now)
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
         }
-        // PostgreSQL, or a SQLite write that would have waited for another connection's lock.
-        sqlx::query(INSERT_TOKEN)
-            .bind(&token.id)
-            .bind(&token.project_id)
-            .bind(token.kind.as_str())
-            .bind(i64::from(token.sealed.key_version))
-            .bind(&token.sealed.nonce)
-            .bind(&token.sealed.ciphertext)
-            .bind(&token.fingerprint)
-            .bind(&token.bin)
-            .bind(&token.last4)
-            .bind(&token.brand)
-            .bind(token.created_at)
-            .bind(now)
-            .bind(token.expires_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        // PostgreSQL: the calls inserting at the same moment share one statement, so one
+        // commit (one wait for the log's flush) instead of one each.
+        self.new_tokens
+            .run_async((token.clone(), now), |group| {
+                insert_token_group(self.pool.clone(), group)
+            })
+            .await
+            .unwrap_or(Err(StoreError::Corrupt(
+                "a group of new tokens failed midway",
+            )))
     }
 }
 
