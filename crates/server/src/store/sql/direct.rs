@@ -1,5 +1,6 @@
-//! The two statements every proxy call runs on the embedded database — the token read and the
-//! audit insert — on connections of our own, run on the calling thread.
+//! The statements on the embedded database's hot paths — the token read and the audit insert
+//! of every proxy call, a new token's insert — on connections of our own, run on the calling
+//! thread.
 //!
 //! Through sqlx, each SQLite statement is a message to the connection's own worker thread and
 //! a wake-up each way; at a few microseconds of SQLite work per statement, those hand-offs were
@@ -28,7 +29,8 @@ const IDLE_READERS: usize = 8;
 /// A statement on the calling thread never waits for a lock: it gives up at once with [`Busy`].
 const INLINE_BUSY_TIMEOUT: Duration = Duration::ZERO;
 
-/// Prepared statements kept per connection: the token read and an audit insert per group size.
+/// Prepared statements kept per connection: the token read, the token insert and an audit
+/// insert per group size.
 const STATEMENT_CACHE: usize = AUDIT_ROWS_PER_STATEMENT + 4;
 
 /// The statement met a lock it would have to wait for; nothing was done.
@@ -41,6 +43,8 @@ pub(super) struct DirectSqlite {
     /// The connection the process's own inline writes share (the audit log's groups, new
     /// tokens).
     writer: Mutex<Option<Connection>>,
+    /// The connection of writes that wait for another connection's lock (blocking threads).
+    patient_writer: Mutex<Option<Connection>>,
     token_inserts: Group<(TokenRecord, i64), Result<Result<(), StoreError>, Busy>>,
 }
 
@@ -50,6 +54,7 @@ impl DirectSqlite {
             path: path.to_owned(),
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
+            patient_writer: Mutex::new(None),
             token_inserts: Group::new(),
         }
     }
@@ -124,6 +129,8 @@ impl DirectSqlite {
             .unwrap_or_else(|| Err(busy()))
     }
 
+    /// One transaction for `group`: each token's result, or every token's error when the
+    /// transaction as a whole failed (nothing stored), or [`Busy`] for each.
     fn insert_tokens(
         &self,
         group: &[(TokenRecord, i64)],
@@ -132,33 +139,50 @@ impl DirectSqlite {
         let written = self.write(false, |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for (token, now) in group {
-                // A failed statement undoes only itself: the others' rows stay in the
-                // transaction.
-                each.push(insert_token(&tx, token, *now).map_err(StoreError::from));
+                match insert_token(&tx, token, *now) {
+                    Ok(()) => each.push(Ok(())),
+                    // A constraint refuses its own statement only; the others' rows stay.
+                    Err(e) if is_constraint(&e) => each.push(Err(StoreError::from(e))),
+                    // Anything else (a full disk, an I/O error) may have ended the transaction
+                    // already: the whole group fails and rolls back.
+                    Err(e) => return Err(e),
+                }
             }
             tx.commit()
         });
         match written {
             Ok(Ok(())) => each.into_iter().map(Ok).collect(),
-            // The commit failed: none of the group is stored, each call hears why.
-            Ok(Err(e)) => group.iter().map(|_| Ok(Err(again(&e)))).collect(),
+            Ok(Err(e)) => group
+                .iter()
+                .map(|_| Ok(Err(copy_for_each_call(&e))))
+                .collect(),
             Err(_) => group.iter().map(|_| Err(busy())).collect(),
         }
     }
 
-    /// Runs `statements` on the writer connection. The process's own writes meet here, in
-    /// turn (a wait of one short transaction at most, on the mutex), instead of in SQLite's
-    /// lock, whose busy handler sleeps for milliseconds; another connection's lock is
-    /// [`Busy`] unless `wait`.
+    /// Runs `statements` on a connection of our own. The process's own inline writes (the
+    /// audit log's groups, new tokens) share one connection and meet on its mutex, in turn —
+    /// a wait of one short transaction at most, since they never wait for another
+    /// connection's lock ([`Busy`] instead) — rather than in SQLite's lock, whose busy
+    /// handler sleeps for milliseconds. With `wait` (from a blocking thread), a second
+    /// connection waits for the lock like any other writer, so that wait never holds the
+    /// inline writers' mutex.
     fn write(
         &self,
         wait: bool,
         statements: impl FnOnce(&mut Connection) -> rusqlite::Result<()>,
     ) -> Result<Result<(), StoreError>, Busy> {
+        let (connection, timeout) = if wait {
+            (
+                &self.patient_writer,
+                Duration::from_millis(super::SQLITE_BUSY_TIMEOUT_MS),
+            )
+        } else {
+            (&self.writer, INLINE_BUSY_TIMEOUT)
+        };
         // A panic cannot leave the connection mid-transaction: the transaction rolls back
         // when dropped, so a poisoned lock still guards a usable connection.
-        let mut slot = self
-            .writer
+        let mut slot = connection
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let conn = match slot.as_mut() {
@@ -167,11 +191,6 @@ impl DirectSqlite {
                 Ok(conn) => slot.insert(conn),
                 Err(e) => return busy_or(e),
             },
-        };
-        let timeout = if wait {
-            Duration::from_millis(super::SQLITE_BUSY_TIMEOUT_MS)
-        } else {
-            INLINE_BUSY_TIMEOUT
         };
         match conn.busy_timeout(timeout).and_then(|()| statements(conn)) {
             Ok(()) => Ok(Ok(())),
@@ -188,17 +207,23 @@ fn busy() -> Busy {
     ))
 }
 
-/// `e` once more, for each call of a group that failed as a whole.
-fn again(e: &StoreError) -> StoreError {
-    match e {
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+}
+
+/// The error of a group that failed as a whole, once for each of its calls (`StoreError`
+/// cannot be cloned); its code and message are kept.
+fn copy_for_each_call(e: &StoreError) -> StoreError {
+    let (failure, message) = match e {
         StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, message)) => {
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(*failure, message.clone()))
+            (*failure, message.clone())
         }
-        _ => StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-            None,
-        )),
-    }
+        other => (
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    };
+    StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, message))
 }
 
 /// `Busy` for a lock that would have to be waited for; the error as the store's otherwise.
@@ -267,7 +292,6 @@ fn read_token(
 }
 
 fn insert_token(conn: &Connection, token: &TokenRecord, now: i64) -> rusqlite::Result<()> {
-    // One statement outside a transaction is its own transaction.
     let mut statement = conn.prepare_cached(super::queries::INSERT_TOKEN)?;
     statement.execute(params![
         token.id,
@@ -519,5 +543,20 @@ mod tests {
             store.token("proj_1", "tok_new").await.unwrap().id,
             "tok_new"
         );
+    }
+
+    #[tokio::test]
+    async fn the_token_insert_numbers_its_marks_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = store(&dir).await;
+        let conn = rusqlite::Connection::open(dir.path().join("vault.db")).unwrap();
+        let statement = conn.prepare(super::super::queries::INSERT_TOKEN).unwrap();
+        assert_eq!(statement.parameter_count(), 13);
+        for n in 1..=13 {
+            assert_eq!(
+                statement.parameter_index(&format!("${n}")).unwrap(),
+                Some(n)
+            );
+        }
     }
 }

@@ -30,8 +30,8 @@ impl<T, R> Group<T, R> {
     }
 
     /// `item`'s result, written by `write` with the items queued beside it; `None` if the
-    /// leader that took it panicked (nothing of its group was committed then: the transaction
-    /// rolls back when dropped). `write` answers one result per item, in order; it runs
+    /// leader that took it answered nothing (it panicked: nothing of its group was committed
+    /// then, the transaction rolls back when dropped). `write` answers one result per item, in order; it runs
     /// synchronously, so a leader dropped mid-way (its client gone) never leaves a group half
     /// answered. An item whose caller is gone before a leader takes it is not written.
     pub(super) async fn run(&self, item: T, write: impl Fn(&[T]) -> Vec<R>) -> Option<R> {
@@ -115,6 +115,8 @@ fn already_written<R>(result: &mut oneshot::Receiver<R>) -> Option<Option<R>> {
 }
 
 fn answer<R>(answers: Vec<oneshot::Sender<R>>, results: Vec<R>) {
+    // A call left without a result would hear `None` and could not know its item's fate.
+    debug_assert_eq!(answers.len(), results.len(), "one result per item");
     for (answer, written) in answers.into_iter().zip(results) {
         let _ = answer.send(written);
     }

@@ -699,7 +699,8 @@ async fn insert_token_group(
 /// The columns of a token's row, in the order [`super::portability::bind_token`] binds them.
 pub(super) const TOKEN_COLUMNS: &str = "id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at";
 
-/// A new token's row (both engines; on SQLite `$n` names the n-th bound value too).
+/// A new token's row (both engines). SQLite numbers `$n` marks in the order they first appear,
+/// which here is 1 to 13: values bound by position land where PostgreSQL puts them by number.
 pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, updated_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// A crypto-shredding statement (see [`shred_tokens`]) with its first three parameters bound:
