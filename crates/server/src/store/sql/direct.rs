@@ -55,7 +55,8 @@ impl DirectSqlite {
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
             patient_writer: Mutex::new(None),
-            token_inserts: Group::new(),
+            // One writer connection: one group at a time.
+            token_inserts: Group::new(1),
         }
     }
 

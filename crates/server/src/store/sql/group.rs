@@ -17,15 +17,16 @@ const MAX_GROUP: usize = 256;
 pub(super) struct Group<T, R> {
     /// Items not yet taken by a leader, oldest first, each with its caller's answer channel.
     queued: Mutex<Vec<(T, oneshot::Sender<R>)>>,
-    /// Held by the leader while it writes a group.
-    turn: tokio::sync::Mutex<()>,
+    /// A permit is held by each leader while it writes its group.
+    turn: tokio::sync::Semaphore,
 }
 
 impl<T, R> Group<T, R> {
-    pub(super) fn new() -> Self {
+    /// Groups are written by at most `leaders` calls at once.
+    pub(super) fn new(leaders: usize) -> Self {
         Self {
             queued: Mutex::new(Vec::new()),
-            turn: tokio::sync::Mutex::new(()),
+            turn: tokio::sync::Semaphore::new(leaders),
         }
     }
 
@@ -40,7 +41,7 @@ impl<T, R> Group<T, R> {
             tokio::select! {
                 biased;
                 written = &mut result => return written.ok(),
-                _turn = self.turn.lock() => match already_written(&mut result) {
+                Ok(_turn) = self.turn.acquire() => match already_written(&mut result) {
                     Some(written) => return written,
                     None => self.lead(&write),
                 },
@@ -90,7 +91,7 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
             tokio::select! {
                 biased;
                 written = &mut result => return written.ok(),
-                _turn = self.turn.lock() => {
+                Ok(_turn) = self.turn.acquire() => {
                     if let Some(written) = already_written(&mut result) {
                         return written;
                     }
@@ -151,7 +152,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn calls_queued_while_a_group_is_written_share_the_next_and_get_their_own_result() {
-        let (group, written) = (Arc::new(Group::new()), Arc::new(Mutex::new(Vec::new())));
+        let (group, written) = (Arc::new(Group::new(1)), Arc::new(Mutex::new(Vec::new())));
         let first = call(&group, &written, 1);
         tokio::time::sleep(Duration::from_millis(30)).await;
         let others: Vec<_> = (2..=9).map(|i| call(&group, &written, i)).collect();
@@ -165,7 +166,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_item_whose_caller_left_before_its_group_is_not_written() {
-        let (group, written) = (Arc::new(Group::new()), Arc::new(Mutex::new(Vec::new())));
+        let (group, written) = (Arc::new(Group::new(1)), Arc::new(Mutex::new(Vec::new())));
         let first = call(&group, &written, 1);
         tokio::time::sleep(Duration::from_millis(30)).await;
         let gone = call(&group, &written, 2);
