@@ -31,6 +31,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::serving_threads::ServingThreads;
+
 /// Most headers a request may carry, on either protocol (API answer: 431).
 pub const MAX_HEADERS: usize = 64;
 /// Most bytes of header names and values a request may carry (API answer: 431).
@@ -58,6 +60,9 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Open connections at most; one more is answered 503 and closed.
     pub max_connections: usize,
+    /// Threads serving connections (see [`crate::serving_threads`]); 0: served on the
+    /// listener's runtime.
+    pub serving_threads: usize,
 }
 
 impl ConnectionLimits {
@@ -117,6 +122,10 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
     let (stop, stopping) = watch::channel(false);
+    let serving = match limits.serving_threads {
+        0 => None,
+        n => Some(ServingThreads::start(n)?),
+    };
     let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
@@ -137,24 +146,28 @@ pub async fn run(
                         let app = app.clone();
                         let stopping = stopping.clone();
                         let tls = tls.clone();
-                        tokio::spawn(async move {
-                            match tls {
-                                None => {
-                                    serve_connection(builder, stream, app, limits.idle_timeout, stopping).await;
-                                }
-                                Some(acceptor) => {
-                                    let handshake = acceptor.accept(stream);
-                                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                                        Ok(Ok(stream)) => {
-                                            serve_connection(builder, stream, app, limits.idle_timeout, stopping).await;
-                                        }
-                                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                                    }
-                                }
+                        match &serving {
+                            None => {
+                                tokio::spawn(async move {
+                                    serve_accepted(stream, builder, app, limits, tls, stopping).await;
+                                    drop(permit);
+                                });
                             }
-                            drop(permit);
-                        });
+                            Some(threads) => {
+                                // The socket is registered anew on the thread that serves it:
+                                // left with this listener's runtime, its every readiness event
+                                // would be handed to that thread by a wake-up.
+                                let Ok(stream) = stream.into_std() else {
+                                    continue;
+                                };
+                                threads.spawn(async move {
+                                    if let Ok(stream) = TcpStream::from_std(stream) {
+                                        serve_accepted(stream, builder, app, limits, tls, stopping).await;
+                                    }
+                                    drop(permit);
+                                });
+                            }
+                        }
                     }
                     // Over TLS the refusal would need a handshake first, the very work the cap
                     // is there to avoid: the connection is just closed.
@@ -186,6 +199,30 @@ pub async fn run(
         tracing::warn!("shutdown grace period over: closing the remaining connections");
     }
     Ok(())
+}
+
+/// Serves an accepted connection: its TLS handshake first when `tls` is given.
+async fn serve_accepted(
+    stream: TcpStream,
+    builder: Arc<Builder<TokioExecutor>>,
+    app: Router,
+    limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
+    stopping: watch::Receiver<bool>,
+) {
+    match tls {
+        None => serve_connection(builder, stream, app, limits.idle_timeout, stopping).await,
+        Some(acceptor) => {
+            let handshake = acceptor.accept(stream);
+            match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                Ok(Ok(stream)) => {
+                    serve_connection(builder, stream, app, limits.idle_timeout, stopping).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+    }
 }
 
 /// One connection, until the client closes it, it has been idle for `idle_timeout`, or the

@@ -26,6 +26,7 @@ pub mod portability;
 pub mod redis_connection;
 pub mod runtime;
 pub mod server_tls;
+pub mod serving_threads;
 pub mod store;
 pub mod tokens;
 pub mod upstream;
@@ -205,14 +206,24 @@ pub async fn build_state_with(
         store.clone(),
         keyring.clone(),
     ));
+    // Calls served on threads of their own (see `serving_threads`) use processor connections
+    // and an audit chain of their own thread's.
+    let own_threads = settings.connection_limits().serving_threads > 0;
     let upstream = UpstreamClient::new(UpstreamSettings {
         resolver: destinations.resolver(),
         connect_timeout: settings.upstream_connect_timeout(),
         total_timeout: settings.upstream_timeout(),
         max_response_bytes: settings.max_response_bytes,
         extra_ca_file: settings.upstream_ca_file.as_deref(),
+        client_per_thread: own_threads,
     })?;
-    let audit = audit::AuditLog::start(store.clone(), keyring.clone(), "serve").await?;
+    let audit = audit::AuditLog::start(
+        store.clone(),
+        keyring.clone(),
+        "serve",
+        audit::ChainPerThread(own_threads),
+    )
+    .await?;
     // Installed only when exposed: until then every recording site is a no-op.
     let metrics = settings.metrics_enabled().then(|| {
         let scraper =

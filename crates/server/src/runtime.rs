@@ -1,13 +1,12 @@
-//! The async runtime the process runs on. Its worker count is the one setting read before
-//! anything else, since the runtime exists before the settings are loaded:
-//! `CARDVAULT_WORKER_THREADS`, default one per core (tokio's default).
+//! The async runtimes the process runs on. Client connections are served by threads of their
+//! own, one single-threaded runtime each (see [`crate::serving_threads`]); everything else
+//! (start-up, the listener's accept loop, background jobs, CLI commands) runs on a
+//! multi-threaded runtime. Both take their thread count from `CARDVAULT_WORKER_THREADS`,
+//! default one per core, the one setting read before anything else, since the runtime exists
+//! before the settings are loaded.
 //!
-//! Fewer workers than cores can be the better choice where the vault shares its cores (a small
-//! VM with its database, a sidecar): every hand-off between two workers wakes a parked thread,
-//! and at moderate load those wake-ups are a large part of a call's cost (docs/benchmarks.md,
-//! issue 17: on two cores shared with the load generator, one worker used ~30 % less CPU per
-//! call at 1,000 req/s in most runs). The default stays one per core: with a single worker, one
-//! slow moment on it (a statement waiting on the disk) holds every call.
+//! Fewer threads than cores can be the better choice where the vault shares its cores (a small
+//! VM with its database, a sidecar).
 
 /// The environment variable that sets the number of worker threads.
 pub const WORKER_THREADS_ENV: &str = "CARDVAULT_WORKER_THREADS";
@@ -29,6 +28,15 @@ pub fn build() -> Result<tokio::runtime::Runtime, String> {
     builder
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// Threads serving connections: `CARDVAULT_WORKER_THREADS` (checked when the runtime was
+/// built), else one per core.
+pub fn serving_threads() -> usize {
+    worker_threads(std::env::var(WORKER_THREADS_ENV).ok().as_deref())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
 }
 
 /// The setting's value: `None` when unset (one worker per core).

@@ -93,6 +93,7 @@ pub async fn serve_own_listener(
     tracing::info!(%addr, "metrics listening");
     let limits = ConnectionLimits {
         max_connections: OWN_LISTENER_MAX_CONNECTIONS,
+        serving_threads: 1,
         ..limits
     };
     let app = own_listener(scraper);

@@ -1,16 +1,19 @@
 //! The audit log: who did what with which token, as a tamper-evident record.
 //!
 //! Every process that writes (a server instance, a CLI run) starts a chain of its own, so
-//! instances never contend for one chain head. Within a process one writer task links and
-//! commits records in groups: a call's record is committed before the call is answered, and
-//! the calls in flight at once share one commit. When the log cannot be written, the call
+//! instances never contend for one chain head; a server whose calls run on serving threads
+//! keeps one per thread (see `Chains`). A chain's writer task links and commits records in
+//! groups: a call's record is committed before the call is answered, and the calls in flight
+//! at once share one commit. When the log cannot be written, the call
 //! fails with 503 instead of being answered unaudited.
 
 pub mod chain;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use serde_json::Value;
+use thread_local::ThreadLocal;
 use tokio::sync::{mpsc, oneshot};
 
 pub use chain::{AuditRow, Break, Head};
@@ -58,37 +61,60 @@ struct Pending {
     done: oneshot::Sender<Result<(), AuditUnavailable>>,
 }
 
-/// A handle on this process's chain; cheap to clone.
+/// A handle on this process's chains; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    queue: mpsc::Sender<Pending>,
+    chains: Arc<Chains>,
+}
+
+/// The process's chain, or with [`ChainPerThread`] a chain per thread that records, each with
+/// its writer task on that thread: a call's record is linked and committed where the call
+/// runs, without waking another thread (on a serving thread, see [`crate::serving_threads`], a
+/// hand-off to a writer elsewhere was two wake-ups per call). Chains are independent by design
+/// (one per process already), and `verify` checks them all.
+struct Chains {
+    store: Arc<dyn AuditStore>,
+    keyring: Arc<Keyring>,
+    started_by: &'static str,
+    /// The chain started with the log: every thread's, unless each thread has its own.
+    first: mpsc::Sender<Pending>,
+    per_thread: bool,
+    /// The writer queue of each thread's chain; replaced if its writer is gone (its runtime
+    /// stopped).
+    queues: ThreadLocal<RefCell<Option<mpsc::Sender<Pending>>>>,
 }
 
 impl AuditLog {
-    /// Starts a new chain (its first record says what started it) and its writer task.
+    /// Starts a chain (its first record says what started it) and its writer task; with
+    /// [`ChainPerThread`]`(true)` it is this thread's, and other threads start theirs when they
+    /// first record.
     ///
     /// # Errors
-    /// The store's, when the first record cannot be written.
+    /// The store's, when the first record cannot be written: a log that cannot be written
+    /// stops the process from starting.
     pub async fn start(
         store: Arc<dyn AuditStore>,
         keyring: Arc<Keyring>,
         started_by: &'static str,
+        ChainPerThread(per_thread): ChainPerThread,
     ) -> Result<Self, StoreError> {
-        let mut writer = Writer {
+        let mut writer = new_writer(&store, &keyring, started_by);
+        writer.commit(Vec::new()).await?;
+        let first = spawn_writer(writer);
+        let chains = Chains {
             store,
             keyring,
-            chain: uuid::Uuid::now_v7().to_string(),
-            seq: 0,
-            prev: chain::GENESIS.to_vec(),
-            resync: false,
+            started_by,
+            first: first.clone(),
+            per_thread,
+            queues: ThreadLocal::new(),
         };
-        let mut first = Entry::new("chain.start");
-        first.detail =
-            serde_json::json!({"started_by": started_by, "version": env!("CARGO_PKG_VERSION")});
-        writer.commit(vec![first]).await?;
-        let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(writer.run(receiver));
-        Ok(Self { queue })
+        if per_thread {
+            *chains.queues.get_or(|| RefCell::new(None)).borrow_mut() = Some(first);
+        }
+        Ok(Self {
+            chains: Arc::new(chains),
+        })
     }
 
     /// Records `entry`, returning once it is committed.
@@ -97,11 +123,65 @@ impl AuditLog {
     /// [`AuditUnavailable`] when it could not be.
     pub async fn record(&self, entry: Entry) -> Result<(), AuditUnavailable> {
         let (done, committed) = oneshot::channel();
-        self.queue
+        let queue = self.chains.queue_here();
+        queue
             .send(Pending { entry, done })
             .await
             .map_err(|_| AuditUnavailable)?;
         committed.await.map_err(|_| AuditUnavailable)?
+    }
+}
+
+/// Whether each thread that records keeps a chain of its own (serving threads) or the process
+/// keeps one.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainPerThread(pub bool);
+
+/// A writer for a new chain, whose first commit starts with the `chain.start` record.
+fn new_writer(
+    store: &Arc<dyn AuditStore>,
+    keyring: &Arc<Keyring>,
+    started_by: &'static str,
+) -> Writer {
+    let mut first = Entry::new("chain.start");
+    first.detail =
+        serde_json::json!({"started_by": started_by, "version": env!("CARGO_PKG_VERSION")});
+    Writer {
+        store: store.clone(),
+        keyring: keyring.clone(),
+        chain: uuid::Uuid::now_v7().to_string(),
+        seq: 0,
+        prev: chain::GENESIS.to_vec(),
+        resync: false,
+        start: Some(first),
+    }
+}
+
+/// Runs `writer` on this thread's runtime; its queue.
+fn spawn_writer(writer: Writer) -> mpsc::Sender<Pending> {
+    let (queue, receiver) = mpsc::channel(QUEUE);
+    tokio::spawn(writer.run(receiver));
+    queue
+}
+
+impl Chains {
+    /// The queue of the chain this thread records into; with a chain per thread, this
+    /// thread's chain is started if it has none (or its writer is gone: its runtime stopped).
+    fn queue_here(&self) -> mpsc::Sender<Pending> {
+        if !self.per_thread {
+            return self.first.clone();
+        }
+        let slot = self.queues.get_or(|| RefCell::new(None));
+        let live = slot
+            .borrow()
+            .as_ref()
+            .filter(|queue| !queue.is_closed())
+            .cloned();
+        live.unwrap_or_else(|| {
+            let queue = spawn_writer(new_writer(&self.store, &self.keyring, self.started_by));
+            *slot.borrow_mut() = Some(queue.clone());
+            queue
+        })
     }
 }
 
@@ -114,6 +194,8 @@ struct Writer {
     prev: Vec<u8>,
     /// After a failed commit, whether it landed is unknown: read the head back first.
     resync: bool,
+    /// The chain's first record, until it is committed (with the first group).
+    start: Option<Entry>,
 }
 
 impl Writer {
@@ -149,13 +231,18 @@ impl Writer {
         }
     }
 
-    async fn commit(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
+    async fn commit(&mut self, mut entries: Vec<Entry>) -> Result<(), StoreError> {
         if self.resync {
             if let Some((seq, hash)) = self.store.audit_head(&self.chain).await? {
                 self.seq = seq;
                 self.prev = hash;
+                // The chain has records: its first, at least, did land.
+                self.start = None;
             }
             self.resync = false;
+        }
+        if let Some(start) = &self.start {
+            entries.insert(0, start.clone());
         }
         let at_ms = crate::clock::now_unix_ms();
         let mut seq = self.seq;
@@ -186,6 +273,7 @@ impl Writer {
             Ok(()) => {
                 self.seq = seq;
                 self.prev = prev;
+                self.start = None;
                 Ok(())
             }
             Err(e) => {
@@ -193,5 +281,160 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::{AuditLog, ChainPerThread, Entry, chain};
+    use crate::crypto::{Keyring, MasterKey};
+    use crate::serving_threads::ServingThreads;
+    use crate::store::{AuditFilter, AuditStore, Database, SqlStore};
+
+    fn keyring() -> Arc<Keyring> {
+        let master = MasterKey::generate().unwrap();
+        let wrapped = Keyring::wrap_new_data_key(&master, 1).unwrap();
+        Arc::new(Keyring::new(&master, &[wrapped]).unwrap())
+    }
+
+    fn entry(request_id: &str) -> Entry {
+        let mut entry = Entry::new("proxy");
+        request_id.clone_into(&mut entry.request_id);
+        entry
+    }
+
+    /// The chains in the store, each as its records' (action, request id) in order.
+    async fn chains(
+        store: &SqlStore,
+        keyring: &Keyring,
+    ) -> BTreeMap<String, Vec<(String, String)>> {
+        let filter = AuditFilter {
+            limit: 1000,
+            ..AuditFilter::default()
+        };
+        let rows = store.audit_records(&filter).await.unwrap();
+        chain::verify(keyring, &rows, &[]).unwrap();
+        let mut chains: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        let mut sorted = rows;
+        sorted.sort_by_key(|r| (r.chain.clone(), r.seq));
+        for row in sorted {
+            chains
+                .entry(row.chain)
+                .or_default()
+                .push((row.action, row.request_id));
+        }
+        chains
+    }
+
+    #[tokio::test]
+    async fn each_thread_records_into_a_chain_of_its_own_and_every_chain_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SqlStore::open(&Database::Sqlite(dir.path().join("v.db")), true)
+                .await
+                .unwrap(),
+        );
+        let keyring = keyring();
+        let log = AuditLog::start(store.clone(), keyring.clone(), "test", ChainPerThread(true))
+            .await
+            .unwrap();
+        log.record(entry("here")).await.unwrap();
+
+        let threads = ServingThreads::start(2).unwrap();
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        for n in 0..6 {
+            let log = log.clone();
+            let done = done.clone();
+            threads.spawn(async move {
+                log.record(entry(&format!("served-{n}"))).await.unwrap();
+                done.send(()).unwrap();
+            });
+        }
+        for _ in 0..6 {
+            finished.recv().await.unwrap();
+        }
+        drop(threads);
+
+        // A thread whose runtime is gone (its writer with it) starts a new chain on the next.
+        let again = log.clone();
+        std::thread::spawn(move || {
+            for n in 0..2 {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime
+                    .block_on(again.record(entry(&format!("runtime-{n}"))))
+                    .unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+
+        let chains = chains(&store, &keyring).await;
+        // This thread's, two serving threads', and one per runtime of the last thread.
+        assert_eq!(chains.len(), 5, "{chains:?}");
+        let mut served = Vec::new();
+        for records in chains.values() {
+            assert_eq!(records[0].0, "chain.start", "{records:?}");
+            let ids: Vec<&str> = records[1..].iter().map(|r| r.1.as_str()).collect();
+            if ids.iter().any(|id| id.starts_with("served-")) {
+                assert!(ids.iter().all(|id| id.starts_with("served-")), "{ids:?}");
+                served.extend(ids);
+            } else {
+                assert!(
+                    ids == ["here"] || ids == ["runtime-0"] || ids == ["runtime-1"],
+                    "{ids:?}"
+                );
+            }
+        }
+        served.sort_unstable();
+        assert_eq!(
+            served,
+            [
+                "served-0", "served-1", "served-2", "served-3", "served-4", "served-5"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_chain_per_thread_every_thread_records_into_the_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SqlStore::open(&Database::Sqlite(dir.path().join("v.db")), true)
+                .await
+                .unwrap(),
+        );
+        let keyring = keyring();
+        let log = AuditLog::start(
+            store.clone(),
+            keyring.clone(),
+            "test",
+            ChainPerThread(false),
+        )
+        .await
+        .unwrap();
+        let threads = ServingThreads::start(2).unwrap();
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        for n in 0..4 {
+            let log = log.clone();
+            let done = done.clone();
+            threads.spawn(async move {
+                log.record(entry(&format!("served-{n}"))).await.unwrap();
+                done.send(()).unwrap();
+            });
+        }
+        for _ in 0..4 {
+            finished.recv().await.unwrap();
+        }
+        log.record(entry("here")).await.unwrap();
+        let chains = chains(&store, &keyring).await;
+        assert_eq!(chains.len(), 1, "{chains:?}");
+        assert_eq!(chains.values().next().unwrap().len(), 6);
     }
 }

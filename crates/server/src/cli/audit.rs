@@ -115,9 +115,14 @@ pub(super) async fn record(
     project_id: &str,
     detail: serde_json::Value,
 ) -> Result<(), CliError> {
-    let log = crate::audit::AuditLog::start(store.clone(), keyring.clone(), "cli")
-        .await
-        .map_err(StartError::from)?;
+    let log = crate::audit::AuditLog::start(
+        store.clone(),
+        keyring.clone(),
+        "cli",
+        crate::audit::ChainPerThread(false),
+    )
+    .await
+    .map_err(StartError::from)?;
     let mut entry = crate::audit::Entry::new(action);
     entry.project_id = project_id.to_owned();
     entry.detail = detail;

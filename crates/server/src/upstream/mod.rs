@@ -47,6 +47,9 @@ pub struct UpstreamSettings<'a> {
     pub total_timeout: Duration,
     pub max_response_bytes: usize,
     pub extra_ca_file: Option<&'a Path>,
+    /// A client (and its pool) for each thread that sends, for calls served on threads of their
+    /// own; otherwise one client for the process.
+    pub client_per_thread: bool,
 }
 
 /// What the processor answered.
@@ -59,13 +62,22 @@ pub struct UpstreamResponse {
 /// Pooled clients: one shared by every destination with default TLS settings, and one per
 /// project TLS profile (its own roots or client certificate), so a pooled connection is only
 /// ever reused with the TLS settings it was made with.
+///
+/// With `client_per_thread`, each is one client per thread: a pooled connection is driven by a
+/// task on the thread that opened it, so a call on a serving thread (see
+/// [`crate::serving_threads`]) sends and reads on its own thread instead of waking another for
+/// every exchange. Otherwise the first client built serves every thread.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    default: reqwest::Client,
-    profiled: Arc<TtlCache<String, reqwest::Client>>,
+    default: Arc<PerThread>,
+    profiled: Arc<TtlCache<String, Arc<PerThread>>>,
     builder: Arc<ClientBuilder>,
     max_response_bytes: usize,
+    per_thread: bool,
 }
+
+/// A client for each thread that sends.
+type PerThread = thread_local::ThreadLocal<reqwest::Client>;
 
 /// What every client is built from.
 struct ClientBuilder {
@@ -89,26 +101,46 @@ impl UpstreamClient {
             connect_timeout: settings.connect_timeout,
             total_timeout: settings.total_timeout,
         };
+        let default = PerThread::default();
+        default.get_or_try(|| builder.build(None))?;
         Ok(Self {
-            default: builder.build(None)?,
+            default: Arc::new(default),
             profiled: Arc::new(TtlCache::new(PROFILE_CLIENT_TTL, MAX_PROFILE_CLIENTS)),
             builder: Arc::new(builder),
             max_response_bytes: settings.max_response_bytes,
+            per_thread: settings.client_per_thread,
         })
     }
 
     /// The client for a TLS profile, built once and kept (its pool with it).
     fn client_for(&self, profile: Option<&TlsProfile>) -> Result<reqwest::Client, UpstreamError> {
         let Some(profile) = profile else {
-            return Ok(self.default.clone());
+            return self.pick(&self.default, None);
         };
-        if let Some(client) = self.profiled.get(&profile.cache_key) {
-            return Ok(client);
+        let clients = match self.profiled.get(&profile.cache_key) {
+            Some(clients) => clients,
+            None => {
+                let clients = Arc::new(PerThread::default());
+                self.profiled
+                    .insert(profile.cache_key.clone(), clients.clone());
+                clients
+            }
+        };
+        self.pick(&clients, Some(profile))
+    }
+
+    /// This thread's client of `clients` (or the process's), built if there is none yet.
+    fn pick(
+        &self,
+        clients: &PerThread,
+        profile: Option<&TlsProfile>,
+    ) -> Result<reqwest::Client, UpstreamError> {
+        if !self.per_thread
+            && let Some(client) = clients.iter().next()
+        {
+            return Ok(client.clone());
         }
-        let client = self.builder.build(Some(profile))?;
-        self.profiled
-            .insert(profile.cache_key.clone(), client.clone());
-        Ok(client)
+        clients.get_or_try(|| self.builder.build(profile)).cloned()
     }
 
     /// Sends the filled body and reads the answer within the size cap. The body held card
