@@ -157,12 +157,17 @@ pub async fn run(
                                 // The socket is registered anew on the thread that serves it:
                                 // left with this listener's runtime, its every readiness event
                                 // would be handed to that thread by a wake-up.
-                                let Ok(stream) = stream.into_std() else {
-                                    continue;
+                                let stream = match stream.into_std() {
+                                    Ok(stream) => stream,
+                                    Err(e) => {
+                                        tracing::debug!(error = %e, "an accepted connection could not be handed over");
+                                        continue;
+                                    }
                                 };
                                 threads.spawn(async move {
-                                    if let Ok(stream) = TcpStream::from_std(stream) {
-                                        serve_accepted(stream, builder, app, limits, tls, stopping).await;
+                                    match TcpStream::from_std(stream) {
+                                        Ok(stream) => serve_accepted(stream, builder, app, limits, tls, stopping).await,
+                                        Err(e) => tracing::debug!(error = %e, "a connection could not be served on its thread"),
                                     }
                                     drop(permit);
                                 });

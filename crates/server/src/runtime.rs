@@ -1,12 +1,14 @@
-//! The async runtimes the process runs on. Client connections are served by threads of their
-//! own, one single-threaded runtime each (see [`crate::serving_threads`]); everything else
-//! (start-up, the listener's accept loop, background jobs, CLI commands) runs on a
-//! multi-threaded runtime. Both take their thread count from `CARDVAULT_WORKER_THREADS`,
-//! default one per core, the one setting read before anything else, since the runtime exists
-//! before the settings are loaded.
+//! The async runtimes the process runs on: a multi-threaded runtime for start-up, the accept
+//! loop, background jobs and CLI commands — and for the calls too when the stores are
+//! PostgreSQL or Redis — and, on the embedded engine, threads of their own that serve the
+//! calls, a single-threaded runtime each (see [`crate::serving_threads`]). Both take their
+//! thread count from `CARDVAULT_WORKER_THREADS`, default one per core, the one setting read
+//! before anything else, since the runtime exists before the settings are loaded.
 //!
 //! Fewer threads than cores can be the better choice where the vault shares its cores (a small
-//! VM with its database, a sidecar).
+//! VM with its database, a sidecar): every hand-off between two threads wakes a parked one.
+//! With fewer threads, though, one slow moment on a thread (a statement waiting on the disk)
+//! holds more of the calls.
 
 /// The environment variable that sets the number of worker threads.
 pub const WORKER_THREADS_ENV: &str = "CARDVAULT_WORKER_THREADS";

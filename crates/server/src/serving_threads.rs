@@ -10,10 +10,13 @@
 //!
 //! The price: a slow moment on one thread (a statement waiting on the disk) holds the
 //! connections that thread serves, not the others; so nothing that may wait long runs inline
-//! (the embedded database's statements give up at once when they would wait: see
-//! `store::sql::direct`).
+//! (the embedded database's statements give up at once when they would wait, and take turns on
+//! the writer connection by awaiting: see `store::sql::direct`). And a connection never moves:
+//! a new one goes to the thread serving the fewest, but a client that sends everything over
+//! one HTTP/2 connection is served by one core.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
@@ -21,9 +24,25 @@ use tokio::sync::oneshot;
 
 /// The serving threads; dropping this stops them (their tasks are dropped with them).
 pub struct ServingThreads {
-    handles: Vec<Handle>,
+    threads: Vec<ServingThread>,
+    /// Where the search for the least busy thread starts, so ties are dealt in turn.
     next: AtomicUsize,
     stops: Vec<oneshot::Sender<()>>,
+}
+
+struct ServingThread {
+    handle: Handle,
+    /// Tasks spawned here and not finished yet.
+    tasks: Arc<AtomicUsize>,
+}
+
+/// Counts a task as finished when it ends or is dropped.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ServingThreads {
@@ -32,13 +51,16 @@ impl ServingThreads {
     /// # Errors
     /// When a runtime or a thread cannot be created.
     pub fn start(count: usize) -> std::io::Result<Self> {
-        let mut handles = Vec::new();
+        let mut threads = Vec::new();
         let mut stops = Vec::new();
         for n in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            handles.push(runtime.handle().clone());
+            threads.push(ServingThread {
+                handle: runtime.handle().clone(),
+                tasks: Arc::new(AtomicUsize::new(0)),
+            });
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);
             std::thread::Builder::new()
@@ -49,19 +71,29 @@ impl ServingThreads {
                 })?;
         }
         Ok(Self {
-            handles,
+            threads,
             next: AtomicUsize::new(0),
             stops,
         })
     }
 
-    /// Runs `task` on the next thread in turn.
+    /// Runs `task` on the thread with the fewest unfinished tasks (ties in turn).
     pub fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        drop(self.handles[n].spawn(task));
+        let count = self.threads.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let thread = (0..count)
+            .map(|i| &self.threads[(start + i) % count])
+            .min_by_key(|t| t.tasks.load(Ordering::Relaxed))
+            .unwrap_or(&self.threads[0]);
+        thread.tasks.fetch_add(1, Ordering::Relaxed);
+        let running = Running(thread.tasks.clone());
+        drop(thread.handle.spawn(async move {
+            let _running = running;
+            task.await;
+        }));
     }
 }
 
@@ -77,11 +109,12 @@ impl Drop for ServingThreads {
 mod tests {
     use std::collections::HashSet;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use super::ServingThreads;
 
     #[tokio::test]
-    async fn tasks_are_dealt_to_every_thread_in_turn_and_stay_there() {
+    async fn tasks_are_spread_over_every_thread_and_stay_there() {
         let threads = ServingThreads::start(3).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
@@ -91,7 +124,7 @@ mod tests {
             threads.spawn(async move {
                 let before = std::thread::current().id();
                 tokio::task::yield_now().await;
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 // A task resumes where it started: no other thread ever polls it.
                 assert_eq!(before, std::thread::current().id());
                 seen.lock().unwrap().push(before);
@@ -105,5 +138,32 @@ mod tests {
         let distinct: HashSet<_> = seen.iter().collect();
         assert_eq!(distinct.len(), 3, "every thread served: {seen:?}");
         assert!(!distinct.contains(&std::thread::current().id()));
+    }
+
+    #[tokio::test]
+    async fn a_new_task_goes_to_the_thread_with_the_fewest_unfinished() {
+        let threads = ServingThreads::start(2).unwrap();
+        let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+        let (release, released) = tokio::sync::watch::channel(false);
+        let held = |started: tokio::sync::mpsc::UnboundedSender<_>| {
+            let mut released = released.clone();
+            async move {
+                started.send(std::thread::current().id()).unwrap();
+                let _ = released.wait_for(|r| *r).await;
+            }
+        };
+        threads.spawn(held(started.clone()));
+        let busy = starts.recv().await.unwrap();
+        let short = started.clone();
+        threads.spawn(async move {
+            short.send(std::thread::current().id()).unwrap();
+        });
+        let idle = starts.recv().await.unwrap();
+        assert_ne!(busy, idle);
+        // The short task is over; dealt in turn, the third task would go where the first is.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        threads.spawn(held(started.clone()));
+        assert_eq!(starts.recv().await.unwrap(), idle, "the least busy thread");
+        release.send(true).unwrap();
     }
 }

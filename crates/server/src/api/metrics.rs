@@ -93,7 +93,9 @@ pub async fn serve_own_listener(
     tracing::info!(%addr, "metrics listening");
     let limits = ConnectionLimits {
         max_connections: OWN_LISTENER_MAX_CONNECTIONS,
-        serving_threads: 1,
+        // A scrape reads the stores (PostgreSQL, Redis) whose connections belong to the shared
+        // runtime: served there, not on a thread of its own.
+        serving_threads: 0,
         ..limits
     };
     let app = own_listener(scraper);

@@ -101,6 +101,7 @@ impl UpstreamClient {
             connect_timeout: settings.connect_timeout,
             total_timeout: settings.total_timeout,
         };
+        // Built now, on this thread, so a TLS setup that cannot work stops the start.
         let default = PerThread::default();
         default.get_or_try(|| builder.build(None))?;
         Ok(Self {
@@ -115,7 +116,7 @@ impl UpstreamClient {
     /// The client for a TLS profile, built once and kept (its pool with it).
     fn client_for(&self, profile: Option<&TlsProfile>) -> Result<reqwest::Client, UpstreamError> {
         let Some(profile) = profile else {
-            return self.pick(&self.default, None);
+            return self.this_threads(&self.default, None);
         };
         let clients = match self.profiled.get(&profile.cache_key) {
             Some(clients) => clients,
@@ -126,11 +127,11 @@ impl UpstreamClient {
                 clients
             }
         };
-        self.pick(&clients, Some(profile))
+        self.this_threads(&clients, Some(profile))
     }
 
     /// This thread's client of `clients` (or the process's), built if there is none yet.
-    fn pick(
+    fn this_threads(
         &self,
         clients: &PerThread,
         profile: Option<&TlsProfile>,

@@ -22,7 +22,7 @@ impl AuditStore for SqlStore {
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
         self.before_write()?;
         if let Some(direct) = &self.direct {
-            let written = match direct.append_audit(rows, false) {
+            let written = match direct.append_audit_inline(rows).await {
                 Ok(written) => written,
                 // Another writer holds the file: wait for it off the runtime's threads.
                 Err(_busy) => {

@@ -13,7 +13,7 @@
 //! Every connection has the pool's settings (`SQLITE_PRAGMAS`, no inline checkpoint).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
@@ -45,18 +45,24 @@ pub(super) struct DirectSqlite {
     writer: Mutex<Option<Connection>>,
     /// The connection of writes that wait for another connection's lock (blocking threads).
     patient_writer: Mutex<Option<Connection>>,
+    /// The inline writes' turn on `writer`, awaited rather than waited for on the mutex: with
+    /// calls served on several single-threaded runtimes (see `serving_threads`), a thread
+    /// blocked on the mutex would hold every call it serves.
+    inline_turn: Arc<tokio::sync::Semaphore>,
     token_inserts: Group<(TokenRecord, i64), Result<Result<(), StoreError>, Busy>>,
 }
 
 impl DirectSqlite {
     pub(super) fn new(path: &Path) -> Self {
+        // One writer connection: one inline write at a time.
+        let inline_turn = Arc::new(tokio::sync::Semaphore::new(1));
         Self {
             path: path.to_owned(),
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
             patient_writer: Mutex::new(None),
-            // One writer connection: one group at a time.
-            token_inserts: Group::new(1),
+            token_inserts: Group::sharing_turn(inline_turn.clone()),
+            inline_turn,
         }
     }
 
@@ -103,6 +109,16 @@ impl DirectSqlite {
             Ok(None) => Ok(Err(StoreError::NotFound)),
             Err(e) => busy_or(e),
         }
+    }
+
+    /// Inserts `rows` in one transaction once it is the inline writes' turn, or answers
+    /// [`Busy`] (nothing written) when another connection holds the file.
+    pub(super) async fn append_audit_inline(
+        &self,
+        rows: &[AuditRow],
+    ) -> Result<Result<(), StoreError>, Busy> {
+        let _turn = self.inline_turn.acquire().await;
+        self.append_audit(rows, false)
     }
 
     /// Inserts `rows` in one transaction, or answers [`Busy`] (nothing written) when another
@@ -162,10 +178,10 @@ impl DirectSqlite {
     }
 
     /// Runs `statements` on a connection of our own. The process's own inline writes (the
-    /// audit log's groups, new tokens) share one connection and meet on its mutex, in turn —
-    /// a wait of one short transaction at most, since they never wait for another
-    /// connection's lock ([`Busy`] instead) — rather than in SQLite's lock, whose busy
-    /// handler sleeps for milliseconds. With `wait` (from a blocking thread), a second
+    /// audit log's groups, new tokens) share one connection and take turns on it
+    /// (`inline_turn`, so the mutex is never contended by them) rather than meeting in
+    /// SQLite's lock, whose busy handler sleeps for milliseconds; they never wait for another
+    /// connection's lock ([`Busy`] instead). With `wait` (from a blocking thread), a second
     /// connection waits for the lock like any other writer, so that wait never holds the
     /// inline writers' mutex.
     fn write(

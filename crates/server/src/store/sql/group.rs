@@ -7,7 +7,7 @@
 //! page writes to the write-ahead log) is paid once per group instead of once per call.
 
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
@@ -18,15 +18,20 @@ pub(super) struct Group<T, R> {
     /// Items not yet taken by a leader, oldest first, each with its caller's answer channel.
     queued: Mutex<Vec<(T, oneshot::Sender<R>)>>,
     /// A permit is held by each leader while it writes its group.
-    turn: tokio::sync::Semaphore,
+    turn: Arc<tokio::sync::Semaphore>,
 }
 
 impl<T, R> Group<T, R> {
     /// Groups are written by at most `leaders` calls at once.
     pub(super) fn new(leaders: usize) -> Self {
+        Self::sharing_turn(Arc::new(tokio::sync::Semaphore::new(leaders)))
+    }
+
+    /// Groups are written while holding a permit of `turn`, which other writers may hold too.
+    pub(super) fn sharing_turn(turn: Arc<tokio::sync::Semaphore>) -> Self {
         Self {
             queued: Mutex::new(Vec::new()),
-            turn: tokio::sync::Semaphore::new(leaders),
+            turn,
         }
     }
 
