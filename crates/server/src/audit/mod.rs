@@ -331,8 +331,10 @@ mod tests {
         chains
     }
 
-    #[tokio::test]
-    async fn each_thread_records_into_a_chain_of_its_own_and_every_chain_verifies() {
+    /// A log on a new SQLite store (kept in the returned directory).
+    async fn new_log(
+        per_thread: bool,
+    ) -> (tempfile::TempDir, Arc<SqlStore>, Arc<Keyring>, AuditLog) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(
             SqlStore::open(&Database::Sqlite(dir.path().join("v.db")), true)
@@ -340,14 +342,22 @@ mod tests {
                 .unwrap(),
         );
         let keyring = keyring();
-        let log = AuditLog::start(store.clone(), keyring.clone(), "test", ChainPerThread(true))
-            .await
-            .unwrap();
-        log.record(entry("here")).await.unwrap();
+        let log = AuditLog::start(
+            store.clone(),
+            keyring.clone(),
+            "test",
+            ChainPerThread(per_thread),
+        )
+        .await
+        .unwrap();
+        (dir, store, keyring, log)
+    }
 
+    /// Records `served-0` … `served-{calls - 1}` from two serving threads, then stops them.
+    async fn record_on_serving_threads(log: &AuditLog, calls: usize) {
         let threads = ServingThreads::start(2).unwrap();
         let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
-        for n in 0..6 {
+        for n in 0..calls {
             let log = log.clone();
             let done = done.clone();
             threads.spawn(async move {
@@ -355,10 +365,16 @@ mod tests {
                 done.send(()).unwrap();
             });
         }
-        for _ in 0..6 {
+        for _ in 0..calls {
             finished.recv().await.unwrap();
         }
-        drop(threads);
+    }
+
+    #[tokio::test]
+    async fn each_thread_records_into_a_chain_of_its_own_and_every_chain_verifies() {
+        let (_dir, store, keyring, log) = new_log(true).await;
+        log.record(entry("here")).await.unwrap();
+        record_on_serving_threads(&log, 6).await;
 
         // A thread whose runtime is gone (its writer with it) starts a new chain on the next.
         let again = log.clone();
@@ -404,34 +420,8 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_chain_per_thread_every_thread_records_into_the_one_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            SqlStore::open(&Database::Sqlite(dir.path().join("v.db")), true)
-                .await
-                .unwrap(),
-        );
-        let keyring = keyring();
-        let log = AuditLog::start(
-            store.clone(),
-            keyring.clone(),
-            "test",
-            ChainPerThread(false),
-        )
-        .await
-        .unwrap();
-        let threads = ServingThreads::start(2).unwrap();
-        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
-        for n in 0..4 {
-            let log = log.clone();
-            let done = done.clone();
-            threads.spawn(async move {
-                log.record(entry(&format!("served-{n}"))).await.unwrap();
-                done.send(()).unwrap();
-            });
-        }
-        for _ in 0..4 {
-            finished.recv().await.unwrap();
-        }
+        let (_dir, store, keyring, log) = new_log(false).await;
+        record_on_serving_threads(&log, 4).await;
         log.record(entry("here")).await.unwrap();
         let chains = chains(&store, &keyring).await;
         assert_eq!(chains.len(), 1, "{chains:?}");
