@@ -208,7 +208,7 @@ pub async fn build_state_with(
     ));
     // Calls served on threads of their own (see `serving_threads`) use processor connections
     // and an audit chain of their own thread's.
-    let own_threads = settings.connection_limits().serving_threads > 0;
+    let own_threads = settings.everything_is_local();
     let upstream = UpstreamClient::new(UpstreamSettings {
         resolver: destinations.resolver(),
         connect_timeout: settings.upstream_connect_timeout(),

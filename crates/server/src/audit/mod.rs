@@ -76,12 +76,16 @@ struct Chains {
     store: Arc<dyn AuditStore>,
     keyring: Arc<Keyring>,
     started_by: &'static str,
-    /// The chain started with the log: every thread's, unless each thread has its own.
-    first: mpsc::Sender<Pending>,
-    per_thread: bool,
+    queues: Queues,
+}
+
+/// Where each thread's records go.
+enum Queues {
+    /// The writer queue of the process's one chain.
+    One(mpsc::Sender<Pending>),
     /// The writer queue of each thread's chain; replaced if its writer is gone (its runtime
     /// stopped).
-    queues: ThreadLocal<RefCell<Option<mpsc::Sender<Pending>>>>,
+    PerThread(Box<ThreadLocal<RefCell<Option<mpsc::Sender<Pending>>>>>),
 }
 
 impl AuditLog {
@@ -101,19 +105,20 @@ impl AuditLog {
         let mut writer = new_writer(&store, &keyring, started_by);
         writer.commit(Vec::new()).await?;
         let first = spawn_writer(writer);
-        let chains = Chains {
-            store,
-            keyring,
-            started_by,
-            first: first.clone(),
-            per_thread,
-            queues: ThreadLocal::new(),
+        let queues = if per_thread {
+            let queues = ThreadLocal::new();
+            queues.get_or(|| RefCell::new(Some(first)));
+            Queues::PerThread(Box::new(queues))
+        } else {
+            Queues::One(first)
         };
-        if per_thread {
-            *chains.queues.get_or(|| RefCell::new(None)).borrow_mut() = Some(first);
-        }
         Ok(Self {
-            chains: Arc::new(chains),
+            chains: Arc::new(Chains {
+                store,
+                keyring,
+                started_by,
+                queues,
+            }),
         })
     }
 
@@ -168,10 +173,11 @@ impl Chains {
     /// The queue of the chain this thread records into; with a chain per thread, this
     /// thread's chain is started if it has none (or its writer is gone: its runtime stopped).
     fn queue_here(&self) -> mpsc::Sender<Pending> {
-        if !self.per_thread {
-            return self.first.clone();
-        }
-        let slot = self.queues.get_or(|| RefCell::new(None));
+        let queues = match &self.queues {
+            Queues::One(queue) => return queue.clone(),
+            Queues::PerThread(queues) => queues,
+        };
+        let slot = queues.get_or(|| RefCell::new(None));
         let live = slot
             .borrow()
             .as_ref()
