@@ -4,6 +4,7 @@
 //! Run it with `bench/run.sh` (builds the release binary, installs nginx, then runs this).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod host_cpu;
 mod load;
 mod oha;
 mod procs;
@@ -100,6 +101,8 @@ struct Row {
     /// A vault's own account of the 1,000 req/s run: mean µs per call by stage, then the whole
     /// request (empty for the others).
     stages: Vec<(String, f64)>,
+    /// The host's CPU per call by process group: at saturation, and at 1,000 req/s.
+    host_cpu: Option<(host_cpu::PerCall, host_cpu::PerCall)>,
 }
 
 struct Bench {
@@ -129,8 +132,17 @@ impl Bench {
             Duration::from_secs(1),
         )
         .await;
+        let vault_pids = server.map(procs::Server::pids).unwrap_or_default();
+        let host_before = host_cpu::Snapshot::take(&vault_pids);
         let saturation =
             load::saturate(client, target, bodies.clone(), CONNECTIONS, self.duration).await;
+        let host_saturation = host_cpu::PerCall::between(
+            &host_before,
+            &host_cpu::Snapshot::take(&vault_pids),
+            saturation.completed,
+            saturation.elapsed.as_secs_f64(),
+        );
+        let mut host_at_1000 = None;
         eprintln!(
             "   saturation {:.0} req/s ({} errors)",
             saturation.throughput(),
@@ -147,8 +159,17 @@ impl Bench {
                 }
                 _ => None,
             };
+            let host_before = host_cpu::Snapshot::take(&vault_pids);
             let outcome =
                 load::fixed_rate(client, target, bodies.clone(), rate, self.duration).await;
+            if rate == ONE_THOUSAND {
+                host_at_1000 = Some(host_cpu::PerCall::between(
+                    &host_before,
+                    &host_cpu::Snapshot::take(&vault_pids),
+                    outcome.completed,
+                    outcome.elapsed.as_secs_f64(),
+                ));
+            }
             if let (Some(before), Some(server)) = (&scrape_before, server)
                 && let Some(after) = stages::Scrape::take(client, &server.url).await
             {
@@ -191,6 +212,7 @@ impl Bench {
             peak_rss_mib: server.map(procs::Server::peak_rss_mib),
             oha,
             stages,
+            host_cpu: host_at_1000.map(|at_1000| (host_saturation, at_1000)),
         }
     }
 }
@@ -497,6 +519,36 @@ fn stage_table(rows: &[Row]) -> String {
     out
 }
 
+/// Where the host's CPU went per call, by process, at saturation and at 1,000 req/s.
+fn host_cpu_table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n### Where the host's CPU goes (CPU ms per call, by process, from /proc)\n"
+    );
+    let _ = write!(out, "| target | load |");
+    for group in host_cpu::GROUPS {
+        let _ = write!(out, " {group} |");
+    }
+    let _ = writeln!(out, " other | host (cores busy) |");
+    let _ = writeln!(
+        out,
+        "|---|---|{}---:|---:|",
+        "---:|".repeat(host_cpu::GROUPS.len())
+    );
+    for row in rows {
+        let Some((saturation, at_1000)) = &row.host_cpu else {
+            continue;
+        };
+        for (load, split) in [("saturation", saturation), ("1,000 req/s", at_1000)] {
+            let _ = write!(out, "| {} | {load} |", row.name);
+            split.cells(&mut out);
+            let _ = writeln!(out);
+        }
+    }
+    out
+}
+
 /// Both generators' latency at 1,000 req/s side by side, and each one's added latency over the
 /// direct call (the floor) by quantile.
 fn oha_table(rows: &[Row]) -> String {
@@ -736,8 +788,10 @@ async fn main() {
         println!("{}", oha_table(&proxy_rows));
     }
     println!("{}", stage_table(&proxy_rows));
+    println!("{}", host_cpu_table(&proxy_rows));
     println!("\n## Tokenize: POST /tokenize, a new card each time\n");
     println!("{}", table(&tokenize_rows, &rates));
+    println!("{}", host_cpu_table(&tokenize_rows));
     if !size_rows.is_empty() {
         println!(
             "\n## Proxy latency against the number of stored tokens (SQLite, random tokens, 1000 req/s)\n"

@@ -16,7 +16,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn pids(&self) -> Vec<u32> {
+    pub fn pids(&self) -> Vec<u32> {
         let pid = self.process.id();
         let mut pids = vec![pid];
         if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
@@ -59,7 +59,7 @@ impl Drop for Server {
     }
 }
 
-fn cpu_of(pid: u32) -> f64 {
+pub fn cpu_of(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };

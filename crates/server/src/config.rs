@@ -507,22 +507,14 @@ impl Settings {
             header_read_timeout: self.client_read_timeout(),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             max_connections: self.max_connections,
-            serving_threads: if self.everything_is_local() {
-                crate::runtime::serving_threads()
-            } else {
-                0
-            },
+            serving_threads: self.serving_threads(),
         }
     }
 
-    /// Whether every store is in this process (SQLite, CVC sessions in memory): then calls are
-    /// served on threads of their own, each call on one thread from end to end (see
-    /// [`crate::serving_threads`]). A connection to PostgreSQL or Redis belongs to the thread
-    /// that opened it and is shared by all, so there a call would cross threads for every
-    /// statement instead: measured slower (docs/benchmarks.md, issue 17), those calls are served
-    /// on the shared runtime.
-    pub fn everything_is_local(&self) -> bool {
-        self.database_url.is_none() && self.redis_url.is_none()
+    /// The threads calls are served on, each call on one thread from end to end (see
+    /// [`crate::serving_threads`]); PostgreSQL and Redis connections are opened on each.
+    pub fn serving_threads(&self) -> usize {
+        crate::runtime::serving_threads()
     }
 
     pub fn destination_rules(&self) -> DestinationRules {

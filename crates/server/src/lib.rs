@@ -96,6 +96,7 @@ pub fn database(data_dir: &Path, database_url: Option<&str>, max_connections: u3
         Some(url) => Database::Postgres {
             url: secrecy::SecretString::from(url),
             max_connections,
+            serving_threads: 0,
         },
         None => Database::Sqlite(data_dir.join("cardvault.db")),
     }
@@ -103,11 +104,18 @@ pub fn database(data_dir: &Path, database_url: Option<&str>, max_connections: u3
 
 /// The database the settings name.
 pub fn settings_database(settings: &Settings) -> Database {
-    database(
+    let mut database = database(
         &settings.data_dir,
         settings.database_url.as_ref().map(config::Redacted::expose),
         settings.database_max_connections,
-    )
+    );
+    if let Database::Postgres {
+        serving_threads, ..
+    } = &mut database
+    {
+        *serving_threads = settings.serving_threads();
+    }
+    database
 }
 
 /// Opens the database (which `cardvault init` created) and brings its schema up to date.
@@ -169,7 +177,7 @@ pub async fn build_state_with(
     let redis = settings
         .redis_url
         .as_ref()
-        .map(|url| redis_connection::connect(url.expose()))
+        .map(|url| redis_connection::connect(url.expose(), settings.serving_threads() > 0))
         .transpose()
         .map_err(StartError::Redis)?;
     let cvc_store: Arc<dyn cvc::CvcStore> = match &redis {
@@ -208,7 +216,7 @@ pub async fn build_state_with(
     ));
     // Calls served on threads of their own (see `serving_threads`) use processor connections
     // and an audit chain of their own thread's.
-    let own_threads = settings.everything_is_local();
+    let own_threads = settings.serving_threads() > 0;
     let upstream = UpstreamClient::new(UpstreamSettings {
         resolver: destinations.resolver(),
         connect_timeout: settings.upstream_connect_timeout(),

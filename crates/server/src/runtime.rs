@@ -1,7 +1,6 @@
 //! The async runtimes the process runs on: a multi-threaded runtime for start-up, the accept
-//! loop, background jobs and CLI commands — and for the calls too when the stores are
-//! PostgreSQL or Redis — and, on the embedded engine, threads of their own that serve the
-//! calls, a single-threaded runtime each (see [`crate::serving_threads`]). Both take their
+//! loop, background jobs and CLI commands, and threads of their own that serve the calls, a
+//! single-threaded runtime each (see [`crate::serving_threads`]). Both take their
 //! thread count from `CARDVAULT_WORKER_THREADS`, default one per core, the one setting read
 //! before anything else, since the runtime exists before the settings are loaded.
 //!

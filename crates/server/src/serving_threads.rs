@@ -15,12 +15,69 @@
 //! a new one goes to the thread serving the fewest, but a client that sends everything over
 //! one HTTP/2 connection is served by one core.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use thread_local::ThreadLocal;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+thread_local! {
+    static SERVING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread is a serving thread.
+pub fn on_serving_thread() -> bool {
+    SERVING.with(Cell::get)
+}
+
+/// A connection (or pool) to a service outside the process for each serving thread, opened
+/// there on first use, and one for every other thread. A connection is driven by the reactor
+/// of the runtime that opened it: shared by all threads, each use from another thread would
+/// hand its reads and writes over by a wake-up (docs/benchmarks.md, issue 17). Background
+/// work (sweeps, key reloads, the metrics listener) keeps to the one for other threads.
+pub struct OnePerServingThread<T: Send> {
+    elsewhere: T,
+    /// `None`: every thread uses `elsewhere`.
+    each: Option<(ThreadLocal<T>, Opener<T>)>,
+}
+
+type Opener<T> = Box<dyn Fn() -> T + Send + Sync>;
+
+impl<T: Send> OnePerServingThread<T> {
+    /// Every thread uses `shared`.
+    pub fn shared(shared: T) -> Self {
+        Self {
+            elsewhere: shared,
+            each: None,
+        }
+    }
+
+    /// Each serving thread uses one `open` makes there on first use; other threads `elsewhere`.
+    pub fn per_thread(elsewhere: T, open: impl Fn() -> T + Send + Sync + 'static) -> Self {
+        Self {
+            elsewhere,
+            each: Some((ThreadLocal::new(), Box::new(open))),
+        }
+    }
+
+    /// The calling thread's.
+    pub fn get(&self) -> &T {
+        match &self.each {
+            Some((each, open)) if on_serving_thread() => each.get_or(open),
+            _ => &self.elsewhere,
+        }
+    }
+}
+
+impl<T: Send + Sync> OnePerServingThread<T> {
+    /// Every one opened so far, the shared one first.
+    pub fn all(&self) -> impl Iterator<Item = &T> {
+        std::iter::once(&self.elsewhere).chain(self.each.iter().flat_map(|(each, _)| each.iter()))
+    }
+}
 
 /// The serving threads; dropping this stops them (their tasks are dropped with them).
 pub struct ServingThreads {
@@ -66,6 +123,7 @@ impl ServingThreads {
             std::thread::Builder::new()
                 .name(format!("cardvault-serve-{n}"))
                 .spawn(move || {
+                    SERVING.with(|serving| serving.set(true));
                     // Runs the thread's tasks until told to stop (or the sender is gone).
                     let _ = runtime.block_on(stopped);
                 })?;
@@ -108,10 +166,11 @@ impl Drop for ServingThreads {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::ServingThreads;
+    use super::{OnePerServingThread, ServingThreads};
 
     #[tokio::test]
     async fn tasks_are_spread_over_every_thread_and_stay_there() {
@@ -165,5 +224,55 @@ mod tests {
         threads.spawn(held(started.clone()));
         assert_eq!(starts.recv().await.unwrap(), idle, "the least busy thread");
         release.send(true).unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_serving_thread_opens_its_own_and_other_threads_share_one() {
+        let threads = ServingThreads::start(2).unwrap();
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counter = opened.clone();
+        // Each value names the thread that opened it (0: the shared one, opened by no thread).
+        let per_thread = Arc::new(OnePerServingThread::per_thread(None, move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Some(std::thread::current().id())
+        }));
+        let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..6 {
+            let (per_thread, seen) = (per_thread.clone(), seen.clone());
+            threads.spawn(async move {
+                let here = std::thread::current().id();
+                seen.send((here, *per_thread.get())).unwrap();
+            });
+        }
+        let mut by_thread = Vec::new();
+        for _ in 0..6 {
+            by_thread.push(seen_rx.recv().await.unwrap());
+        }
+        for (thread, opened_by) in &by_thread {
+            assert_eq!(Some(*thread), *opened_by, "a serving thread uses its own");
+        }
+        assert_eq!(
+            opened.load(Ordering::Relaxed),
+            2,
+            "one opened on each serving thread"
+        );
+        assert_eq!(
+            *per_thread.get(),
+            None,
+            "another thread uses the shared one"
+        );
+        assert_eq!(per_thread.all().count(), 3);
+        let shared = OnePerServingThread::shared(7);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = Arc::new(shared);
+        let on_thread = shared.clone();
+        threads.spawn(async move {
+            tx.send(*on_thread.get()).unwrap();
+        });
+        assert_eq!(
+            rx.await.unwrap(),
+            7,
+            "without per_thread, serving threads share it too"
+        );
     }
 }

@@ -7,11 +7,11 @@
 //! persistence for this keyspace (see the README): with persistence on, sealed codes would reach
 //! Redis's disk, still encrypted with a key only the vault holds, until they expire.
 
+use crate::redis_connection::RedisConnection;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{CvcError, CvcStore, StoredSession};
@@ -54,7 +54,7 @@ const SINGLE_USE: u8 = b'0';
 const REUSABLE: u8 = b'1';
 
 pub struct RedisCvcStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     take: redis::Script,
     release: redis::Script,
     put_reusable: redis::Script,
@@ -69,11 +69,7 @@ fn unavailable(e: redis::RedisError) -> CvcError {
 impl RedisCvcStore {
     /// Sessions on `connection` (see [`crate::redis_connection`]): a Redis that is down makes
     /// session calls fail fast with `Unavailable`, never hang.
-    pub fn new(
-        connection: ConnectionManager,
-        prefix: &str,
-        max_reusable_per_project: usize,
-    ) -> Self {
+    pub fn new(connection: RedisConnection, prefix: &str, max_reusable_per_project: usize) -> Self {
         Self {
             connection,
             take: redis::Script::new(TAKE_SCRIPT),
@@ -105,7 +101,7 @@ impl CvcStore for RedisCvcStore {
         });
         value.extend_from_slice(&session.sealed);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get().clone();
         if session.reusable {
             let _: i64 = self
                 .put_reusable
@@ -133,7 +129,7 @@ impl CvcStore for RedisCvcStore {
     }
 
     async fn take(&self, id: Uuid, project_id: &str) -> Result<Option<StoredSession>, CvcError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get().clone();
         let value: Option<Vec<u8>> = self
             .take
             .key(self.key(id, project_id))
@@ -151,7 +147,7 @@ impl CvcStore for RedisCvcStore {
     }
 
     async fn release(&self, id: Uuid, project_id: &str) -> Result<(), CvcError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get().clone();
         let _: i64 = self
             .release
             .key(self.key(id, project_id))
@@ -162,7 +158,7 @@ impl CvcStore for RedisCvcStore {
     }
 
     async fn consume(&self, id: Uuid, project_id: &str) -> Result<(), CvcError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get().clone();
         let _: u64 = conn
             .del(self.key(id, project_id))
             .await
@@ -171,7 +167,7 @@ impl CvcStore for RedisCvcStore {
     }
 
     async fn delete(&self, id: Uuid, project_id: &str) -> Result<bool, CvcError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get().clone();
         let (removed, _): (u64, u64) = redis::pipe()
             .atomic()
             .del(self.key(id, project_id))
@@ -183,7 +179,7 @@ impl CvcStore for RedisCvcStore {
     }
 
     async fn ping(&self) -> Result<(), CvcError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get().clone();
         let _: String = redis::cmd("PING")
             .query_async(&mut conn)
             .await

@@ -6,12 +6,12 @@
 //! same limits, counted per instance) rather than refusing every call or admitting all of
 //! them, and tries Redis again a moment later.
 
+use crate::redis_connection::RedisConnection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 
 use super::{Budget, Limited, MemoryRateLimits, RateLimitSettings, RateLimitStore};
 
@@ -41,7 +41,7 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
 
 pub struct RedisRateLimits {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     take: redis::Script,
     prefix: String,
     settings: RateLimitSettings,
@@ -62,7 +62,7 @@ enum SharedError {
 }
 
 impl RedisRateLimits {
-    pub fn new(connection: ConnectionManager, prefix: &str, settings: RateLimitSettings) -> Self {
+    pub fn new(connection: RedisConnection, prefix: &str, settings: RateLimitSettings) -> Self {
         Self {
             connection,
             take: redis::Script::new(TAKE_SCRIPT),
@@ -91,7 +91,7 @@ impl RedisRateLimits {
         interval_us: u64,
         burst: u32,
     ) -> Result<u64, SharedError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get().clone();
         let mut invocation = self.take.key(self.key(budget, key));
         invocation.arg(interval_us).arg(burst);
         let answer: Result<redis::RedisResult<u64>, _> =

@@ -39,9 +39,9 @@ impl AuditStore for SqlStore {
         }
         if rows.len() <= ROWS_PER_STATEMENT {
             // One statement is atomic on its own: no transaction, one round trip.
-            insert_audit_rows(rows).execute(&self.pool).await?;
+            insert_audit_rows(rows).execute(self.pool()).await?;
         } else {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool().begin().await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 insert_audit_rows(chunk).execute(&mut *tx).await?;
             }
@@ -56,7 +56,7 @@ impl AuditStore for SqlStore {
             "SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(chain)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         row.map(|r| Ok((r.try_get("seq")?, r.try_get("hash")?)))
             .transpose()
@@ -101,7 +101,7 @@ impl AuditStore for SqlStore {
         for at in [filter.since_ms, filter.until_ms].into_iter().flatten() {
             query = query.bind(at);
         }
-        let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
+        let rows = query.bind(filter.limit).fetch_all(self.pool()).await?;
         rows.iter().map(audit_row).collect()
     }
 }

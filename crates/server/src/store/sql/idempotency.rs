@@ -37,7 +37,7 @@ impl IdempotencyStore for SqlStore {
         .bind(RUNNING)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?
         .rows_affected()
             == 1;
@@ -51,7 +51,7 @@ impl IdempotencyStore for SqlStore {
         )
         .bind(project_id)
         .bind(key_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         match row {
             Some(row) => Ok(IdempotencyClaim::Held(IdempotencyRecord {
@@ -92,7 +92,7 @@ impl IdempotencyStore for SqlStore {
         .bind(project_id)
         .bind(key_hash)
         .bind(RUNNING)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         self.after_write()
     }
@@ -109,7 +109,7 @@ impl IdempotencyStore for SqlStore {
         .bind(project_id)
         .bind(key_hash)
         .bind(RUNNING)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         self.after_write()
     }
@@ -123,7 +123,7 @@ impl IdempotencyStore for SqlStore {
         )
         .bind(now)
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?
         .rows_affected();
         self.after_write()?;

@@ -14,7 +14,7 @@ impl KeyStore for SqlStore {
         self.before_write()?;
         let result = sqlx::query("UPDATE data_keys SET active = 1 WHERE version = $1")
             .bind(i64::from(version))
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         self.after_write()?;
         if result.rows_affected() == 0 {
@@ -26,7 +26,7 @@ impl KeyStore for SqlStore {
     async fn delete_unused_data_key(&self, version: u32) -> Result<u64, StoreError> {
         self.before_write()?;
         let version = i64::from(version);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         // Counted and deleted in one transaction: a record sealed with it in between (by an
         // instance pinned to it) would otherwise lose its key.
         let mut in_use = 0;
@@ -68,7 +68,7 @@ impl KeyStore for SqlStore {
                 "SELECT key_version, COUNT(*) AS n FROM destination_tls WHERE key_version IS NOT NULL GROUP BY key_version",
             ),
         ] {
-            for row in sqlx::query(sql).fetch_all(&self.pool).await? {
+            for row in sqlx::query(sql).fetch_all(self.pool()).await? {
                 let version: i64 = row.try_get("key_version")?;
                 let n: i64 = row.try_get("n")?;
                 counts.push((kind, version as u32, n as u64));
@@ -102,7 +102,7 @@ impl KeyStore for SqlStore {
             .bind(after)
             .bind(i64::from(target))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter()
             .map(|row| {
@@ -135,7 +135,7 @@ impl KeyStore for SqlStore {
                  WHERE project_id = $4 AND host = $5 AND key_version = $6 AND key_nonce = $7"
             }
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         let mut replaced = 0;
         for (old, new) in records {
             let result = sqlx::query(sql)
@@ -160,7 +160,7 @@ impl KeyStore for SqlStore {
         let row =
             sqlx::query("SELECT owner, heartbeat_at, target_version FROM key_jobs WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool())
                 .await?;
         row.map(|row| {
             Ok(KeyJob {
@@ -191,7 +191,7 @@ impl KeyStore for SqlStore {
                 .bind(name)
                 .bind(owner)
                 .bind(now_ms)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?
             }
             Some(seen) => {
@@ -204,7 +204,7 @@ impl KeyStore for SqlStore {
                 .bind(name)
                 .bind(seen.owner.clone())
                 .bind(seen.heartbeat_at_ms)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?
             }
         };
@@ -227,7 +227,7 @@ impl KeyStore for SqlStore {
         .bind(target_version.map(i64::from))
         .bind(name)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         self.after_write()?;
         Ok(result.rows_affected() == 1)
@@ -238,7 +238,7 @@ impl KeyStore for SqlStore {
         sqlx::query("UPDATE key_jobs SET owner = '' WHERE name = $1 AND owner = $2")
             .bind(name)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         self.after_write()
     }
@@ -247,7 +247,7 @@ impl KeyStore for SqlStore {
         self.before_read()?;
         let row = sqlx::query("SELECT wrapped FROM wrapped_secrets WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         Ok(row.map(|row| row.try_get("wrapped")).transpose()?)
     }
@@ -258,7 +258,7 @@ impl KeyStore for SqlStore {
             .bind(name)
             .bind(wrapped)
             .bind(now_unix_ms())
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         self.after_write()
     }
@@ -271,7 +271,7 @@ impl KeyStore for SqlStore {
         new_secret: &[u8],
     ) -> Result<(), StoreError> {
         self.before_write()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         for (old, new) in keys {
             let result = sqlx::query(
                 "UPDATE data_keys SET wrapped = $1 WHERE version = $2 AND wrapped = $3",

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::AnyPoolOptions;
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection, Executor};
 
 mod audit;
@@ -24,6 +26,7 @@ mod stats;
 use super::StoreError;
 use super::sqlite_files::FileProblem;
 use super::sqlite_upkeep::SqliteUpkeep;
+use crate::serving_threads::OnePerServingThread;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -49,6 +52,10 @@ const SQLITE_NO_INLINE_CHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 0;";
 /// the pool's other connections serve the rest.
 const NEW_TOKEN_GROUPS_IN_FLIGHT: usize = 4;
 
+/// The embedded database's pool (sqlx's, for statements off the serving threads' own
+/// connections: see `direct`).
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+
 /// The readiness probe's write, the same on both engines.
 pub(in crate::store) const PROBE_WRITE: &str = "INSERT INTO readiness_probe (id, checked_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at";
 
@@ -61,6 +68,9 @@ pub enum Database {
     Postgres {
         url: secrecy::SecretString,
         max_connections: u32,
+        /// The serving threads calls are served on (0: none, every call on the shared
+        /// runtime); each gets a pool of its own (see [`SqlStore::pool`]).
+        serving_threads: usize,
     },
 }
 
@@ -69,18 +79,24 @@ impl std::fmt::Debug for Database {
         match self {
             Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
             Self::Postgres {
-                max_connections, ..
+                max_connections,
+                serving_threads,
+                ..
             } => f
                 .debug_struct("Postgres")
                 .field("url", &"[redacted]")
                 .field("max_connections", max_connections)
+                .field("serving_threads", serving_threads)
                 .finish(),
         }
     }
 }
 
 pub struct SqlStore {
-    pool: AnyPool,
+    /// On PostgreSQL with serving threads, one pool for each (see [`Self::pool`]).
+    pools: OnePerServingThread<AnyPool>,
+    /// The most connections all the pools together open.
+    max_connections_total: u32,
     /// The embedded database's file watch and log bound; none on PostgreSQL.
     sqlite: Option<Arc<SqliteUpkeep>>,
     /// The embedded database's hot statements on the calling thread; none on PostgreSQL.
@@ -88,9 +104,12 @@ pub struct SqlStore {
     /// The connection a bulk import works on, taken from the pool at its first
     /// query and kept (see `portability`).
     porting: portability::Porting,
-    /// New tokens on PostgreSQL, inserted in groups (see `group`).
-    new_tokens: group::Group<(crate::store::TokenRecord, i64), Result<(), StoreError>>,
+    /// New tokens on PostgreSQL, inserted in groups (see `group`), a queue for each serving
+    /// thread (so a group's calls and its statement stay on one thread).
+    new_tokens: OnePerServingThread<NewTokens>,
 }
+
+type NewTokens = group::Group<(crate::store::TokenRecord, i64), Result<(), StoreError>>;
 
 impl SqlStore {
     /// Connects and brings the schema up to date.
@@ -99,11 +118,12 @@ impl SqlStore {
     /// [`StoreError::Unavailable`] when the database cannot be reached or migrated.
     pub async fn open(database: &Database, create: bool) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let (pool, migrator, sqlite, direct) = match database {
+        let mut max_connections_total = SQLITE_MAX_CONNECTIONS;
+        let (pool, migrator, sqlite, direct, per_thread) = match database {
             Database::Sqlite(path) => {
                 let url = sqlite_url(path, create);
                 let pool = AnyPoolOptions::new()
-                    .max_connections(8)
+                    .max_connections(SQLITE_MAX_CONNECTIONS)
                     .acquire_timeout(Duration::from_secs(5))
                     // A local file does not drop a connection; the ping before each use would be
                     // one more round trip to the connection's thread on every query.
@@ -121,28 +141,51 @@ impl SqlStore {
                 keeper.execute(SQLITE_PRAGMAS).await?;
                 let upkeep = SqliteUpkeep::start(path, keeper)?;
                 let direct = Arc::new(direct::DirectSqlite::new(path));
-                (pool, &SQLITE_MIGRATIONS, Some(upkeep), Some(direct))
+                (pool, &SQLITE_MIGRATIONS, Some(upkeep), Some(direct), None)
             }
             Database::Postgres {
                 url,
                 max_connections,
+                serving_threads,
             } => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(*max_connections)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect(secrecy::ExposeSecret::expose_secret(url))
-                    .await?;
-                (pool, &POSTGRES_MIGRATIONS, None, None)
+                let options = postgres_pool_options(*max_connections, *serving_threads);
+                let pools = u32::try_from(*serving_threads + 1).unwrap_or(u32::MAX);
+                max_connections_total = options.get_max_connections().saturating_mul(pools);
+                let connect =
+                    AnyConnectOptions::from_str(secrecy::ExposeSecret::expose_secret(url))?;
+                let pool = options.clone().connect_with(connect.clone()).await?;
+                let per_thread = (*serving_threads > 0).then_some((options, connect));
+                (pool, &POSTGRES_MIGRATIONS, None, None, per_thread)
             }
         };
         migrator.run(&pool).await?;
+        let new_tokens = || group::Group::new(NEW_TOKEN_GROUPS_IN_FLIGHT);
+        let (pools, new_tokens) = match per_thread {
+            Some((options, connect)) => (
+                OnePerServingThread::per_thread(pool, move || {
+                    options.clone().connect_lazy_with(connect.clone())
+                }),
+                OnePerServingThread::per_thread(new_tokens(), new_tokens),
+            ),
+            None => (
+                OnePerServingThread::shared(pool),
+                OnePerServingThread::shared(new_tokens()),
+            ),
+        };
         Ok(Self {
-            pool,
+            pools,
+            max_connections_total,
             sqlite,
             direct,
             porting: portability::Porting::default(),
-            new_tokens: group::Group::new(NEW_TOKEN_GROUPS_IN_FLIGHT),
+            new_tokens,
         })
+    }
+
+    /// The pool the calling thread uses: on a serving thread (PostgreSQL) its own, opened on
+    /// first use; elsewhere the shared one.
+    fn pool(&self) -> &AnyPool {
+        self.pools.get()
     }
 
     /// Before a read: on SQLite, the files were right at the last check.
@@ -169,6 +212,23 @@ impl SqlStore {
             None => Ok(()),
         }
     }
+}
+
+/// The PostgreSQL pool's settings. With serving threads, `max_connections` is shared out:
+/// each serving thread's pool and the shared one (background work) get an equal part, at
+/// least two each.
+fn postgres_pool_options(max_connections: u32, serving_threads: usize) -> AnyPoolOptions {
+    let pools = u32::try_from(serving_threads)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    AnyPoolOptions::new()
+        .max_connections((max_connections / pools).max(2))
+        .acquire_timeout(Duration::from_secs(5))
+    // sqlx's default stays: every connection is pinged before it is handed out, one more
+    // round trip a statement (~10 % of the throughput on PostgreSQL, docs/benchmarks.md,
+    // issue 17). Without it, the first statement on a connection the server dropped (a
+    // restart, a failover, an idle timeout) fails its call with a 503 instead of being
+    // replaced unseen.
 }
 
 fn unavailable(problem: FileProblem) -> StoreError {

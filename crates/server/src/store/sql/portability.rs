@@ -64,7 +64,7 @@ impl SqlStore {
             .porting
             .conn
             .get_or_try_init(|| async {
-                let mut conn = self.pool.acquire().await?;
+                let mut conn = self.pool().acquire().await?;
                 if self.sqlite.is_some() {
                     // Tokens' ids are random, so each batch touches pages all over the tables'
                     // indexes: SQLite's default 2 MB page cache would spill and read most of
@@ -263,7 +263,7 @@ impl PortabilityStore for SqlStore {
         .bind(after)
         .bind(now_unix())
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter().map(token_from_row).collect()
     }
@@ -276,7 +276,7 @@ impl PortabilityStore for SqlStore {
         )
         .bind(project_id)
         .bind(now_unix())
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         Ok(row.try_get::<i64, _>("n")?.max(0) as u64)
     }

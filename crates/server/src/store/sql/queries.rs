@@ -23,7 +23,7 @@ impl Store for SqlStore {
             None => {
                 sqlx::query(PROBE_WRITE)
                     .bind(now_unix())
-                    .execute(&self.pool)
+                    .execute(self.pool())
                     .await?;
                 Ok(())
             }
@@ -33,7 +33,7 @@ impl Store for SqlStore {
     async fn data_keys(&self) -> Result<Vec<WrappedDataKey>, StoreError> {
         self.before_read()?;
         let rows = sqlx::query("SELECT version, wrapped, active FROM data_keys ORDER BY version")
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter()
             .map(|row| {
@@ -55,7 +55,7 @@ impl Store for SqlStore {
         .bind(&key.wrapped)
         .bind(now_unix())
         .bind(i64::from(key.active))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         self.after_write()
     }
@@ -75,7 +75,7 @@ impl Store for SqlStore {
         .bind(pub_key_hash)
         .bind(i64::from(project.deduplicate))
         .bind(now_unix())
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         self.after_write()
     }
@@ -87,7 +87,7 @@ impl Store for SqlStore {
     ) -> Result<(), StoreError> {
         self.before_write()?;
         let now = now_unix();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO applications (id, project_id, name, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -115,7 +115,7 @@ impl Store for SqlStore {
         self.before_read()?;
         let row = sqlx::query("SELECT id, name, mode, deduplicate FROM projects WHERE id = $1")
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?;
         project_from_row(&row)
     }
@@ -125,7 +125,7 @@ impl Store for SqlStore {
         let row =
             sqlx::query("SELECT id, name, mode, deduplicate FROM projects WHERE pub_key_hash = $1")
                 .bind(pub_key_hash)
-                .fetch_one(&self.pool)
+                .fetch_one(self.pool())
                 .await?;
         project_from_row(&row)
     }
@@ -145,7 +145,7 @@ impl Store for SqlStore {
         )
         .bind(key_hash)
         .bind(now_unix())
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         let project = project_from_row(&row)?;
         let permissions: String = row.try_get("permissions")?;
@@ -174,7 +174,7 @@ impl Store for SqlStore {
                 ), now)
                 .bind(&token.project_id)
                 .bind(fingerprint)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?;
                 if erased.rows_affected() == 0 {
                     return inserted;
@@ -200,7 +200,7 @@ impl Store for SqlStore {
         .bind(id)
         .bind(project_id)
         .bind(now_unix())
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         token_from_row(&row)
     }
@@ -217,7 +217,7 @@ impl Store for SqlStore {
         .bind(project_id)
         .bind(fingerprint)
         .bind(now_unix())
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         token_from_row(&row)
     }
@@ -228,7 +228,7 @@ impl Store for SqlStore {
             "SELECT rule FROM project_destinations WHERE project_id = $1 ORDER BY rule",
         )
         .bind(project_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter().map(|r| Ok(r.try_get("rule")?)).collect()
     }
@@ -239,7 +239,7 @@ impl Store for SqlStore {
             .bind(project_id)
             .bind(rule)
             .bind(now_unix())
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         self.after_write()
     }
@@ -263,7 +263,7 @@ impl Store for SqlStore {
             sqlx::query("DELETE FROM project_destinations WHERE project_id = $1 AND rule = $2")
                 .bind(project_id)
                 .bind(rule)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -278,7 +278,7 @@ impl Store for SqlStore {
              FROM destination_tls WHERE project_id = $1 ORDER BY host",
         )
         .bind(project_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|row| {
@@ -328,7 +328,7 @@ impl Store for SqlStore {
         .bind(key.map(|k| k.nonce.clone()))
         .bind(key.map(|k| k.ciphertext.clone()))
         .bind(tls.updated_at_ms)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         self.after_write()
     }
@@ -338,7 +338,7 @@ impl Store for SqlStore {
         let result = sqlx::query("DELETE FROM destination_tls WHERE project_id = $1 AND host = $2")
             .bind(project_id)
             .bind(host)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -348,7 +348,7 @@ impl Store for SqlStore {
 
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         self.before_write()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         super::portability::insert_token_rows(
             &mut tx,
             super::marks::Marks::of(self),
@@ -379,7 +379,7 @@ impl Store for SqlStore {
         .bind(expires_at)
         .bind(id)
         .bind(project_id)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -394,7 +394,7 @@ impl Store for SqlStore {
              WHERE project_id = $1 AND revoked = 0 ORDER BY created_at, id",
         )
         .bind(project_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter().map(application_from_row).collect()
     }
@@ -411,7 +411,7 @@ impl Store for SqlStore {
         )
         .bind(project_id)
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         application_from_row(&row)
     }
@@ -432,7 +432,7 @@ impl Store for SqlStore {
         .bind(permissions.to_list())
         .bind(project_id)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -447,7 +447,7 @@ impl Store for SqlStore {
         )
         .bind(project_id)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -464,7 +464,7 @@ impl Store for SqlStore {
     ) -> Result<(), StoreError> {
         self.before_write()?;
         let now = now_unix();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         // The application must be live and the project's; checked inside the transaction so a
         // revoke racing the roll cannot leave a fresh key on a revoked application.
         sqlx::query(
@@ -499,7 +499,7 @@ impl Store for SqlStore {
         let result = sqlx::query("UPDATE projects SET deduplicate = $1 WHERE id = $2")
             .bind(i64::from(on))
             .bind(project_id)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -518,7 +518,7 @@ impl Store for SqlStore {
         )
         .bind(id)
         .bind(project_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         self.after_write()?;
         let expires_at: Option<i64> = match shredded {
@@ -541,7 +541,7 @@ impl Store for SqlStore {
             now,
         )
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         self.after_write()?;
         Ok(result.rows_affected())
@@ -552,7 +552,7 @@ impl Store for SqlStore {
         let rows =
             sqlx::query("SELECT origin FROM project_origins WHERE project_id = $1 ORDER BY origin")
                 .bind(project_id)
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await?;
         rows.iter().map(|r| Ok(r.try_get("origin")?)).collect()
     }
@@ -573,7 +573,7 @@ impl Store for SqlStore {
         // about one checkout window's worth of rows without a separate job.
         sqlx::query("DELETE FROM collect_sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         sqlx::query(
             "INSERT INTO collect_sessions (key_hash, project_id, tokenization_session_id, remaining_calls, expires_at, created_at)
@@ -585,7 +585,7 @@ impl Store for SqlStore {
         .bind(i64::from(session.remaining_calls))
         .bind(session.expires_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         self.after_write()
     }
@@ -602,7 +602,7 @@ impl Store for SqlStore {
         )
         .bind(key_hash)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         let remaining: i64 = row.try_get("remaining_calls")?;
         Ok(CollectSession {
@@ -624,7 +624,7 @@ impl Store for SqlStore {
         )
         .bind(key_hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -643,7 +643,7 @@ impl Store for SqlStore {
         )
         .bind(project_id)
         .bind(tokenization_session_id)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         self.after_write()?;
         if result.rows_affected() == 0 {
@@ -723,15 +723,16 @@ impl SqlStore {
             }
             // Another connection holds the file: wait for it on sqlx's worker.
             super::portability::bind_token(sqlx::query(INSERT_TOKEN), token, now)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?;
             return Ok(());
         }
         // PostgreSQL: the calls inserting at the same moment share one statement, so one
         // commit (one wait for the log's flush) instead of one each.
         self.new_tokens
+            .get()
             .run_async((token.clone(), now), |group| {
-                insert_token_group(self.pool.clone(), group)
+                insert_token_group(self.pool().clone(), group)
             })
             .await
             .unwrap_or(Err(StoreError::Corrupt(
@@ -774,7 +775,7 @@ impl SqlStore {
         let (delete, insert) = list.statements();
         self.before_write()?;
         let now = now_unix();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         sqlx::query(delete)
             .bind(project_id)
             .execute(&mut *tx)

@@ -11,10 +11,15 @@ use crate::store::{PoolUsage, Store, StoreError, StoreStats};
 #[async_trait]
 impl StoreStats for SqlStore {
     fn pool_usage(&self) -> PoolUsage {
+        // Summed over the pools (one for each serving thread on PostgreSQL, see `SqlStore`).
+        let (open, idle) = self.pools.all().fold((0, 0_u32), |(open, idle), pool| {
+            let pool_idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+            (open + pool.size(), idle.saturating_add(pool_idle))
+        });
         PoolUsage {
-            open: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
+            open,
+            idle,
+            max: self.max_connections_total,
         }
     }
 
@@ -24,7 +29,7 @@ impl StoreStats for SqlStore {
             "SELECT count(*) AS n FROM collect_sessions WHERE expires_at > $1 AND remaining_calls > 0",
         )
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         count(row.try_get("n")?)
     }
