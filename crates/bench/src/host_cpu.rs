@@ -1,5 +1,6 @@
-//! Where the host's CPU goes during a measurement, from /proc: the vault, PostgreSQL, Redis,
-//! nginx, this process (the load generator and the processor stub) and everything else. At
+//! Where the host's CPU goes during a measurement, from /proc: the server measured (the vault
+//! or nginx), PostgreSQL, Redis, this process (the load generator and the processor stub) and
+//! everything else. At
 //! saturation the cores are shared by all of them, so a target's throughput is bounded by what
 //! every one of them spends per call, not only the vault.
 
@@ -13,12 +14,13 @@ pub struct Snapshot {
     host: f64,
 }
 
-/// The groups, in the order the table shows them.
-pub const GROUPS: [&str; 5] = ["vault", "PostgreSQL", "Redis", "nginx", "generator + stub"];
+/// The groups, in the order the table shows them; the first is the server measured (the vault,
+/// or nginx on its row).
+pub const GROUPS: [&str; 4] = ["server", "PostgreSQL", "Redis", "generator + stub"];
 
 impl Snapshot {
-    /// Now, with `vault` the vault's process ids (none when the target is not a vault).
-    pub fn take(vault: &[u32]) -> Self {
+    /// Now, with `server` the measured server's process ids (none for the direct calls).
+    pub fn take(server: &[u32]) -> Self {
         let mut snapshot = Self {
             host: host_busy_seconds(),
             ..Self::default()
@@ -28,10 +30,10 @@ impl Snapshot {
             return snapshot;
         };
         for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-            let group = if vault.contains(&pid) {
+            let group = if server.contains(&pid) {
                 0
             } else if pid == own {
-                4
+                3
             } else {
                 match std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .unwrap_or_default()
@@ -39,7 +41,6 @@ impl Snapshot {
                 {
                     "postgres" => 1,
                     "redis-server" => 2,
-                    "nginx" => 3,
                     _ => continue,
                 }
             };

@@ -29,6 +29,9 @@ struct Args {
     /// Skip the PostgreSQL + Redis vault.
     #[arg(long)]
     skip_postgres: bool,
+    /// Skip the SQLite vault (for comparisons of the PostgreSQL + Redis path alone).
+    #[arg(long)]
+    skip_sqlite: bool,
     /// Only the stored-token runs (skips the proxy and tokenize comparisons).
     #[arg(long)]
     only_tokens: bool,
@@ -132,13 +135,13 @@ impl Bench {
             Duration::from_secs(1),
         )
         .await;
-        let vault_pids = server.map(procs::Server::pids).unwrap_or_default();
-        let host_before = host_cpu::Snapshot::take(&vault_pids);
+        let server_pids = server.map(procs::Server::pids).unwrap_or_default();
+        let host_before = host_cpu::Snapshot::take(&server_pids);
         let saturation =
             load::saturate(client, target, bodies.clone(), CONNECTIONS, self.duration).await;
         let host_saturation = host_cpu::PerCall::between(
             &host_before,
-            &host_cpu::Snapshot::take(&vault_pids),
+            &host_cpu::Snapshot::take(&server_pids),
             saturation.completed,
             saturation.elapsed.as_secs_f64(),
         );
@@ -159,13 +162,13 @@ impl Bench {
                 }
                 _ => None,
             };
-            let host_before = host_cpu::Snapshot::take(&vault_pids);
+            let host_before = host_cpu::Snapshot::take(&server_pids);
             let outcome =
                 load::fixed_rate(client, target, bodies.clone(), rate, self.duration).await;
             if rate == ONE_THOUSAND {
                 host_at_1000 = Some(host_cpu::PerCall::between(
                     &host_before,
-                    &host_cpu::Snapshot::take(&vault_pids),
+                    &host_cpu::Snapshot::take(&server_pids),
                     outcome.completed,
                     outcome.elapsed.as_secs_f64(),
                 ));
@@ -676,11 +679,13 @@ async fn main() {
             proxy_rows.push(row);
         }
 
-        let (proxy, tokenize) = bench
-            .measure_vault(&stub, &client, "SQLite + memory", "SQLite", &[])
-            .await;
-        proxy_rows.push(proxy);
-        tokenize_rows.push(tokenize);
+        if !bench.args.skip_sqlite {
+            let (proxy, tokenize) = bench
+                .measure_vault(&stub, &client, "SQLite + memory", "SQLite", &[])
+                .await;
+            proxy_rows.push(proxy);
+            tokenize_rows.push(tokenize);
+        }
 
         if !bench.args.skip_postgres {
             let database = format!("cardvault_bench_{}", std::process::id());

@@ -453,6 +453,10 @@ impl StoredToken {
 
 /// Seals and stores a token. With deduplication on, a card already held by the project keeps
 /// its token, and its sealed data is refreshed (a new expiry or name replaces the old one).
+///
+/// The new token is inserted first and the held one looked for only when the insert meets it
+/// (the unique fingerprint index): a new card is one write instead of a read and a write —
+/// on PostgreSQL one round trip (and its pool check) fewer, docs/benchmarks.md, issue 17.
 async fn store_token(
     state: &AppState,
     project: &Project,
@@ -462,43 +466,49 @@ async fn store_token(
     let fingerprint = project
         .deduplicate
         .then(|| state.keyring.fingerprint(&project.id, &data.identity()));
-    if let Some(fp) = &fingerprint
-        && let Some(existing) =
-            refresh_existing(state, project, data, fp, new.expires_at, new.allowed).await?
-    {
-        return Ok(existing);
-    }
-    let token_id = format!("tok_{}", state.keyring.random_hex(16)?);
-    let record = TokenRecord {
-        id: token_id.clone(),
-        project_id: project.id.clone(),
-        kind: new.kind,
-        sealed: data.seal_with_rule(new.allowed, &state.keyring, &project.id, &token_id)?,
-        fingerprint: fingerprint.clone(),
-        bin: new.bin,
-        last4: new.last4,
-        brand: new.brand,
-        created_at: now_unix(),
-        expires_at: new.expires_at,
-    };
     let (expires_at, allowed) = (new.expires_at, new.allowed);
-    match state.store.insert_token(&record).await {
-        Ok(()) => Ok(StoredToken {
-            token_id,
-            deduplicated: false,
-            fingerprint: fingerprint.map(hex::encode),
+    // A second attempt only when the holder the first met was deleted meanwhile.
+    for _ in 0..2 {
+        let token_id = format!("tok_{}", state.keyring.random_hex(16)?);
+        let record = TokenRecord {
+            id: token_id.clone(),
+            project_id: project.id.clone(),
+            kind: new.kind,
+            sealed: data.seal_with_rule(allowed, &state.keyring, &project.id, &token_id)?,
+            fingerprint: fingerprint.clone(),
+            bin: new.bin.clone(),
+            last4: new.last4.clone(),
+            brand: new.brand.clone(),
+            created_at: now_unix(),
             expires_at,
-            allowed_destinations: allowed.map(AllowedDestinations::patterns),
-        }),
-        Err(StoreError::Conflict) => match &fingerprint {
-            // Another request stored the same card first: answer with its token.
-            Some(fp) => refresh_existing(state, project, data, fp, expires_at, allowed)
-                .await?
-                .ok_or_else(|| ApiError::Internal("deduplication conflict without a token".into())),
-            None => Err(StoreError::Conflict.into()),
-        },
-        Err(e) => Err(e.into()),
+        };
+        match state.store.insert_token(&record).await {
+            Ok(()) => {
+                return Ok(StoredToken {
+                    token_id,
+                    deduplicated: false,
+                    fingerprint: fingerprint.map(hex::encode),
+                    expires_at,
+                    allowed_destinations: allowed.map(AllowedDestinations::patterns),
+                });
+            }
+            // The project holds this card already: answer with its token, refreshed.
+            Err(StoreError::Conflict) => match &fingerprint {
+                Some(fp) => {
+                    if let Some(held) =
+                        refresh_existing(state, project, data, fp, expires_at, allowed).await?
+                    {
+                        return Ok(held);
+                    }
+                }
+                None => return Err(StoreError::Conflict.into()),
+            },
+            Err(e) => return Err(e.into()),
+        }
     }
+    Err(ApiError::Internal(
+        "deduplication conflict without a token".into(),
+    ))
 }
 
 /// The project's live token for this card, refreshed (see [`refresh_held_token`]); `None`
