@@ -38,6 +38,10 @@ pub fn on_serving_thread() -> bool {
 /// of the runtime that opened it: shared by all threads, each use from another thread would
 /// hand its reads and writes over by a wake-up (docs/benchmarks.md, issue 17). Background
 /// work (sweeps, key reloads, the metrics listener) keeps to the one for other threads.
+///
+/// It must not outlive the serving threads it was used on: a later thread given a finished
+/// one's id would find that thread's connection, driven by a runtime that is gone. In `serve`
+/// both last as long as the process.
 pub struct OnePerServingThread<T: Send> {
     elsewhere: T,
     /// `None`: every thread uses `elsewhere`.

@@ -456,7 +456,9 @@ impl StoredToken {
 ///
 /// The new token is inserted first and the held one looked for only when the insert meets it
 /// (the unique fingerprint index): a new card is one write instead of a read and a write —
-/// on PostgreSQL one round trip (and its pool check) fewer, docs/benchmarks.md, issue 17.
+/// on PostgreSQL one round trip (and its pool check) fewer, docs/benchmarks.md, issue 17. Only
+/// when no live token holds the card (an expired one not swept yet, or one deleted meanwhile)
+/// does the second attempt erase an expired holder and insert again.
 async fn store_token(
     state: &AppState,
     project: &Project,
@@ -467,8 +469,7 @@ async fn store_token(
         .deduplicate
         .then(|| state.keyring.fingerprint(&project.id, &data.identity()));
     let (expires_at, allowed) = (new.expires_at, new.allowed);
-    // A second attempt only when the holder the first met was deleted meanwhile.
-    for _ in 0..2 {
+    for attempt in 0..2 {
         let token_id = format!("tok_{}", state.keyring.random_hex(16)?);
         let record = TokenRecord {
             id: token_id.clone(),
@@ -482,7 +483,12 @@ async fn store_token(
             created_at: now_unix(),
             expires_at,
         };
-        match state.store.insert_token(&record).await {
+        let inserted = if attempt == 0 {
+            state.store.insert_token_unless_held(&record).await
+        } else {
+            state.store.insert_token(&record).await
+        };
+        match inserted {
             Ok(()) => {
                 return Ok(StoredToken {
                     token_id,

@@ -499,8 +499,12 @@ pub trait Store:
         key_hash: &[u8],
     ) -> Result<(Application, Project), StoreError>;
 
-    /// `Conflict` if the project already holds a live token with the same fingerprint.
+    /// `Conflict` if the project already holds a live token with the same fingerprint (an
+    /// expired holder the sweeper has not reached yet is erased first, as the sweeper would).
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// As [`Self::insert_token`], but `Conflict` for any holder of the fingerprint, expired
+    /// ones too: tokenize's first attempt, one statement for a new card.
+    async fn insert_token_unless_held(&self, token: &TokenRecord) -> Result<(), StoreError>;
     /// A live token of this project; `NotFound` for another project's, a deleted or an expired
     /// one.
     async fn token(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError>;

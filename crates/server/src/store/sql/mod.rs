@@ -52,6 +52,10 @@ const SQLITE_NO_INLINE_CHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 0;";
 /// the pool's other connections serve the rest.
 const NEW_TOKEN_GROUPS_IN_FLIGHT: usize = 4;
 
+/// The fewest connections a serving thread's PostgreSQL pool is given (see
+/// `connections_per_pool`).
+const MIN_CONNECTIONS_PER_POOL: u32 = 2;
+
 /// The embedded database's pool (sqlx's, for statements off the serving threads' own
 /// connections: see `direct`).
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
@@ -148,25 +152,43 @@ impl SqlStore {
                 max_connections,
                 serving_threads,
             } => {
-                let options = postgres_pool_options(*max_connections, *serving_threads);
-                let pools = u32::try_from(*serving_threads + 1).unwrap_or(u32::MAX);
+                let each = connections_per_pool(*max_connections, *serving_threads);
+                if each.is_none() && *serving_threads > 0 {
+                    tracing::info!(
+                        max_connections,
+                        serving_threads,
+                        "PostgreSQL: too few connections for a pool per serving thread \
+                         ({MIN_CONNECTIONS_PER_POOL} each); the serving threads share one pool"
+                    );
+                }
+                let options = postgres_pool_options(each.unwrap_or(*max_connections));
+                let pools = each.map_or(1, |_| {
+                    u32::try_from(*serving_threads + 1).unwrap_or(u32::MAX)
+                });
                 max_connections_total = options.get_max_connections().saturating_mul(pools);
                 let connect =
                     AnyConnectOptions::from_str(secrecy::ExposeSecret::expose_secret(url))?;
                 let pool = options.clone().connect_with(connect.clone()).await?;
-                let per_thread = (*serving_threads > 0).then_some((options, connect));
+                let per_thread = each.map(|each| (options, connect, each));
                 (pool, &POSTGRES_MIGRATIONS, None, None, per_thread)
             }
         };
         migrator.run(&pool).await?;
         let new_tokens = || group::Group::new(NEW_TOKEN_GROUPS_IN_FLIGHT);
         let (pools, new_tokens) = match per_thread {
-            Some((options, connect)) => (
-                OnePerServingThread::per_thread(pool, move || {
-                    options.clone().connect_lazy_with(connect.clone())
-                }),
-                OnePerServingThread::per_thread(new_tokens(), new_tokens),
-            ),
+            Some((options, connect, each)) => {
+                // A thread's groups leave a connection of its pool to its other statements.
+                let leaders = usize::try_from(each - 1)
+                    .unwrap_or(1)
+                    .clamp(1, NEW_TOKEN_GROUPS_IN_FLIGHT);
+                let thread_groups = move || group::Group::new(leaders);
+                (
+                    OnePerServingThread::per_thread(pool, move || {
+                        options.clone().connect_lazy_with(connect.clone())
+                    }),
+                    OnePerServingThread::per_thread(new_tokens(), thread_groups),
+                )
+            }
             None => (
                 OnePerServingThread::shared(pool),
                 OnePerServingThread::shared(new_tokens()),
@@ -217,18 +239,29 @@ impl SqlStore {
 /// The PostgreSQL pool's settings. With serving threads, `max_connections` is shared out:
 /// each serving thread's pool and the shared one (background work) get an equal part, at
 /// least two each.
-fn postgres_pool_options(max_connections: u32, serving_threads: usize) -> AnyPoolOptions {
-    let pools = u32::try_from(serving_threads)
-        .unwrap_or(u32::MAX)
-        .saturating_add(1);
+fn postgres_pool_options(max_connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
-        .max_connections((max_connections / pools).max(2))
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
     // sqlx's default stays: every connection is pinged before it is handed out, one more
     // round trip a statement (~10 % of the throughput on PostgreSQL, docs/benchmarks.md,
     // issue 17). Without it, the first statement on a connection the server dropped (a
     // restart, a failover, an idle timeout) fails its call with a 503 instead of being
     // replaced unseen.
+}
+
+/// With serving threads, `max_connections` is shared out: each serving thread's pool and the
+/// shared one (background work) get an equal part. `None` when that leaves a pool fewer than
+/// [`MIN_CONNECTIONS_PER_POOL`]: then every thread shares the one pool (calls cross threads for
+/// their statements, but the setting stays a maximum).
+fn connections_per_pool(max_connections: u32, serving_threads: usize) -> Option<u32> {
+    if serving_threads == 0 {
+        return None;
+    }
+    let pools = u32::try_from(serving_threads)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    Some(max_connections / pools).filter(|each| *each >= MIN_CONNECTIONS_PER_POOL)
 }
 
 fn unavailable(problem: FileProblem) -> StoreError {
@@ -238,4 +271,21 @@ fn unavailable(problem: FileProblem) -> StoreError {
 fn sqlite_url(path: &Path, create: bool) -> String {
     let mode = if create { "rwc" } else { "rw" };
     format!("sqlite://{}?mode={mode}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connections_per_pool;
+
+    #[test]
+    fn the_connection_budget_is_shared_out_and_stays_a_maximum() {
+        // No serving threads: one pool with every connection.
+        assert_eq!(connections_per_pool(16, 0), None);
+        // Two serving threads and the shared pool: 5 each, 15 in all.
+        assert_eq!(connections_per_pool(16, 2), Some(5));
+        assert_eq!(connections_per_pool(4, 1), Some(2));
+        // Fewer than 2 each: one shared pool, never more than the setting.
+        assert_eq!(connections_per_pool(16, 8), None);
+        assert_eq!(connections_per_pool(3, 1), None);
+    }
 }

@@ -160,6 +160,12 @@ impl Store for SqlStore {
         Ok((app, project))
     }
 
+    async fn insert_token_unless_held(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.before_write()?;
+        self.insert_token_row(token, now_unix()).await?;
+        self.after_write()
+    }
+
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         self.before_write()?;
         let now = now_unix();
