@@ -177,7 +177,7 @@ pub async fn build_state_with(
     let redis = settings
         .redis_url
         .as_ref()
-        .map(|url| redis_connection::connect(url.expose(), settings.serving_threads() > 0))
+        .map(|url| redis_connection::connect(url.expose()))
         .transpose()
         .map_err(StartError::Redis)?;
     let cvc_store: Arc<dyn cvc::CvcStore> = match &redis {
@@ -214,9 +214,9 @@ pub async fn build_state_with(
         store.clone(),
         keyring.clone(),
     ));
-    // Calls served on threads of their own (see `serving_threads`) use processor connections
-    // and an audit chain of their own thread's.
-    let own_threads = settings.serving_threads() > 0;
+    // Calls are served on threads of their own (see `serving_threads`, always at least one):
+    // each uses processor connections and an audit chain of its own thread's.
+    let own_threads = true;
     let upstream = UpstreamClient::new(UpstreamSettings {
         resolver: destinations.resolver(),
         connect_timeout: settings.upstream_connect_timeout(),

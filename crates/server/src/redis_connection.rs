@@ -14,17 +14,14 @@ use crate::serving_threads::OnePerServingThread;
 /// The calling thread's connection: `connection.get().clone()`.
 pub type RedisConnection = Arc<OnePerServingThread<ConnectionManager>>;
 
-/// A connection to the Redis at `url` (one for each serving thread with `per_thread`);
-/// nothing is sent until it is first used.
+/// A connection to the Redis at `url` for each serving thread, and one for every other
+/// thread; nothing is sent until it is first used.
 ///
 /// # Errors
 /// [`RedisError`] for a malformed URL.
-pub fn connect(url: &str, per_thread: bool) -> Result<RedisConnection, RedisError> {
+pub fn connect(url: &str) -> Result<RedisConnection, RedisError> {
     let client = redis::Client::open(url)?;
     let shared = lazy_connection(client.clone())?;
-    if !per_thread {
-        return Ok(Arc::new(OnePerServingThread::shared(shared)));
-    }
     let fallback = shared.clone();
     Ok(Arc::new(OnePerServingThread::per_thread(
         shared,

@@ -235,7 +235,7 @@ mod tests {
         let threads = ServingThreads::start(2).unwrap();
         let opened = Arc::new(AtomicUsize::new(0));
         let counter = opened.clone();
-        // Each value names the thread that opened it (0: the shared one, opened by no thread).
+        // Each value names the thread that opened it (`None`: the shared one).
         let per_thread = Arc::new(OnePerServingThread::per_thread(None, move || {
             counter.fetch_add(1, Ordering::Relaxed);
             Some(std::thread::current().id())
