@@ -256,7 +256,7 @@ pub async fn build_state_with(
     let idempotency =
         idempotency::Idempotency::new(store.clone(), keyring.clone(), settings.idempotency_ttl());
     idempotency.sweep_expired();
-    Ok(AppState {
+    Ok(AppState::new(api::Handles {
         metrics,
         audit,
         idempotency,
@@ -280,7 +280,7 @@ pub async fn build_state_with(
             body_read_timeout: settings.client_read_timeout(),
             token_retention: settings.token_retention(),
         }),
-    })
+    }))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish.

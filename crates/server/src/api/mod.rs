@@ -41,9 +41,29 @@ use crate::destinations::Destinations;
 use crate::store::{Application, Project, Store};
 use crate::upstream::UpstreamClient;
 
-/// The handles every request may use; each is cheap to clone and does its own locking.
+/// The handles every request may use, behind one reference count. axum clones the state
+/// several times a request (router, middleware, extractors); cloned field by field that was a
+/// dozen reference counts each time, shared by every serving thread's core (a few % of a proxy
+/// call's CPU at saturation, docs/benchmarks.md).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Handles>);
+
+impl AppState {
+    pub fn new(handles: Handles) -> Self {
+        Self(Arc::new(handles))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds; each is cheap to clone and does its own locking.
+pub struct Handles {
     pub store: Arc<dyn Store>,
     pub keyring: Arc<Keyring>,
     pub cvc: CvcSessions,

@@ -12,6 +12,8 @@
 mod labels;
 mod scrape;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -254,16 +256,37 @@ pub fn request(route: Option<String>, method: &Method, status: StatusCode, elaps
     if installed().is_none() {
         return;
     }
-    let route: ::metrics::SharedString = match route {
-        Some(route) => route.into(),
-        None => "unmatched".into(),
-    };
     let method = labels::method(method);
-    let status = labels::status(status);
-    counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    histogram!(HTTP_REQUEST_DURATION, "route" => route, "method" => method)
-        .record(elapsed.as_secs_f64());
+    REQUEST_METRICS.with_borrow_mut(|registered| {
+        let (count, duration) = registered
+            .entry((route, method, status.as_u16()))
+            .or_insert_with_key(|(route, method, _)| {
+                let route: ::metrics::SharedString = match route {
+                    Some(route) => route.clone().into(),
+                    None => "unmatched".into(),
+                };
+                let method = *method;
+                let status = labels::status(status);
+                (
+                    counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status),
+                    histogram!(HTTP_REQUEST_DURATION, "route" => route, "method" => method),
+                )
+            });
+        count.increment(1);
+        duration.record(elapsed.as_secs_f64());
+    });
+}
+
+/// A route (its template), method label and status code.
+type RequestLabels = (Option<String>, &'static str, u16);
+
+thread_local! {
+    /// Each thread's handles on the request counter and duration histogram by their labels.
+    /// Registering a handle builds its labels and looks them up in the recorder (allocations
+    /// and a hash every request); the combinations are few (routes are templates, methods and
+    /// statuses three digits), so each thread keeps the ones it has used.
+    static REQUEST_METRICS: RefCell<HashMap<RequestLabels, (Counter, Histogram)>> =
+        RefCell::new(HashMap::new());
 }
 
 /// Times one proxy stage; records nothing when metrics are off.

@@ -19,16 +19,17 @@ use crate::api::body::json_object;
 /// # Errors
 /// The API's 400s: missing and invalid fields, templates, the destination.
 pub fn parse(bytes: &[u8], rules: &DestinationRules) -> Result<ProxyRequest, ApiError> {
-    let body = json_object(bytes)?;
+    let mut body = json_object(bytes)?;
     let token = required_string(&body, "token")?;
     let proxy_url = match body.get("proxy_url") {
         None | Some(Value::Null) => return Err(ApiError::missing("proxy_url")),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(ApiError::InvalidProxyUrl),
     };
-    let request_data = match body.get("request_data") {
+    // Taken out, not copied: the template is built from it and the rest is read by name.
+    let request_data = match body.remove("request_data") {
         None | Some(Value::Null) => return Err(ApiError::missing("request_data")),
-        Some(v) => v.clone(),
+        Some(v) => v,
     };
     let headers = headers(body.get("http_headers"))?;
     let method = match body.get("http_method") {
