@@ -87,7 +87,7 @@ impl<'de> Visitor<'de> for UniqueKeysVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
-        let mut seen = HashSet::new();
+        let mut seen = SeenKeys::Few(Vec::new());
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if !seen.insert(key) {
                 return Err(serde::de::Error::custom("duplicate key"));
@@ -95,6 +95,38 @@ impl<'de> Visitor<'de> for UniqueKeysVisitor {
             map.next_value::<UniqueKeys>()?;
         }
         Ok(UniqueKeys)
+    }
+}
+
+/// Objects with more keys than this are checked with a hash set.
+const FEW_KEYS: usize = 16;
+
+/// The keys of one object seen so far. A request's objects have a handful of keys, which a
+/// short list compares faster than a hash set hashes them (each object's set was most of this
+/// check's cost); past [`FEW_KEYS`] they go into a set, so a body of many keys never costs
+/// their square.
+enum SeenKeys<'de> {
+    Few(Vec<Cow<'de, str>>),
+    Many(HashSet<Cow<'de, str>>),
+}
+
+impl<'de> SeenKeys<'de> {
+    /// Records `key`; false if it was seen before.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        match self {
+            Self::Few(keys) if keys.contains(&key) => false,
+            Self::Few(keys) if keys.len() < FEW_KEYS => {
+                keys.push(key);
+                true
+            }
+            Self::Few(keys) => {
+                let mut set: HashSet<_> = keys.drain(..).collect();
+                set.insert(key);
+                *self = Self::Many(set);
+                true
+            }
+            Self::Many(set) => set.insert(key),
+        }
     }
 }
 
@@ -152,6 +184,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fine.len(), 2);
+    }
+
+    #[test]
+    fn a_key_given_twice_in_an_object_of_many_keys_is_invalid_json() {
+        let object = |keys: &[String]| {
+            let fields: Vec<String> = keys.iter().map(|k| format!("\"{k}\": 1")).collect();
+            format!("{{{}}}", fields.join(", "))
+        };
+        let many: Vec<String> = (0..3 * FEW_KEYS).map(|n| format!("k{n}")).collect();
+        assert_eq!(
+            json_object(object(&many).as_bytes()).unwrap().len(),
+            many.len()
+        );
+        // Repeated within the short list, across its end, the key that ended it, and among
+        // the hashed keys.
+        for (first, again) in [
+            (1, 2),
+            (3, FEW_KEYS + 4),
+            (FEW_KEYS, 2 * FEW_KEYS),
+            (FEW_KEYS + 5, 2 * FEW_KEYS + 1),
+        ] {
+            let mut keys = many.clone();
+            keys[again] = keys[first].clone();
+            assert!(
+                matches!(
+                    json_object(object(&keys).as_bytes()),
+                    Err(ApiError::InvalidBody(BodyKind::Json))
+                ),
+                "{first} repeated at {again}"
+            );
+        }
     }
 
     #[test]
