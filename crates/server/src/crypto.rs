@@ -408,6 +408,15 @@ impl Keyring {
         hmac::sign(&self.audit_key, data).as_ref().to_vec()
     }
 
+    /// A random (version 4) UUID from the operating system's generator, for ids that act as
+    /// capabilities (CVC sessions): uuid's own `new_v4` draws from a generator in the process
+    /// (its `fast-rng`, kept for request and chain ids, which are not secrets).
+    pub fn random_uuid(&self) -> Result<uuid::Uuid, CryptoError> {
+        let mut bytes = [0u8; 16];
+        self.rng.fill(&mut bytes).map_err(|_| CryptoError::Random)?;
+        Ok(uuid::Builder::from_random_bytes(bytes).into_uuid())
+    }
+
     pub fn random_hex(&self, bytes: usize) -> Result<String, CryptoError> {
         let mut buf = Zeroizing::new(vec![0u8; bytes]);
         self.rng.fill(&mut buf).map_err(|_| CryptoError::Random)?;
@@ -544,6 +553,18 @@ mod tests {
         let master = MasterKey::generate().unwrap();
         let wrapped = Keyring::wrap_new_data_key(&master, 1).unwrap();
         Keyring::new(&master, &[wrapped]).unwrap()
+    }
+
+    #[test]
+    fn random_uuids_are_version_4_and_differ() {
+        let ring = keyring();
+        let ids: std::collections::HashSet<uuid::Uuid> =
+            (0..64).map(|_| ring.random_uuid().unwrap()).collect();
+        assert_eq!(ids.len(), 64);
+        for id in ids {
+            assert_eq!(id.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
     }
 
     #[test]

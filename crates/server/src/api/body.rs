@@ -197,10 +197,11 @@ mod tests {
             json_object(object(&many).as_bytes()).unwrap().len(),
             many.len()
         );
-        // Repeated within the short list, across its end, the key that ended it, and among
-        // the hashed keys.
+        // Repeated within the short list, by the key that would end it, across its end, the
+        // key that ended it, and among the hashed keys.
         for (first, again) in [
             (1, 2),
+            (0, FEW_KEYS),
             (3, FEW_KEYS + 4),
             (FEW_KEYS, 2 * FEW_KEYS),
             (FEW_KEYS + 5, 2 * FEW_KEYS + 1),

@@ -88,7 +88,7 @@ impl CvcSessions {
         ttl: Duration,
         reusable: bool,
     ) -> Result<Uuid, CvcError> {
-        let id = Uuid::new_v4();
+        let id = self.keyring.random_uuid()?;
         let sealed = self.keyring.seal_session(
             cvc.expose_secret().as_bytes(),
             &aad::cvc_session(project_id, id),

@@ -283,8 +283,8 @@ type RequestLabels = (Option<String>, &'static str, u16);
 thread_local! {
     /// Each thread's handles on the request counter and duration histogram by their labels.
     /// Registering a handle builds its labels and looks them up in the recorder (allocations
-    /// and a hash every request); the combinations are few (routes are templates, methods and
-    /// statuses three digits), so each thread keeps the ones it has used.
+    /// and a hash every request); the combinations are few (routes are templates, methods a fixed
+    /// set of labels, statuses three digits), so each thread keeps the ones it has used.
     static REQUEST_METRICS: RefCell<HashMap<RequestLabels, (Counter, Histogram)>> =
         RefCell::new(HashMap::new());
 }
