@@ -215,21 +215,19 @@ pub async fn build_state_with(
         keyring.clone(),
     ));
     // Calls are served on threads of their own (see `serving_threads`, always at least one):
-    // each uses processor connections and an audit chain of its own thread's.
-    let own_threads = true;
+    // each uses processor connections (`UpstreamClient`) and an audit chain of its own thread's.
     let upstream = UpstreamClient::new(UpstreamSettings {
         resolver: destinations.resolver(),
         connect_timeout: settings.upstream_connect_timeout(),
         total_timeout: settings.upstream_timeout(),
         max_response_bytes: settings.max_response_bytes,
         extra_ca_file: settings.upstream_ca_file.as_deref(),
-        client_per_thread: own_threads,
     })?;
     let audit = audit::AuditLog::start(
         store.clone(),
         keyring.clone(),
         "serve",
-        audit::ChainPerThread(own_threads),
+        audit::ChainPerThread(true),
     )
     .await?;
     // Installed only when exposed: until then every recording site is a no-op.

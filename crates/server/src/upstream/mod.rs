@@ -47,9 +47,6 @@ pub struct UpstreamSettings<'a> {
     pub total_timeout: Duration,
     pub max_response_bytes: usize,
     pub extra_ca_file: Option<&'a Path>,
-    /// A client (and its pool) for each thread that sends, for calls served on threads of their
-    /// own; otherwise one client for the process.
-    pub client_per_thread: bool,
 }
 
 /// What the processor answered.
@@ -63,17 +60,15 @@ pub struct UpstreamResponse {
 /// project TLS profile (its own roots or client certificate), so a pooled connection is only
 /// ever reused with the TLS settings it was made with.
 ///
-/// With `client_per_thread`, each is one client per thread: a pooled connection is driven by a
-/// task on the thread that opened it, so a call on a serving thread (see
-/// [`crate::serving_threads`]) sends and reads on its own thread instead of waking another for
-/// every exchange. Otherwise the first client built serves every thread.
+/// Each is one client per thread: a pooled connection is driven by a task on the thread that
+/// opened it, so a call on a serving thread (see [`crate::serving_threads`]) sends and reads on
+/// its own thread instead of waking another for every exchange.
 #[derive(Clone)]
 pub struct UpstreamClient {
     default: Arc<PerThread>,
     profiled: Arc<TtlCache<String, Arc<PerThread>>>,
     builder: Arc<ClientBuilder>,
     max_response_bytes: usize,
-    per_thread: bool,
 }
 
 /// A client for each thread that sends.
@@ -109,7 +104,6 @@ impl UpstreamClient {
             profiled: Arc::new(TtlCache::new(PROFILE_CLIENT_TTL, MAX_PROFILE_CLIENTS)),
             builder: Arc::new(builder),
             max_response_bytes: settings.max_response_bytes,
-            per_thread: settings.client_per_thread,
         })
     }
 
@@ -130,17 +124,12 @@ impl UpstreamClient {
         self.this_threads(&clients, Some(profile))
     }
 
-    /// This thread's client of `clients` (or the process's), built if there is none yet.
+    /// This thread's client of `clients`, built if there is none yet.
     fn this_threads(
         &self,
         clients: &PerThread,
         profile: Option<&TlsProfile>,
     ) -> Result<reqwest::Client, UpstreamError> {
-        if !self.per_thread
-            && let Some(client) = clients.iter().next()
-        {
-            return Ok(client.clone());
-        }
         clients.get_or_try(|| self.builder.build(profile)).cloned()
     }
 
