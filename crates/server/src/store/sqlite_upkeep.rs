@@ -8,6 +8,17 @@
 //! only briefly, so writers are never held up for long: if it cannot finish, the next round
 //! tries again.
 //!
+//! Under a steady stream of writes (an audit record a call) a passive checkpoint never
+//! finishes: commits land while it syncs and copies, so the log is never fully copied back
+//! and SQLite never starts it over. It then only grows, into new blocks the filesystem must
+//! allocate, until the bound truncates it; on ext4 both the allocation (at write-back) and the
+//! truncation hold the file's block-map lock that the next commit's write needs, and a commit
+//! on a serving thread stalled every call of that thread for milliseconds (docs/benchmarks.md,
+//! issue 17, seventh step). So each checkpoint ends with a second, short one that copies what
+//! was committed during the first, with the process's inline writes held back (their turn, see
+//! `sql::direct`; awaited, so no thread blocks): the log is then fully copied, and the next
+//! write starts it over at its beginning, over blocks the file already has.
+//!
 //! One connection is held open for the store's lifetime (the "keeper"): it runs checkpoints and
 //! readiness probes, and, since SQLite deletes the log and shared-memory files when the last
 //! connection closes, it keeps their identity stable for the file watch.
@@ -16,7 +27,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::{AnyConnection, Executor, Row};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use super::StoreError;
 use super::sqlite_files::SqliteFiles;
@@ -37,22 +48,27 @@ const USUAL_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
 pub struct SqliteUpkeep {
     pub files: SqliteFiles,
     keeper: Mutex<AnyConnection>,
+    /// The process's inline writes' turn (see `sql::direct`), taken to finish a checkpoint.
+    inline_writes: Arc<Semaphore>,
 }
 
 impl SqliteUpkeep {
     /// Holds `keeper` open, records the files' identity and starts the watch, which ends when
-    /// the returned value is dropped.
+    /// the returned value is dropped. `inline_writes` is the turn the process's own writes take
+    /// (one permit).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the database file cannot be read.
     pub fn start(
         database: &std::path::Path,
         keeper: AnyConnection,
+        inline_writes: Arc<Semaphore>,
     ) -> Result<Arc<Self>, StoreError> {
         let files = SqliteFiles::record(database).map_err(StoreError::FileIo)?;
         let upkeep = Arc::new(Self {
             files,
             keeper: Mutex::new(keeper),
+            inline_writes,
         });
         tokio::spawn(watch(Arc::downgrade(&upkeep)));
         Ok(upkeep)
@@ -75,16 +91,19 @@ impl SqliteUpkeep {
 
     /// Copies the log back into the database, every watch round, off the request path: a
     /// passive checkpoint, so writers and readers go on meanwhile (the pool's connections do
-    /// not checkpoint: `wal_autocheckpoint = 0`).
-    async fn checkpoint(&self) -> Result<(), sqlx::Error> {
+    /// not checkpoint: `wal_autocheckpoint = 0`). A second one then copies what was committed
+    /// during the first (which only copies the log as it found it), with the inline writes
+    /// held back, so that the log is fully copied and starts over (see the module's comment);
+    /// the first did the bulk, so the writes wait for a few frames' copy.
+    pub(in crate::store) async fn checkpoint(&self) -> Result<(), sqlx::Error> {
         if self.files.wal_bytes() == 0 || !self.files.writes_ok() {
             return Ok(());
         }
         let mut keeper = self.keeper.lock().await;
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&mut *keeper)
-            .await
-            .map(|_| ())
+        passive_checkpoint(&mut keeper).await?;
+        // The semaphore is never closed; if it were, this would only finish without the turn.
+        let _turn = self.inline_writes.acquire().await;
+        passive_checkpoint(&mut keeper).await.map(|_| ())
     }
 
     /// Empties the log if it is over the limit and fully copied back; a no-op otherwise.
@@ -93,11 +112,7 @@ impl SqliteUpkeep {
             return Ok(());
         }
         let mut keeper = self.keeper.lock().await;
-        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&mut *keeper)
-            .await?;
-        let (log, copied): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
-        if log != copied {
+        if !passive_checkpoint(&mut keeper).await? {
             return Ok(());
         }
         keeper.execute(SHORT_BUSY_TIMEOUT).await?;
@@ -107,6 +122,16 @@ impl SqliteUpkeep {
         keeper.execute(USUAL_BUSY_TIMEOUT).await?;
         truncated.map(|_| ())
     }
+}
+
+/// Runs a passive checkpoint on `keeper`: whether it copied back the whole log as it was when
+/// the checkpoint began.
+async fn passive_checkpoint(keeper: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *keeper)
+        .await?;
+    let (log, copied): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+    Ok(log == copied)
 }
 
 async fn watch(upkeep: Weak<SqliteUpkeep>) {

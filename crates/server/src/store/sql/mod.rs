@@ -143,8 +143,8 @@ impl SqlStore {
                     .await?;
                 let mut keeper = sqlx::AnyConnection::connect(&sqlite_url(path, false)).await?;
                 keeper.execute(SQLITE_PRAGMAS).await?;
-                let upkeep = SqliteUpkeep::start(path, keeper)?;
                 let direct = Arc::new(direct::DirectSqlite::new(path));
+                let upkeep = SqliteUpkeep::start(path, keeper, direct.inline_turn())?;
                 (pool, &SQLITE_MIGRATIONS, Some(upkeep), Some(direct), None)
             }
             Database::Postgres {
