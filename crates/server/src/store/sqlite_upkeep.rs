@@ -9,15 +9,17 @@
 //! tries again.
 //!
 //! Under a steady stream of writes (an audit record a call) a passive checkpoint never
-//! finishes: commits land while it syncs and copies, so the log is never fully copied back
-//! and SQLite never starts it over. It then only grows, into new blocks the filesystem must
-//! allocate, until the bound truncates it; on ext4 both the allocation (at write-back) and the
-//! truncation hold the file's block-map lock that the next commit's write needs, and a commit
-//! on a serving thread stalled every call of that thread for milliseconds (docs/benchmarks.md,
-//! issue 17, seventh step). So each checkpoint ends with a second, short one that copies what
-//! was committed during the first, with the process's inline writes held back (their turn, see
-//! `sql::direct`; awaited, so no thread blocks): the log is then fully copied, and the next
-//! write starts it over at its beginning, over blocks the file already has.
+//! catches up: it copies the log as it found it, and commits land while it syncs and copies,
+//! so at no moment is the log fully copied back and SQLite never starts it over. It then only
+//! grows, into new blocks the filesystem must allocate, until the bound truncates it; on ext4
+//! both the allocation (at write-back) and the truncation hold the file's block-map lock that
+//! the next commit's write needs, and a commit on a serving thread stalled every call of that
+//! thread for milliseconds (docs/benchmarks.md, issue 17, seventh step). So each checkpoint
+//! ends with a second one that copies what was committed during the first, with the process's
+//! inline writes held back (their turn, see `sql::direct`; awaited, so no thread blocks).
+//! Unless another connection wrote meanwhile or a reader still needs older frames, the log is
+//! then fully copied, and the next write starts it over at its beginning, over blocks the file
+//! already has (that write also syncs the log's new header, as SQLite does at every restart).
 //!
 //! One connection is held open for the store's lifetime (the "keeper"): it runs checkpoints and
 //! readiness probes, and, since SQLite deletes the log and shared-memory files when the last
@@ -39,6 +41,10 @@ const CHECKPOINT_EVERY: u32 = 4;
 /// The write-ahead log is kept under about this size (`journal_size_limit`, and the size past
 /// which an idle log is emptied).
 pub const WAL_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+/// How long the inline writes are held back for a checkpoint's second part at most: it
+/// normally takes about a millisecond (a few frames' copy and two syncs); a disk that stalls
+/// must not hold every call's audit commit with it.
+const HELD_CHECKPOINT_LIMIT: Duration = Duration::from_millis(20);
 /// How long a truncating checkpoint waits for readers (holding writers up meanwhile) before
 /// giving up until the next round.
 const SHORT_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 10";
@@ -92,9 +98,10 @@ impl SqliteUpkeep {
     /// Copies the log back into the database, every watch round, off the request path: a
     /// passive checkpoint, so writers and readers go on meanwhile (the pool's connections do
     /// not checkpoint: `wal_autocheckpoint = 0`). A second one then copies what was committed
-    /// during the first (which only copies the log as it found it), with the inline writes
-    /// held back, so that the log is fully copied and starts over (see the module's comment);
-    /// the first did the bulk, so the writes wait for a few frames' copy.
+    /// during the first, with the inline writes held back, so that the log is fully copied and
+    /// starts over (see the module's comment). The first did the bulk: the second copies a few
+    /// frames and syncs the log and the database file, and past [`HELD_CHECKPOINT_LIMIT`] the
+    /// writes go on while it finishes on the keeper's thread, as the first did.
     pub(in crate::store) async fn checkpoint(&self) -> Result<(), sqlx::Error> {
         if self.files.wal_bytes() == 0 || !self.files.writes_ok() {
             return Ok(());
@@ -103,7 +110,10 @@ impl SqliteUpkeep {
         passive_checkpoint(&mut keeper).await?;
         // The semaphore is never closed; if it were, this would only finish without the turn.
         let _turn = self.inline_writes.acquire().await;
-        passive_checkpoint(&mut keeper).await.map(|_| ())
+        match tokio::time::timeout(HELD_CHECKPOINT_LIMIT, passive_checkpoint(&mut keeper)).await {
+            Ok(done) => done.map(|_| ()),
+            Err(_held_too_long) => Ok(()),
+        }
     }
 
     /// Empties the log if it is over the limit and fully copied back; a no-op otherwise.
@@ -125,13 +135,14 @@ impl SqliteUpkeep {
 }
 
 /// Runs a passive checkpoint on `keeper`: whether it copied back the whole log as it was when
-/// the checkpoint began.
+/// the checkpoint began (not when another connection held the checkpoint: SQLite then answers
+/// busy, with -1 for both counts).
 async fn passive_checkpoint(keeper: &mut AnyConnection) -> Result<bool, sqlx::Error> {
     let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut *keeper)
         .await?;
-    let (log, copied): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
-    Ok(log == copied)
+    let (busy, log, copied): (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    Ok(busy == 0 && log == copied)
 }
 
 async fn watch(upkeep: Weak<SqliteUpkeep>) {
