@@ -1,5 +1,6 @@
-//! The outbound side: one pooled HTTPS client for every processor, a resolver that refuses
-//! non-public addresses, timeouts and a response size cap.
+//! The outbound side: pooled HTTPS connections to processors (HTTP/2 written directly where the
+//! processor offers it, the generic client otherwise), a resolver that refuses non-public
+//! addresses, timeouts and a response size cap.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,12 +11,15 @@ use http::{HeaderMap, Method, StatusCode};
 use url::Url;
 use zeroize::Zeroize;
 
+mod decoding;
+mod multiplexed;
 mod tls;
 
 pub use tls::{TlsProfile, add_pem_roots, check_client_identity};
 
 use crate::cache::TtlCache;
 use crate::destinations::{ConnectResolver, PolicyResolver};
+use multiplexed::{Connections, Dialer, Routed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -69,6 +73,9 @@ pub struct UpstreamClient {
     profiled: Arc<TtlCache<String, Arc<PerThread>>>,
     builder: Arc<ClientBuilder>,
     max_response_bytes: usize,
+    /// HTTPS processors that offer HTTP/2 are called through these; the clients above serve the
+    /// rest (plain HTTP where allowed, processors that answer ALPN with HTTP/1.1 only).
+    http2: Arc<Connections>,
 }
 
 /// A client for each thread that sends.
@@ -90,8 +97,16 @@ impl UpstreamClient {
     /// # Errors
     /// [`UpstreamError::Setup`] when the extra CA file cannot be read or the client not built.
     pub fn new(settings: UpstreamSettings<'_>) -> Result<Self, UpstreamError> {
+        let roots = tls::roots(settings.extra_ca_file)?;
+        let http2 = Connections::new(Dialer {
+            roots: roots.clone(),
+            resolver: settings.resolver.clone(),
+            connect_timeout: settings.connect_timeout,
+            total_timeout: settings.total_timeout,
+            max_response_bytes: settings.max_response_bytes,
+        });
         let builder = ClientBuilder {
-            roots: tls::roots(settings.extra_ca_file)?,
+            roots,
             resolver: settings.resolver,
             connect_timeout: settings.connect_timeout,
             total_timeout: settings.total_timeout,
@@ -104,6 +119,7 @@ impl UpstreamClient {
             profiled: Arc::new(TtlCache::new(PROFILE_CLIENT_TTL, MAX_PROFILE_CLIENTS)),
             builder: Arc::new(builder),
             max_response_bytes: settings.max_response_bytes,
+            http2: Arc::new(http2),
         })
     }
 
@@ -159,6 +175,16 @@ impl UpstreamClient {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        if url.scheme() == "https" {
+            match self
+                .http2
+                .exchange(profile, &method, &url, &headers, &body)
+                .await
+            {
+                Routed::Done(answer) => return answer,
+                Routed::NotHttp2 => {}
+            }
+        }
         let client = self.client_for(profile)?;
         let mut request = client.request(method.clone(), url).headers(headers);
         if !body.is_empty() || method != Method::GET {

@@ -24,6 +24,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod portability;
+mod processor_protocols;
 mod provisioning;
 mod proxy;
 mod proxy_errors;

@@ -3,9 +3,10 @@
 //! It serves HTTP/1.1 and HTTP/2 (ALPN) over TLS with keep-alive, through the routes in
 //! [`routes`], and runs in one of two ways:
 //!
-//! - **recording** ([`Stub::start`], [`Stub::start_on`], [`Stub::start_mutual_tls`]): on the
-//!   caller's tokio runtime; every request is kept so a test can see exactly what the processor
-//!   received. For the black-box tests and the `processor-stub` example.
+//! - **recording** ([`Stub::start`], [`Stub::start_on`], [`Stub::start_mutual_tls`],
+//!   [`Stub::start_http1_only`]): on the caller's tokio runtime; every request is kept so a test
+//!   can see exactly what the processor received. For the black-box tests and the
+//!   `processor-stub` example.
 //! - **lean** ([`Stub::start_lean`]): on a thread and a single-threaded runtime of its own, so its
 //!   work never shares a runtime with a load generator; records nothing (no lock, no copy per
 //!   request) and answers `/v1/charges` after a fixed delay. For the load benchmark.
@@ -17,6 +18,7 @@ mod routes;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ use crate::certs::{Authority, ServerIdentity};
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     /// The path with its query string.
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -48,6 +52,7 @@ impl Recorded {
     fn new(parts: &hyper::http::request::Parts, body: &[u8]) -> Self {
         Self {
             method: parts.method.to_string(),
+            version: format!("{:?}", parts.version),
             path: parts
                 .uri
                 .path_and_query()
@@ -88,6 +93,7 @@ pub struct Stub {
     pub ca_file: PathBuf,
     /// `None` for a lean stub.
     recorded: Option<Arc<Mutex<Vec<Recorded>>>>,
+    connections: Arc<AtomicUsize>,
     _dir: tempfile::TempDir,
     task: AbortHandle,
 }
@@ -123,6 +129,13 @@ impl Stub {
         (stub, client.cert_pem, client.key_pem)
     }
 
+    /// A recording stub that offers only HTTP/1.1 by ALPN, as some processors do.
+    pub async fn start_http1_only() -> Self {
+        let mut options = Options::recording("127.0.0.1:0");
+        options.http2 = false;
+        Self::start_with(options).await.0
+    }
+
     /// A lean stub for load on `127.0.0.1`, any free port: its own thread and single-threaded
     /// runtime, nothing recorded, `/v1/charges` answered after `charge_delay`.
     pub fn start_lean(charge_delay: Duration) -> Self {
@@ -131,6 +144,7 @@ impl Stub {
             client_roots: None,
             record: false,
             charge_delay,
+            http2: true,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -154,7 +168,7 @@ impl Stub {
         let ca = Authority::new("cardvault test CA");
         let ca_file = dir.path().join("stub-ca.pem");
         std::fs::write(&ca_file, ca.pem()).unwrap();
-        let acceptor = tls_acceptor(ca.server_identity(), options.client_roots);
+        let acceptor = tls_acceptor(ca.server_identity(), options.client_roots, options.http2);
 
         let listener = TcpListener::bind(&options.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -163,11 +177,18 @@ impl Stub {
             recorded: recorded.clone(),
             charge_delay: options.charge_delay,
         });
-        let task = tokio::spawn(accept_loop(listener, acceptor, behaviour));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            behaviour,
+            connections.clone(),
+        ));
         let stub = Self {
             addr,
             ca_file,
             recorded,
+            connections,
             _dir: dir,
             task: task.abort_handle(),
         };
@@ -192,6 +213,11 @@ impl Stub {
         self.requests().pop().expect("the stub received a request")
     }
 
+    /// How many TLS connections the stub has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
     /// How many requests had a path (with query) starting with `path`.
     pub fn count(&self, path: &str) -> usize {
         self.requests()
@@ -208,6 +234,8 @@ struct Options {
     client_roots: Option<RootCertStore>,
     record: bool,
     charge_delay: Duration,
+    /// Offers `h2` by ALPN (else HTTP/1.1 only).
+    http2: bool,
 }
 
 impl Options {
@@ -217,6 +245,7 @@ impl Options {
             client_roots: None,
             record: true,
             charge_delay: Duration::ZERO,
+            http2: true,
         }
     }
 }
@@ -227,7 +256,11 @@ struct Behaviour {
     charge_delay: Duration,
 }
 
-fn tls_acceptor(identity: ServerIdentity, client_roots: Option<RootCertStore>) -> TlsAcceptor {
+fn tls_acceptor(
+    identity: ServerIdentity,
+    client_roots: Option<RootCertStore>,
+    http2: bool,
+) -> TlsAcceptor {
     let provider = Arc::new(crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -243,11 +276,20 @@ fn tls_acceptor(identity: ServerIdentity, client_roots: Option<RootCertStore>) -
     let mut config = builder
         .with_single_cert(identity.chain, identity.key)
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     TlsAcceptor::from(Arc::new(config))
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, behaviour: Arc<Behaviour>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    behaviour: Arc<Behaviour>,
+    connections: Arc<AtomicUsize>,
+) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
@@ -256,10 +298,12 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, behaviour: Ar
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let behaviour = behaviour.clone();
+        let connections = connections.clone();
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
+            connections.fetch_add(1, Ordering::Relaxed);
             let service = hyper::service::service_fn(move |req| handle(req, behaviour.clone()));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)
@@ -282,6 +326,30 @@ async fn handle(
         recorded.lock().unwrap().push(Recorded::new(&parts, &body));
     }
     Ok(routes::answer(&parts, body, behaviour.charge_delay).await)
+}
+
+/// `body` in the content coding `coding` (`gzip`, `deflate` or `br`; unchanged for any other):
+/// what a processor that compresses its answers sends.
+pub fn compressed(coding: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut e = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+            e.write_all(body).unwrap();
+            e.into_inner()
+        }
+        _ => body.to_vec(),
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! | `/echo` | 200, the request body with its content type |
 //! | `/echo-in-json` | 200, the request body as a JSON string value |
 //! | `/echo-in-header` | 200, the request body in an `x-echo` header |
+//! | `/echo-compressed?coding=C` | 200, the request body with its content type, compressed in `C` (`gzip`, `deflate` or `br`) |
 //! | `/slow?ms=N` | JSON after N ms (2000 if not given) |
 //! | `/text` | 200, plain text |
 //! | `/big?bytes=N` | 200, N bytes of plain text (1024 if not given) |
@@ -58,6 +59,18 @@ pub(super) async fn answer(
                 builder = builder.header(CONTENT_TYPE, ct);
             }
             builder.body(Full::new(body)).unwrap()
+        }
+        "/echo-compressed" => {
+            let coding = query_param(query, "coding").unwrap_or_else(|| "gzip".to_owned());
+            let mut builder = Response::builder()
+                .status(200)
+                .header("content-encoding", coding.as_str());
+            if let Some(ct) = parts.headers.get(CONTENT_TYPE) {
+                builder = builder.header(CONTENT_TYPE, ct);
+            }
+            builder
+                .body(Full::new(super::compressed(&coding, &body).into()))
+                .unwrap()
         }
         "/echo-in-json" => {
             let text = String::from_utf8_lossy(&body);
