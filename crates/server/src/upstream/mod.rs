@@ -21,7 +21,7 @@ use crate::cache::TtlCache;
 use crate::destinations::{ConnectResolver, PolicyResolver};
 use multiplexed::{Connections, Dialer, Routed};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("the destination resolves to a non-public address")]
     NonPublicAddress,

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -24,10 +24,12 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use url::{Host, Url};
 
 use super::decoding;
 use super::{TlsProfile, UpstreamError, UpstreamResponse};
+use crate::cache::TtlCache;
 use crate::destinations::PolicyResolver;
 
 /// hyper's HTTP/2 client settings, kept so processors see the same connection as before.
@@ -35,13 +37,17 @@ const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
-/// A connection unused this long is replaced rather than trusted (as the generic client's pool).
+/// A connection no call has taken for this long is closed (as the generic client's pool does).
 const IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// How long a processor that answered ALPN without `h2` is left to the generic client.
 const HTTP1_MEMORY: Duration = Duration::from_secs(3600);
 /// Bound on the origins one thread keeps a connection (or a memory) for.
 const MAX_ORIGINS: usize = 256;
+/// TLS settings are built once per profile and kept (with their session cache) this long.
+const CONFIG_TTL: Duration = Duration::from_secs(3600);
+const MAX_CONFIGS: u64 = 256;
 
 /// How a call went on this path.
 pub(super) enum Routed {
@@ -62,6 +68,10 @@ pub(super) struct Dialer {
 /// Each thread's connections, by origin.
 pub(super) struct Connections {
     dialer: Dialer,
+    /// Past this long since its last call, a connection can have no call in flight.
+    idle_limit: Duration,
+    /// By profile (`""` for none).
+    tls_configs: TtlCache<String, Arc<rustls::ClientConfig>>,
     threads: thread_local::ThreadLocal<std::sync::Mutex<HashMap<OriginKey, Arc<Origin>>>>,
 }
 
@@ -80,36 +90,82 @@ enum State {
     Unknown,
     Open(Open),
     Http1Until(Instant),
+    /// The last connection attempt failed: callers that were waiting for it share its error
+    /// rather than each trying again in turn.
+    Failed {
+        at: Instant,
+        error: UpstreamError,
+    },
 }
 
 struct Open {
     sender: SendRequest<Bytes>,
-    /// Set by the connection's task when it ends (closed by the processor, failed), or by a
-    /// call the connection could not carry.
-    ended: Arc<AtomicBool>,
-    last_used: Instant,
+    liveness: Arc<Liveness>,
 }
 
 impl Open {
-    fn usable(&self, now: Instant) -> bool {
-        !self.ended.load(Ordering::Acquire) && now.duration_since(self.last_used) < IDLE_LIMIT
-    }
-
     fn checkout(&self) -> Checkout {
         Checkout {
             sender: self.sender.clone(),
-            ended: self.ended.clone(),
+            liveness: self.liveness.clone(),
         }
+    }
+}
+
+/// What a connection's task and its callers share.
+struct Liveness {
+    opened: Instant,
+    /// Set when the connection's task ends (closed by the processor, failed, idle), or by a
+    /// call the connection could not carry.
+    ended: AtomicBool,
+    /// Milliseconds from `opened` to the last call's start.
+    last_used_ms: AtomicU64,
+}
+
+impl Liveness {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            ended: AtomicBool::new(false),
+            last_used_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_used_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+    }
+}
+
+/// Marks the connection ended however its task stops (finished, or dropped with its runtime).
+struct EndOnDrop(Arc<Liveness>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 
 /// One call's hold on a connection.
 struct Checkout {
     sender: SendRequest<Bytes>,
-    ended: Arc<AtomicBool>,
+    liveness: Arc<Liveness>,
 }
 
-/// Why a connection attempt gave nothing to send on.
+/// What a connection attempt gave.
 enum Dialed {
     Http2(Open),
     NotHttp2,
@@ -117,8 +173,11 @@ enum Dialed {
 
 impl Connections {
     pub fn new(dialer: Dialer) -> Self {
+        let idle_limit = IDLE_LIMIT.max(dialer.total_timeout + Duration::from_secs(1));
         Self {
             dialer,
+            idle_limit,
+            tls_configs: TtlCache::new(CONFIG_TTL, MAX_CONFIGS),
             threads: thread_local::ThreadLocal::new(),
         }
     }
@@ -156,8 +215,8 @@ impl Connections {
         let Some(origin) = self.origin(profile, url) else {
             return Routed::Done(Err(UpstreamError::Unresolvable));
         };
-        // A connection the processor closed between two calls refuses the stream before
-        // anything is sent: such a call is tried once more on a new connection.
+        // A connection the processor closed or is closing between two calls, or a stream it
+        // refused unprocessed, leaves the request unsent: it is tried once more.
         let mut retried = false;
         loop {
             let checkout = match self.checkout(&origin, profile, url).await {
@@ -165,20 +224,26 @@ impl Connections {
                 Ok(None) => return Routed::NotHttp2,
                 Err(e) => return Routed::Done(Err(e)),
             };
-            match self
+            let attempt = self
                 .send_on(checkout.sender, request.clone(), body.clone(), sent)
-                .await
-            {
-                Err(Attempt::NotSent(e)) => {
-                    // Whoever checks the origin out next opens a new connection.
-                    checkout.ended.store(true, Ordering::Release);
+                .await;
+            match attempt {
+                Ok(answer) => return Routed::Done(Ok(answer)),
+                Err(Attempt::Failed(e)) => return Routed::Done(Err(e)),
+                Err(Attempt::NotSent {
+                    error,
+                    connection_gone,
+                }) => {
+                    *sent = false;
+                    if connection_gone {
+                        // Whoever takes the origin next opens a new connection.
+                        checkout.liveness.end();
+                    }
                     if retried {
-                        return Routed::Done(Err(UpstreamError::Unreachable(e.to_string())));
+                        return Routed::Done(Err(UpstreamError::Unreachable(error.to_string())));
                     }
                     retried = true;
                 }
-                Err(Attempt::Failed(e)) => return Routed::Done(Err(e)),
-                Ok(answer) => return Routed::Done(Ok(answer)),
             }
         }
     }
@@ -215,29 +280,42 @@ impl Connections {
         profile: Option<&TlsProfile>,
         url: &Url,
     ) -> Result<Option<Checkout>, UpstreamError> {
+        let arrived = Instant::now();
         let mut state = origin.lock().await;
         let now = Instant::now();
-        match &mut *state {
-            State::Open(open) if open.usable(now) => {
-                open.last_used = now;
+        match &*state {
+            State::Open(open) if !open.liveness.ended() => {
+                open.liveness.touch();
                 return Ok(Some(open.checkout()));
             }
             State::Http1Until(until) if now < *until => return Ok(None),
+            State::Failed { at, error } if *at >= arrived => return Err(error.clone()),
             _ => {}
         }
         *state = State::Unknown;
         let dialed = tokio::time::timeout(self.dialer.connect_timeout, self.dial(profile, url))
             .await
-            .map_err(|_| UpstreamError::Timeout { sent: false })??;
+            .unwrap_or(Err(UpstreamError::Timeout { sent: false }));
         match dialed {
-            Dialed::Http2(open) => {
+            Ok(Dialed::Http2(open)) => {
                 let checkout = open.checkout();
                 *state = State::Open(open);
                 Ok(Some(checkout))
             }
-            Dialed::NotHttp2 => {
+            Ok(Dialed::NotHttp2) => {
+                tracing::info!(
+                    host = url.host_str().unwrap_or_default(),
+                    "the processor offers no HTTP/2 by ALPN: its calls go over HTTP/1.1"
+                );
                 *state = State::Http1Until(now + HTTP1_MEMORY);
                 Ok(None)
+            }
+            Err(error) => {
+                *state = State::Failed {
+                    at: Instant::now(),
+                    error: error.clone(),
+                };
+                Err(error)
             }
         }
     }
@@ -249,9 +327,8 @@ impl Connections {
         let port = url
             .port_or_known_default()
             .ok_or(UpstreamError::Unresolvable)?;
-        let tcp = connect_first(&addresses, port).await?;
-        let config = super::tls::client_config(&self.dialer.roots, profile)?;
-        let tls = TlsConnector::from(Arc::new(config))
+        let tcp = connect_first(&addresses, port, self.dialer.connect_timeout).await?;
+        let tls = TlsConnector::from(self.tls_config(profile)?)
             .connect(server_name, tcp)
             .await
             .map_err(|e| UpstreamError::Unreachable(format!("TLS handshake: {e}")))?;
@@ -259,6 +336,7 @@ impl Connections {
             return Ok(Dialed::NotHttp2);
         }
         let (sender, connection) = h2::client::Builder::new()
+            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_header_list_size(MAX_HEADER_LIST)
@@ -267,20 +345,29 @@ impl Connections {
             .handshake::<_, Bytes>(tls)
             .await
             .map_err(|e| UpstreamError::Unreachable(format!("HTTP/2 handshake: {e}")))?;
-        let ended = Arc::new(AtomicBool::new(false));
-        let flag = ended.clone();
+        tracing::info!(
+            host = url.host_str().unwrap_or_default(),
+            port,
+            "processor connection opened (HTTP/2)"
+        );
+        let liveness = Arc::new(Liveness::new());
         // Driven on this thread: the calls that use it are this thread's.
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "processor connection ended");
-            }
-            flag.store(true, Ordering::Release);
-        });
-        Ok(Dialed::Http2(Open {
-            sender,
-            ended,
-            last_used: Instant::now(),
-        }))
+        tokio::spawn(drive(connection, liveness.clone(), self.idle_limit));
+        Ok(Dialed::Http2(Open { sender, liveness }))
+    }
+
+    /// The profile's TLS settings, built on first use and kept (so sessions resume).
+    fn tls_config(
+        &self,
+        profile: Option<&TlsProfile>,
+    ) -> Result<Arc<rustls::ClientConfig>, UpstreamError> {
+        let key = profile.map_or("", |p| p.cache_key.as_str());
+        if let Some(config) = self.tls_configs.get(key) {
+            return Ok(config);
+        }
+        let config = Arc::new(super::tls::client_config(&self.dialer.roots, profile)?);
+        self.tls_configs.insert(key.to_owned(), config.clone());
+        Ok(config)
     }
 
     /// The URL's checked addresses (through the destination gate's resolver, as every
@@ -320,17 +407,17 @@ impl Connections {
         body: Bytes,
         sent: &mut bool,
     ) -> Result<UpstreamResponse, Attempt> {
-        let mut sender = sender.ready().await.map_err(Attempt::NotSent)?;
+        let mut sender = sender.ready().await.map_err(Attempt::not_queued)?;
         let end_of_stream = body.is_empty();
         let (answer, mut stream) = sender
             .send_request(request, end_of_stream)
-            .map_err(Attempt::NotSent)?;
+            .map_err(Attempt::not_queued)?;
         *sent = true;
         if !end_of_stream {
             // Beyond the stream's window h2 keeps the rest and sends it as the window opens.
             stream.send_data(body, true).map_err(Attempt::failed)?;
         }
-        let response = answer.await.map_err(Attempt::refused_or_failed)?;
+        let response = answer.await.map_err(Attempt::answered_with)?;
         let (head, mut received) = response.into_parts();
         let limit = self.dialer.max_response_bytes;
         if declared_length(&head.headers).is_some_and(|length| length > limit) {
@@ -357,11 +444,42 @@ impl Connections {
     }
 }
 
+/// Runs the connection until it ends, or until no call has taken it for `idle_limit` (then
+/// dropping it closes the socket; no call can be in flight on it by then).
+async fn drive(
+    connection: h2::client::Connection<TlsStream<TcpStream>, Bytes>,
+    liveness: Arc<Liveness>,
+    idle_limit: Duration,
+) {
+    let _end = EndOnDrop(liveness.clone());
+    tokio::pin!(connection);
+    loop {
+        let left = idle_limit.saturating_sub(liveness.idle_for());
+        tokio::select! {
+            ended = &mut connection => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "processor connection ended");
+                }
+                return;
+            }
+            () = tokio::time::sleep(left) => {
+                if liveness.idle_for() >= idle_limit {
+                    tracing::debug!("idle processor connection closed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// How one attempt on a connection failed.
 enum Attempt {
-    /// The processor cannot have seen the request (the connection was gone, or it refused the
-    /// stream unprocessed).
-    NotSent(h2::Error),
+    /// The processor cannot have processed the request.
+    NotSent {
+        error: h2::Error,
+        /// The connection can carry no more calls.
+        connection_gone: bool,
+    },
     Failed(UpstreamError),
 }
 
@@ -370,33 +488,62 @@ impl Attempt {
         Self::Failed(UpstreamError::Failed(e.to_string()))
     }
 
-    /// RFC 9113 §8.7: a stream refused with REFUSED_STREAM was not processed.
-    fn refused_or_failed(e: h2::Error) -> Self {
-        if e.reason() == Some(h2::Reason::REFUSED_STREAM) && e.is_remote() {
-            Self::NotSent(e)
-        } else {
-            Self::failed(e)
+    /// The request could not be queued: the connection is gone, or (an error of h2's own use,
+    /// neither from the peer nor I/O) the head was refused.
+    fn not_queued(error: h2::Error) -> Self {
+        if error.reason().is_none() && !error.is_io() {
+            return Self::Failed(UpstreamError::Unbuildable(error.to_string()));
         }
+        Self::NotSent {
+            error,
+            connection_gone: true,
+        }
+    }
+
+    /// RFC 9113 §8.7: a stream refused with REFUSED_STREAM was not processed; nor was one the
+    /// processor's graceful GOAWAY left out (h2 fails only the streams above its last stream
+    /// id with it, the rule the generic client retried by).
+    fn answered_with(error: h2::Error) -> Self {
+        let remote = error.is_remote();
+        if remote && error.is_reset() && error.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            return Self::NotSent {
+                error,
+                connection_gone: false,
+            };
+        }
+        if remote && error.is_go_away() && error.reason() == Some(h2::Reason::NO_ERROR) {
+            return Self::NotSent {
+                error,
+                connection_gone: true,
+            };
+        }
+        Self::failed(error)
     }
 }
 
-/// Tries each address in turn; the first that accepts is used.
-async fn connect_first(addresses: &[IpAddr], port: u16) -> Result<TcpStream, UpstreamError> {
+/// Tries each address in turn, each with its share of the connect timeout (as the generic
+/// client does), so one address that never answers does not take the whole of it.
+async fn connect_first(
+    addresses: &[IpAddr],
+    port: u16,
+    connect_timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    let share = connect_timeout / u32::try_from(addresses.len().max(1)).unwrap_or(u32::MAX);
     let mut last_error = None;
     for ip in addresses {
-        match TcpStream::connect(SocketAddr::new(*ip, port)).await {
-            Ok(tcp) => {
+        match tokio::time::timeout(share, TcpStream::connect(SocketAddr::new(*ip, port))).await {
+            Ok(Ok(tcp)) => {
                 // Small requests go out at once instead of waiting on Nagle's algorithm.
                 let _ = tcp.set_nodelay(true);
                 return Ok(tcp);
             }
-            Err(e) => last_error = Some(e),
+            Ok(Err(e)) => last_error = Some(format!("connect: {e}")),
+            Err(_) => last_error = Some("connect: timed out".to_owned()),
         }
     }
-    Err(UpstreamError::Unreachable(match last_error {
-        Some(e) => format!("connect: {e}"),
-        None => "no address to connect to".to_owned(),
-    }))
+    Err(UpstreamError::Unreachable(
+        last_error.unwrap_or_else(|| "no address to connect to".to_owned()),
+    ))
 }
 
 /// The request's head as HTTP/2 carries it: the URL's scheme, authority and path as
@@ -464,9 +611,184 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use cardvault_core::destination::DestinationRules;
+    use h2::server::SendResponse;
     use http::HeaderName;
+    use tokio::net::TcpListener;
 
     use super::*;
+    use crate::destinations::SystemLookup;
+
+    /// What a scripted processor does with the n-th stream (from 0) of its n-th connection.
+    #[derive(Clone, Copy)]
+    enum Move {
+        Answer,
+        /// Answers, then closes the connection gracefully (GOAWAY with NO_ERROR).
+        AnswerAndGoAway,
+        Refuse(h2::Reason),
+    }
+
+    /// An HTTP/2 processor on 127.0.0.1 run by `script(connection, stream)`; records
+    /// `(connection, stream)` of every stream it received.
+    struct Processor {
+        port: u16,
+        roots: rustls::RootCertStore,
+        seen: Arc<Mutex<Vec<(usize, usize)>>>,
+    }
+
+    impl Processor {
+        async fn start(script: fn(usize, usize) -> Move) -> Self {
+            let rcgen::CertifiedKey { cert, signing_key } =
+                rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert.der().clone()).unwrap();
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der())
+                        .unwrap(),
+                )
+                .unwrap();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let record = seen.clone();
+            tokio::spawn(async move {
+                for connection in 0.. {
+                    let (tcp, _) = listener.accept().await.unwrap();
+                    let tls = acceptor.accept(tcp).await.unwrap();
+                    let record = record.clone();
+                    tokio::spawn(async move {
+                        let mut h2 = h2::server::handshake(tls).await.unwrap();
+                        let mut stream = 0;
+                        while let Some(Ok((request, respond))) = h2.accept().await {
+                            record.lock().unwrap().push((connection, stream));
+                            drop(request);
+                            let step = script(connection, stream);
+                            stream += 1;
+                            play(step, respond);
+                            if matches!(step, Move::AnswerAndGoAway) {
+                                h2.graceful_shutdown();
+                            }
+                        }
+                    });
+                }
+            });
+            Self { port, roots, seen }
+        }
+
+        fn url(&self) -> Url {
+            Url::parse(&format!("https://127.0.0.1:{}/charge", self.port)).unwrap()
+        }
+
+        fn seen(&self) -> Vec<(usize, usize)> {
+            self.seen.lock().unwrap().clone()
+        }
+
+        fn connections(&self) -> Connections {
+            let rules = DestinationRules {
+                allow_private: true,
+                ..DestinationRules::default()
+            };
+            Connections::new(Dialer {
+                roots: self.roots.clone(),
+                resolver: Arc::new(PolicyResolver::new(rules, Arc::new(SystemLookup))),
+                connect_timeout: Duration::from_secs(5),
+                total_timeout: Duration::from_secs(5),
+                max_response_bytes: 1024,
+            })
+        }
+    }
+
+    fn play(step: Move, mut respond: SendResponse<Bytes>) {
+        match step {
+            Move::Answer | Move::AnswerAndGoAway => {
+                let mut body = respond
+                    .send_response(http::Response::new(()), false)
+                    .unwrap();
+                body.send_data(Bytes::from_static(b"ok"), true).unwrap();
+            }
+            Move::Refuse(reason) => respond.send_reset(reason),
+        }
+    }
+
+    async fn call(connections: &Connections, url: &Url) -> Result<UpstreamResponse, UpstreamError> {
+        let body = Bytes::from_static(b"{}");
+        match connections
+            .exchange(None, &Method::POST, url, &HeaderMap::new(), &body)
+            .await
+        {
+            Routed::Done(answer) => answer,
+            Routed::NotHttp2 => panic!("the processor speaks HTTP/2"),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_share_one_connection_until_the_processor_closes_it() {
+        let processor = Processor::start(|_, stream| {
+            if stream == 1 {
+                Move::AnswerAndGoAway
+            } else {
+                Move::Answer
+            }
+        })
+        .await;
+        let connections = processor.connections();
+        for _ in 0..4 {
+            let answer = call(&connections, &processor.url()).await.unwrap();
+            assert_eq!(&answer.body[..], b"ok");
+        }
+        // Two calls on the first connection; the GOAWAY sends the rest to a second one.
+        assert_eq!(processor.seen(), [(0, 0), (0, 1), (1, 0), (1, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_refused_unprocessed_is_sent_again_on_the_same_connection() {
+        let processor = Processor::start(|_, stream| {
+            if stream == 0 {
+                Move::Refuse(h2::Reason::REFUSED_STREAM)
+            } else {
+                Move::Answer
+            }
+        })
+        .await;
+        let connections = processor.connections();
+        let answer = call(&connections, &processor.url()).await.unwrap();
+        assert_eq!(&answer.body[..], b"ok");
+        assert_eq!(processor.seen(), [(0, 0), (0, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_reset_otherwise_may_have_been_processed_and_is_not_sent_again() {
+        let processor = Processor::start(|_, _| Move::Refuse(h2::Reason::INTERNAL_ERROR)).await;
+        let connections = processor.connections();
+        let Err(error) = call(&connections, &processor.url()).await else {
+            panic!("the call was answered");
+        };
+        assert!(matches!(error, UpstreamError::Failed(_)), "{error:?}");
+        assert!(error.request_sent());
+        assert_eq!(processor.seen(), [(0, 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_twice_running_reports_nothing_sent() {
+        let processor = Processor::start(|_, _| Move::Refuse(h2::Reason::REFUSED_STREAM)).await;
+        let connections = processor.connections();
+        let Err(error) = call(&connections, &processor.url()).await else {
+            panic!("the call was answered");
+        };
+        assert!(matches!(error, UpstreamError::Unreachable(_)), "{error:?}");
+        assert!(!error.request_sent());
+        assert_eq!(processor.seen(), [(0, 0), (0, 1)]);
+    }
 
     fn head(method: Method, headers: &[(&str, &str)], body: &'static [u8]) -> Request<()> {
         let mut map = HeaderMap::new();

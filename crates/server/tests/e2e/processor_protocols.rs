@@ -21,6 +21,13 @@ async fn calls_to_an_http2_processor_share_one_connection_per_serving_thread() {
     }
     let sent = stub.requests();
     assert_eq!(sent.len(), 12);
+    // The vault's own HTTP/2 path, not the generic client's, carried them.
+    let logs = vault.logs();
+    let opened = logs.matches("processor connection opened (HTTP/2)").count();
+    assert!(
+        (1..=2).contains(&opened),
+        "{opened} HTTP/2 connections opened: {logs}"
+    );
     assert!(sent.iter().all(|r| r.version == "HTTP/2.0"), "{sent:?}");
     assert!(
         stub.connections() <= 2,
@@ -53,7 +60,7 @@ async fn calls_to_an_http2_processor_share_one_connection_per_serving_thread() {
 #[tokio::test]
 async fn a_processor_offering_only_http1_is_called_over_http1() {
     let stub = Stub::start_http1_only().await;
-    let vault = Vault::start(&stub).await;
+    let vault = Vault::start_with(&stub, &[("CARDVAULT_WORKER_THREADS", "1")]).await;
     let (token, session) = vault.visa().await;
     let with_session = json!({"token": token, "cvc_session_id": session,
         "proxy_url": stub.url("/echo"), "request_data": {"n": "${cardNumber}"}});
@@ -67,6 +74,11 @@ async fn a_processor_offering_only_http1_is_called_over_http1() {
         assert_eq!(stub.last().version, "HTTP/1.1");
         assert_eq!(stub.last().json()["n"], VISA);
     }
+    // One look at what the processor offers, then the generic client's one kept connection.
+    assert_eq!(stub.connections(), 2);
+    let logs = vault.logs();
+    assert_eq!(logs.matches("offers no HTTP/2").count(), 1, "{logs}");
+    assert!(!logs.contains("processor connection opened (HTTP/2)"));
 }
 
 #[tokio::test]
