@@ -208,8 +208,8 @@ impl Connections {
         body: &Bytes,
         sent: &mut bool,
     ) -> Routed {
-        let request = match request_head(method, url, headers, body) {
-            Ok(request) => request,
+        let mut request = match request_head(method, url, headers, body) {
+            Ok(request) => Some(request),
             Err(e) => return Routed::Done(Err(e)),
         };
         let Some(origin) = self.origin(profile, url) else {
@@ -224,8 +224,16 @@ impl Connections {
                 Ok(None) => return Routed::NotHttp2,
                 Err(e) => return Routed::Done(Err(e)),
             };
+            // The head is built again only for the rare second attempt.
+            let head = match request.take() {
+                Some(head) => head,
+                None => match request_head(method, url, headers, body) {
+                    Ok(head) => head,
+                    Err(e) => return Routed::Done(Err(e)),
+                },
+            };
             let attempt = self
-                .send_on(checkout.sender, request.clone(), body.clone(), sent)
+                .send_on(checkout.sender, head, body.clone(), sent)
                 .await;
             match attempt {
                 Ok(answer) => return Routed::Done(Ok(answer)),
