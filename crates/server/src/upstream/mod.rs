@@ -175,6 +175,7 @@ impl UpstreamClient {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        let started = std::time::Instant::now();
         if url.scheme() == "https" {
             match self
                 .http2
@@ -186,7 +187,15 @@ impl UpstreamClient {
             }
         }
         let client = self.client_for(profile)?;
-        let mut request = client.request(method.clone(), url).headers(headers);
+        // A look at whether the processor speaks HTTP/2 counts against the call's time.
+        let left = self.builder.total_timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(UpstreamError::Timeout { sent: false });
+        }
+        let mut request = client
+            .request(method.clone(), url)
+            .headers(headers)
+            .timeout(left);
         if !body.is_empty() || method != Method::GET {
             request = request.body(body);
         }

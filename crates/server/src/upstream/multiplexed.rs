@@ -774,28 +774,34 @@ mod tests {
         assert_eq!(processor.seen(), [(0, 0), (0, 1)]);
     }
 
-    #[tokio::test]
-    async fn a_stream_reset_otherwise_may_have_been_processed_and_is_not_sent_again() {
-        let processor = Processor::start(|_, _| Move::Refuse(h2::Reason::INTERNAL_ERROR)).await;
-        let connections = processor.connections();
-        let Err(error) = call(&connections, &processor.url()).await else {
+    /// The error of a call to a processor that resets every stream with `reason`, and the
+    /// streams it saw.
+    async fn reset_every_stream(reason: h2::Reason) -> (UpstreamError, Vec<(usize, usize)>) {
+        let processor = Processor::start(match reason {
+            h2::Reason::REFUSED_STREAM => |_, _| Move::Refuse(h2::Reason::REFUSED_STREAM),
+            _ => |_, _| Move::Refuse(h2::Reason::INTERNAL_ERROR),
+        })
+        .await;
+        let Err(error) = call(&processor.connections(), &processor.url()).await else {
             panic!("the call was answered");
         };
+        (error, processor.seen())
+    }
+
+    #[tokio::test]
+    async fn a_stream_reset_otherwise_may_have_been_processed_and_is_not_sent_again() {
+        let (error, seen) = reset_every_stream(h2::Reason::INTERNAL_ERROR).await;
         assert!(matches!(error, UpstreamError::Failed(_)), "{error:?}");
         assert!(error.request_sent());
-        assert_eq!(processor.seen(), [(0, 0)]);
+        assert_eq!(seen, [(0, 0)]);
     }
 
     #[tokio::test]
     async fn a_refusal_twice_running_reports_nothing_sent() {
-        let processor = Processor::start(|_, _| Move::Refuse(h2::Reason::REFUSED_STREAM)).await;
-        let connections = processor.connections();
-        let Err(error) = call(&connections, &processor.url()).await else {
-            panic!("the call was answered");
-        };
+        let (error, seen) = reset_every_stream(h2::Reason::REFUSED_STREAM).await;
         assert!(matches!(error, UpstreamError::Unreachable(_)), "{error:?}");
         assert!(!error.request_sent());
-        assert_eq!(processor.seen(), [(0, 0), (0, 1)]);
+        assert_eq!(seen, [(0, 0), (0, 1)]);
     }
 
     fn head(method: Method, headers: &[(&str, &str)], body: &'static [u8]) -> Request<()> {

@@ -110,3 +110,30 @@ async fn compressed_answers_are_undone_and_scrubbed_on_either_protocol() {
     assert_eq!(http2.last().version, "HTTP/2.0");
     assert_eq!(http1.last().version, "HTTP/1.1");
 }
+
+#[tokio::test]
+async fn the_total_timeout_holds_on_the_http1_path_too() {
+    let stub = Stub::start_http1_only().await;
+    let vault = Vault::start_with(&stub, &[("CARDVAULT_UPSTREAM_TIMEOUT_MS", "700")]).await;
+    let (token, _) = vault.visa().await;
+    // The first call also pays for the look at whether the processor speaks HTTP/2.
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let (status, body) = vault
+            .proxy(
+                &json!({"token": token, "proxy_url": stub.url("/slow?ms=3000"),
+                "request_data": {"n": "${cardNumber}"}}),
+            )
+            .await;
+        assert_eq!(
+            (status, &body["request_sent"]),
+            (504, &json!(true)),
+            "{body}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(2900),
+            "the timeout did not cut the call short"
+        );
+    }
+    assert_eq!(stub.last().version, "HTTP/1.1");
+}
