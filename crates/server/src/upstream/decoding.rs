@@ -1,6 +1,7 @@
-//! Undoing a processor's content coding, as the generic client does, so the answer can be
-//! scrubbed of echoed card data: `gzip`, `deflate` (zlib) and `br`, each within the response
-//! size cap (a small compressed answer can expand without bound).
+//! Undoing a processor's content coding, so the answer can be scrubbed of echoed card data:
+//! `gzip`, `deflate` (zlib) and `br`, each within the response size cap (a small compressed
+//! answer can expand without bound). An answer in any other coding is refused: what the vault
+//! cannot read, it cannot scrub.
 
 use std::io::Read;
 
@@ -13,36 +14,68 @@ use super::UpstreamError;
 /// The `accept-encoding` sent with every request: what [`decode`] undoes.
 pub const ACCEPTED: &str = "gzip,deflate,br";
 
-/// The body as the processor meant it. A coding named exactly `gzip`, `deflate` or `br` is
-/// undone and its `content-encoding` and `content-length` headers dropped; any other body is
-/// returned as it came.
+/// Why an answer in a coding the vault does not know is refused. The coding is not quoted: the
+/// header is the processor's text, and could carry anything.
+const UNKNOWN_CODING: &str =
+    "the answer is in a content coding the vault cannot undo, so it cannot be scrubbed";
+
+enum Coding {
+    Identity,
+    Gzip,
+    Deflate,
+    Brotli,
+    Unknown,
+}
+
+impl Coding {
+    /// Content-coding names are case-insensitive (RFC 9110 §8.4.1).
+    fn named(value: &[u8]) -> Self {
+        let name = value.trim_ascii();
+        if name.eq_ignore_ascii_case(b"identity") {
+            Self::Identity
+        } else if name.eq_ignore_ascii_case(b"gzip") {
+            Self::Gzip
+        } else if name.eq_ignore_ascii_case(b"deflate") {
+            Self::Deflate
+        } else if name.eq_ignore_ascii_case(b"br") {
+            Self::Brotli
+        } else {
+            Self::Unknown
+        }
+    }
+}
+
+/// The body as the processor meant it, its `content-encoding` (and, when decoded, its
+/// `content-length`) dropped. A body without a coding is returned as it came.
 ///
 /// # Errors
-/// [`UpstreamError::TooLarge`] past `limit` decoded bytes, [`UpstreamError::Failed`] for a body
-/// that is not in the coding it claims.
+/// [`UpstreamError::TooLarge`] past `limit` decoded bytes; [`UpstreamError::Failed`] for a body
+/// that is not in the coding it claims, or in a coding other than `gzip`, `deflate`, `br` or
+/// `identity` (several codings in a row included).
 pub fn decode(headers: &mut HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, UpstreamError> {
-    let Some(coding) = headers.get(CONTENT_ENCODING) else {
+    let Some(value) = headers.get(CONTENT_ENCODING) else {
         return Ok(body);
     };
-    let known = matches!(coding.as_bytes(), b"gzip" | b"deflate" | b"br");
-    if known && body.is_empty() {
-        // An empty answer (a 204, say) under a coding's name: nothing to undo.
-        headers.remove(CONTENT_ENCODING);
-        headers.remove(CONTENT_LENGTH);
-        return Ok(body);
-    }
-    let decoded = match coding.as_bytes() {
-        b"gzip" => read_within(flate2::read::GzDecoder::new(&body[..]), limit)?,
-        b"deflate" => read_within(flate2::read::ZlibDecoder::new(&body[..]), limit)?,
-        b"br" => read_within(
+    let coding = Coding::named(value.as_bytes());
+    let decoded = match coding {
+        // An empty answer (a 204, say) under a coding's name: nothing to undo, nothing hidden.
+        _ if body.is_empty() => body,
+        Coding::Unknown => return Err(UpstreamError::Failed(UNKNOWN_CODING.to_owned())),
+        Coding::Identity => {
+            headers.remove(CONTENT_ENCODING);
+            return Ok(body);
+        }
+        Coding::Gzip => read_within(flate2::read::GzDecoder::new(&body[..]), limit)?.into(),
+        Coding::Deflate => read_within(flate2::read::ZlibDecoder::new(&body[..]), limit)?.into(),
+        Coding::Brotli => read_within(
             brotli_decompressor::Decompressor::new(&body[..], 4096),
             limit,
-        )?,
-        _ => return Ok(body),
+        )?
+        .into(),
     };
     headers.remove(CONTENT_ENCODING);
     headers.remove(CONTENT_LENGTH);
-    Ok(decoded.into())
+    Ok(decoded)
 }
 
 fn read_within(decoder: impl Read, limit: usize) -> Result<Vec<u8>, UpstreamError> {
@@ -109,20 +142,37 @@ mod tests {
     }
 
     #[test]
-    fn other_codings_and_plain_bodies_pass_unchanged() {
-        for coding in ["identity", "zstd", "gzip, br", "GZIP"] {
-            let (mut headers, body) = coded(coding, b"as sent");
-            assert_eq!(&decode(&mut headers, body, 64).unwrap()[..], b"as sent");
-            assert!(headers.get(CONTENT_ENCODING).is_some(), "{coding}");
-        }
+    fn coding_names_are_case_insensitive_and_identity_is_no_coding() {
+        let body = br#"{"card":"4242424242424242"}"#;
+        let (_, compressed) = coded("gzip", body);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(" GZip "));
+        assert_eq!(&decode(&mut headers, compressed, 1024).unwrap()[..], body);
+        let (mut headers, plain) = coded("identity", b"as sent");
+        assert_eq!(&decode(&mut headers, plain, 64).unwrap()[..], b"as sent");
+        assert!(headers.get(CONTENT_ENCODING).is_none());
         let mut none = HeaderMap::new();
         let body = Bytes::from_static(b"plain");
         assert_eq!(decode(&mut none, body, 64).unwrap(), "plain");
     }
 
     #[test]
+    fn an_answer_in_a_coding_the_vault_cannot_undo_is_refused() {
+        for coding in ["zstd", "gzip, br", "compress", "4242424242424242"] {
+            let (mut headers, body) = coded(coding, b"\x28\xb5\x2f\xfd as sent");
+            let Err(UpstreamError::Failed(why)) = decode(&mut headers, body, 64) else {
+                panic!("{coding} was let through");
+            };
+            assert!(
+                !why.contains(coding),
+                "the processor's text is quoted: {why}"
+            );
+        }
+    }
+
+    #[test]
     fn an_empty_answer_under_a_codings_name_is_empty() {
-        for coding in ["gzip", "deflate", "br"] {
+        for coding in ["gzip", "deflate", "br", "zstd"] {
             let mut headers = HeaderMap::new();
             headers.insert(CONTENT_ENCODING, HeaderValue::from_str(coding).unwrap());
             let decoded = decode(&mut headers, Bytes::new(), 64).unwrap();

@@ -201,7 +201,7 @@ impl UpstreamClient {
         }
         let mut response = request.send().await.map_err(classify)?;
         let status = response.status();
-        let headers = std::mem::take(response.headers_mut());
+        let mut headers = std::mem::take(response.headers_mut());
         let limit = u64::try_from(self.max_response_bytes).unwrap_or(u64::MAX);
         if response
             .content_length()
@@ -216,10 +216,13 @@ impl UpstreamClient {
             }
             body.extend_from_slice(&chunk);
         }
+        // The client undid what it could (lowercase `gzip`, `deflate`, `br`); the rest is
+        // undone or refused by the same rules as on the HTTP/2 path.
+        let body = decoding::decode(&mut headers, body.freeze(), self.max_response_bytes)?;
         Ok(UpstreamResponse {
             status,
             headers,
-            body: body.freeze(),
+            body,
         })
     }
 }

@@ -3,9 +3,10 @@
 //! into it together, so they leave in one write and the answer wakes the caller directly.
 //!
 //! The generic client (hyper's) hands a request to the connection's task through a channel,
-//! waits for stream capacity in a task of its own before the body may follow (so the headers
-//! and the body go out in two writes), and hands the answer back through another task: three
-//! wake-ups and a write per call that this path does not have.
+//! waits for stream capacity in a task of its own before the body may follow (h2 gives none to
+//! a stream not yet open, so the headers and the body go out in two writes), and hands the
+//! answer back through a task and a channel: hand-offs and a write per call that this path
+//! does not have (docs/benchmarks.md, issue 17's eighth step).
 //!
 //! A processor that does not offer `h2` by ALPN is remembered for a while and served by the
 //! generic client ([`Routed::NotHttp2`]).

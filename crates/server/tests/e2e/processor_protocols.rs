@@ -1,6 +1,6 @@
 //! How the vault talks to processors: HTTP/2 on one kept connection per serving thread where
 //! the processor offers it, HTTP/1.1 where it does not, and compressed answers undone (so they
-//! can be scrubbed) either way.
+//! can be scrubbed) either way — or refused, in a coding the vault cannot undo.
 
 use serde_json::json;
 
@@ -106,6 +106,19 @@ async fn compressed_answers_are_undone_and_scrubbed_on_either_protocol() {
             assert!(answer["headers"].get("content-encoding").is_none());
             assert!(!body.to_string().contains(VISA), "{coding} over {version}");
         }
+        // A coding the vault cannot undo could hide an echo from the scrub: refused.
+        let (status, body) = vault
+            .proxy(&json!({"token": token,
+                "proxy_url": stub.url("/echo-compressed?coding=zstd"),
+                "http_headers": {"Content-Type": "application/json"},
+                "request_data": {"number": "${cardNumber}"}}))
+            .await;
+        assert_eq!(
+            (status, &body["request_sent"]),
+            (502, &json!(true)),
+            "{body}"
+        );
+        assert!(!body.to_string().contains(VISA));
     }
     assert_eq!(http2.last().version, "HTTP/2.0");
     assert_eq!(http1.last().version, "HTTP/1.1");

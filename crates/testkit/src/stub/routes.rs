@@ -8,7 +8,7 @@
 //! | `/echo` | 200, the request body with its content type |
 //! | `/echo-in-json` | 200, the request body as a JSON string value |
 //! | `/echo-in-header` | 200, the request body in an `x-echo` header |
-//! | `/echo-compressed?coding=C` | 200, the request body with its content type, compressed in `C` (`gzip`, `deflate` or `br`) |
+//! | `/echo-compressed?coding=C` | 200, the request body with its content type, compressed in `C` (`gzip`, `deflate` or `br`; under any other name, as it came) |
 //! | `/slow?ms=N` | JSON after N ms (2000 if not given) |
 //! | `/text` | 200, plain text |
 //! | `/big?bytes=N` | 200, N bytes of plain text (1024 if not given) |
