@@ -19,7 +19,7 @@ pub use tls::{TlsProfile, add_pem_roots, check_client_identity};
 
 use crate::cache::TtlCache;
 use crate::destinations::{ConnectResolver, PolicyResolver};
-use multiplexed::{Connections, Dialer, Routed};
+use multiplexed::{Connections, Routed};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
@@ -81,7 +81,7 @@ pub struct UpstreamClient {
 /// A client for each thread that sends.
 type PerThread = thread_local::ThreadLocal<reqwest::Client>;
 
-/// What every client is built from.
+/// What every client and connection is built from.
 struct ClientBuilder {
     roots: rustls::RootCertStore,
     resolver: Arc<PolicyResolver>,
@@ -97,16 +97,8 @@ impl UpstreamClient {
     /// # Errors
     /// [`UpstreamError::Setup`] when the extra CA file cannot be read or the client not built.
     pub fn new(settings: UpstreamSettings<'_>) -> Result<Self, UpstreamError> {
-        let roots = tls::roots(settings.extra_ca_file)?;
-        let http2 = Connections::new(Dialer {
-            roots: roots.clone(),
-            resolver: settings.resolver.clone(),
-            connect_timeout: settings.connect_timeout,
-            total_timeout: settings.total_timeout,
-            max_response_bytes: settings.max_response_bytes,
-        });
         let builder = ClientBuilder {
-            roots,
+            roots: tls::roots(settings.extra_ca_file)?,
             resolver: settings.resolver,
             connect_timeout: settings.connect_timeout,
             total_timeout: settings.total_timeout,
@@ -114,12 +106,16 @@ impl UpstreamClient {
         // Built now, on this thread, so a TLS setup that cannot work stops the start.
         let default = PerThread::default();
         default.get_or_try(|| builder.build(None))?;
+        let builder = Arc::new(builder);
         Ok(Self {
             default: Arc::new(default),
             profiled: Arc::new(TtlCache::new(PROFILE_CLIENT_TTL, MAX_PROFILE_CLIENTS)),
-            builder: Arc::new(builder),
+            http2: Arc::new(Connections::new(
+                builder.clone(),
+                settings.max_response_bytes,
+            )),
+            builder,
             max_response_bytes: settings.max_response_bytes,
-            http2: Arc::new(http2),
         })
     }
 
@@ -202,28 +198,50 @@ impl UpstreamClient {
         let mut response = request.send().await.map_err(classify)?;
         let status = response.status();
         let mut headers = std::mem::take(response.headers_mut());
-        let limit = u64::try_from(self.max_response_bytes).unwrap_or(u64::MAX);
-        if response
-            .content_length()
-            .is_some_and(|length| length > limit)
-        {
-            return Err(UpstreamError::TooLarge(self.max_response_bytes));
-        }
-        let mut body = BytesMut::new();
+        let mut body = CappedBody::new(self.max_response_bytes, response.content_length())?;
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
-            if body.len() + chunk.len() > self.max_response_bytes {
-                return Err(UpstreamError::TooLarge(self.max_response_bytes));
-            }
-            body.extend_from_slice(&chunk);
+            body.push(&chunk)?;
         }
         // The client undid what it could (lowercase `gzip`, `deflate`, `br`); the rest is
         // undone or refused by the same rules as on the HTTP/2 path.
-        let body = decoding::decode(&mut headers, body.freeze(), self.max_response_bytes)?;
+        let body = body.decoded(&mut headers)?;
         Ok(UpstreamResponse {
             status,
             headers,
             body,
         })
+    }
+}
+
+/// A processor's answer as it arrives, refused once it is past the size cap, then decoded
+/// ([`decoding::decode`], within the same cap).
+struct CappedBody {
+    limit: usize,
+    bytes: BytesMut,
+}
+
+impl CappedBody {
+    /// Refuses at once an answer whose declared length is past the cap.
+    fn new(limit: usize, declared: Option<u64>) -> Result<Self, UpstreamError> {
+        if declared.is_some_and(|length| length > u64::try_from(limit).unwrap_or(u64::MAX)) {
+            return Err(UpstreamError::TooLarge(limit));
+        }
+        Ok(Self {
+            limit,
+            bytes: BytesMut::new(),
+        })
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), UpstreamError> {
+        if self.bytes.len() + chunk.len() > self.limit {
+            return Err(UpstreamError::TooLarge(self.limit));
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn decoded(self, headers: &mut HeaderMap) -> Result<Bytes, UpstreamError> {
+        decoding::decode(headers, self.bytes.freeze(), self.limit)
     }
 }
 

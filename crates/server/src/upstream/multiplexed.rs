@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use h2::client::SendRequest;
 use http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_LENGTH, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri};
@@ -28,10 +28,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use url::{Host, Url};
 
-use super::decoding;
-use super::{TlsProfile, UpstreamError, UpstreamResponse};
+use super::{CappedBody, ClientBuilder, TlsProfile, UpstreamError, UpstreamResponse, decoding};
 use crate::cache::TtlCache;
-use crate::destinations::PolicyResolver;
 
 /// hyper's HTTP/2 client settings, kept so processors see the same connection as before.
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
@@ -57,18 +55,11 @@ pub(super) enum Routed {
     NotHttp2,
 }
 
-/// Settings every connection is made with.
-pub(super) struct Dialer {
-    pub roots: rustls::RootCertStore,
-    pub resolver: Arc<PolicyResolver>,
-    pub connect_timeout: Duration,
-    pub total_timeout: Duration,
-    pub max_response_bytes: usize,
-}
-
 /// Each thread's connections, by origin.
 pub(super) struct Connections {
-    dialer: Dialer,
+    /// The generic client's settings (roots, resolver, timeouts): one source for both paths.
+    settings: Arc<ClientBuilder>,
+    max_response_bytes: usize,
     /// Past this long since its last call, a connection can have no call in flight.
     idle_limit: Duration,
     /// By profile (`""` for none).
@@ -173,10 +164,11 @@ enum Dialed {
 }
 
 impl Connections {
-    pub fn new(dialer: Dialer) -> Self {
-        let idle_limit = IDLE_LIMIT.max(dialer.total_timeout + Duration::from_secs(1));
+    pub fn new(settings: Arc<ClientBuilder>, max_response_bytes: usize) -> Self {
+        let idle_limit = IDLE_LIMIT.max(settings.total_timeout + Duration::from_secs(1));
         Self {
-            dialer,
+            settings,
+            max_response_bytes,
             idle_limit,
             tls_configs: TtlCache::new(CONFIG_TTL, MAX_CONFIGS),
             threads: thread_local::ThreadLocal::new(),
@@ -194,7 +186,7 @@ impl Connections {
     ) -> Routed {
         let mut sent = false;
         let call = self.exchange_untimed(profile, method, url, headers, body, &mut sent);
-        match tokio::time::timeout(self.dialer.total_timeout, call).await {
+        match tokio::time::timeout(self.settings.total_timeout, call).await {
             Ok(routed) => routed,
             Err(_) => Routed::Done(Err(UpstreamError::Timeout { sent })),
         }
@@ -302,7 +294,7 @@ impl Connections {
             _ => {}
         }
         *state = State::Unknown;
-        let dialed = tokio::time::timeout(self.dialer.connect_timeout, self.dial(profile, url))
+        let dialed = tokio::time::timeout(self.settings.connect_timeout, self.dial(profile, url))
             .await
             .unwrap_or(Err(UpstreamError::Timeout { sent: false }));
         match dialed {
@@ -336,7 +328,7 @@ impl Connections {
         let port = url
             .port_or_known_default()
             .ok_or(UpstreamError::Unresolvable)?;
-        let tcp = connect_first(&addresses, port, self.dialer.connect_timeout).await?;
+        let tcp = connect_first(&addresses, port, self.settings.connect_timeout).await?;
         let tls = TlsConnector::from(self.tls_config(profile)?)
             .connect(server_name, tcp)
             .await
@@ -374,7 +366,7 @@ impl Connections {
         if let Some(config) = self.tls_configs.get(key) {
             return Ok(config);
         }
-        let config = Arc::new(super::tls::client_config(&self.dialer.roots, profile)?);
+        let config = Arc::new(super::tls::client_config(&self.settings.roots, profile)?);
         self.tls_configs.insert(key.to_owned(), config.clone());
         Ok(config)
     }
@@ -387,7 +379,7 @@ impl Connections {
     ) -> Result<(Arc<[IpAddr]>, ServerName<'static>), UpstreamError> {
         match url.host() {
             Some(Host::Domain(name)) => {
-                let addresses = self.dialer.resolver.resolve(name).await?;
+                let addresses = self.settings.resolver.resolve(name).await?;
                 let server_name = ServerName::try_from(name.to_owned())
                     .map_err(|e| UpstreamError::Unbuildable(e.to_string()))?;
                 Ok((addresses, server_name))
@@ -403,7 +395,7 @@ impl Connections {
         url: &Url,
         ip: IpAddr,
     ) -> Result<(Arc<[IpAddr]>, ServerName<'static>), UpstreamError> {
-        self.dialer.resolver.check_url(url).await?;
+        self.settings.resolver.check_url(url).await?;
         Ok((Arc::from([ip]), ServerName::IpAddress(ip.into())))
     }
 
@@ -428,23 +420,17 @@ impl Connections {
         }
         let response = answer.await.map_err(Attempt::answered_with)?;
         let (head, mut received) = response.into_parts();
-        let limit = self.dialer.max_response_bytes;
-        if declared_length(&head.headers).is_some_and(|length| length > limit) {
-            return Err(Attempt::Failed(UpstreamError::TooLarge(limit)));
-        }
-        let mut collected = BytesMut::new();
+        let mut collected =
+            CappedBody::new(self.max_response_bytes, declared_length(&head.headers))
+                .map_err(Attempt::Failed)?;
         while let Some(chunk) = received.data().await {
             let chunk = chunk.map_err(Attempt::failed)?;
             // Gives the window back, or a processor's long answer would stall the connection.
             let _ = received.flow_control().release_capacity(chunk.len());
-            if collected.len() + chunk.len() > limit {
-                return Err(Attempt::Failed(UpstreamError::TooLarge(limit)));
-            }
-            collected.extend_from_slice(&chunk);
+            collected.push(&chunk).map_err(Attempt::Failed)?;
         }
         let mut headers = head.headers;
-        let body =
-            decoding::decode(&mut headers, collected.freeze(), limit).map_err(Attempt::Failed)?;
+        let body = collected.decoded(&mut headers).map_err(Attempt::Failed)?;
         Ok(UpstreamResponse {
             status: head.status,
             headers,
@@ -608,7 +594,7 @@ fn has_payload_semantics(method: &Method) -> bool {
     )
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<usize> {
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)?
         .to_str()
@@ -628,7 +614,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::destinations::SystemLookup;
+    use crate::destinations::{PolicyResolver, SystemLookup};
 
     /// What a scripted processor does with the n-th stream (from 0) of its n-th connection.
     #[derive(Clone, Copy)]
@@ -707,13 +693,13 @@ mod tests {
                 allow_private: true,
                 ..DestinationRules::default()
             };
-            Connections::new(Dialer {
+            let settings = ClientBuilder {
                 roots: self.roots.clone(),
                 resolver: Arc::new(PolicyResolver::new(rules, Arc::new(SystemLookup))),
                 connect_timeout: Duration::from_secs(5),
                 total_timeout: Duration::from_secs(5),
-                max_response_bytes: 1024,
-            })
+            };
+            Connections::new(Arc::new(settings), 1024)
         }
     }
 
