@@ -38,6 +38,9 @@ struct Args {
     /// Skip nginx.
     #[arg(long)]
     skip_nginx: bool,
+    /// Skip the vault's serving stack without its work (`cardvault-bare-forwarder`).
+    #[arg(long)]
+    skip_bare: bool,
     /// Stored-token counts for the latency-versus-size runs (comma list; 0 to skip).
     #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
     tokens: Vec<u64>,
@@ -60,6 +63,9 @@ struct Args {
     oha: Option<std::path::PathBuf>,
 }
 
+/// The row of `cardvault-bare-forwarder`: what the vault's stack costs when its own work costs
+/// nothing.
+const BARE_STACK: &str = "vault's stack, no vault work (bare forwarder)";
 const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 const CONNECTIONS: usize = 64;
 /// The rate the added-latency targets are stated at.
@@ -679,6 +685,20 @@ async fn main() {
             proxy_rows.push(row);
         }
 
+        if !bench.args.skip_bare {
+            let forwarder = procs::bare_forwarder(&stub.url("/v1/charges"), &stub.ca_file);
+            let target = Target {
+                url: format!("{}/v1/charges", forwarder.url),
+                body: processor_body(),
+                headers: direct.headers.clone(),
+            };
+            proxy_rows.push(
+                bench
+                    .measure(BARE_STACK, &client, &target, None, Some(&forwarder))
+                    .await,
+            );
+        }
+
         if !bench.args.skip_sqlite {
             let (proxy, tokenize) = bench
                 .measure_vault(&stub, &client, "SQLite + memory", "SQLite", &[])
@@ -789,7 +809,7 @@ async fn main() {
         if let Some(nginx) = proxy_rows.iter().find(|r| r.name.starts_with("nginx")) {
             for row in proxy_rows
                 .iter()
-                .filter(|r| r.name.starts_with("cardvault"))
+                .filter(|r| r.name.starts_with("cardvault") || r.name == BARE_STACK)
             {
                 println!(
                     "- {} saturation = {:.0} % of nginx",

@@ -152,3 +152,34 @@ pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
         url: format!("http://127.0.0.1:{port}"),
     }
 }
+
+/// The vault's serving stack with none of its work (`cardvault-bare-forwarder`, built beside
+/// this binary), sending every call on to the stub.
+pub fn bare_forwarder(stub_url: &str, ca_file: &Path) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let binary = std::env::current_exe()
+        .expect("this binary's path")
+        .with_file_name("cardvault-bare-forwarder");
+    let process = Process::spawn(
+        Command::new(&binary)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                stub_url,
+                "--ca-file",
+                ca_file.to_str().expect("utf-8 path"),
+            ])
+            .stdout(Stdio::null()),
+        "cardvault-bare-forwarder (cargo build --release -p cardvault-bench builds it)",
+    );
+    process::wait_for_port(port, Duration::from_secs(5));
+    Server {
+        process,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
