@@ -52,8 +52,10 @@ impl AuditStore for SqlStore {
 
     async fn audit_head(&self, chain: &str) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         self.before_read()?;
+        // No index on `chain` (it would cost every commit a page): a chain's one writer adds
+        // its records in order, so its head is its newest, found from the newest id down.
         let row = sqlx::query(
-            "SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY id DESC LIMIT 1",
         )
         .bind(chain)
         .fetch_optional(self.pool())

@@ -507,13 +507,43 @@ mod tests {
         writing.await.unwrap().unwrap();
         let (seq, hash) = store.audit_head("c1").await.unwrap().unwrap();
         assert_eq!((seq, hash), (40, vec![40; 32]));
-        // A repeated (chain, seq) is refused as a whole: nothing of the group lands.
-        let again: Vec<AuditRow> = (40..=42).map(audit_row).collect();
-        assert!(matches!(
-            store.append_audit(&again).await,
-            Err(StoreError::Conflict)
-        ));
+        // A group whose third record is refused (by a trigger of the test's) is refused as a
+        // whole: nothing of it lands.
+        let conn = rusqlite::Connection::open(dir.path().join("vault.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER refuse_43 BEFORE INSERT ON audit_log WHEN NEW.seq = 43 \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+        let refused: Vec<AuditRow> = (41..=43).map(audit_row).collect();
+        assert!(store.append_audit(&refused).await.is_err());
         assert_eq!(store.audit_head("c1").await.unwrap().unwrap().0, 40);
+    }
+
+    #[tokio::test]
+    async fn a_chains_head_is_its_newest_record_whatever_other_chains_wrote_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let in_chain = |chain: &str, seq: i64| AuditRow {
+            chain: chain.to_owned(),
+            ..audit_row(seq)
+        };
+        store
+            .append_audit(&(1..=3).map(|n| in_chain("c1", n)).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        store
+            .append_audit(&(1..=50).map(|n| in_chain("c2", n)).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        store.append_audit(&[in_chain("c1", 4)]).await.unwrap();
+        store.append_audit(&[in_chain("c2", 51)]).await.unwrap();
+        assert_eq!(
+            store.audit_head("c1").await.unwrap(),
+            Some((4, vec![4; 32]))
+        );
+        assert_eq!(store.audit_head("c2").await.unwrap().unwrap().0, 51);
+        assert_eq!(store.audit_head("c3").await.unwrap(), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -275,7 +275,69 @@ fn sqlite_url(path: &Path, create: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::connections_per_pool;
+    #![allow(clippy::unwrap_used)]
+
+    use super::{SQLITE_MIGRATIONS, connections_per_pool};
+
+    /// Migration 16 rebuilds the audit log without its `(chain, seq)` index: every record is
+    /// kept as it was (its id too), and the by-project index is back.
+    #[test]
+    fn the_audit_log_keeps_its_records_when_its_chain_index_goes() {
+        const DROPS_CHAIN_INDEX: i64 = 16;
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let apply = |keep: &dyn Fn(i64) -> bool| {
+            for migration in SQLITE_MIGRATIONS.iter().filter(|m| keep(m.version)) {
+                conn.execute_batch(migration.sql.as_str()).unwrap();
+            }
+        };
+        apply(&|version| version < DROPS_CHAIN_INDEX);
+        conn.execute_batch(
+            "INSERT INTO audit_log (id, chain, seq, at_ms, request_id, project_id, \
+             application_id, action, outcome, token, detail, prev_hash, hash) VALUES \
+             (7, 'c1', 1, 5, 'r1', 'proj_1', 'app_1', 'proxy', 'ok', 'tok_a', '{\"host\":\"x\"}', x'00', x'01'), \
+             (9, 'c1', 2, 6, 'r2', 'proj_2', 'app_2', 'tokenize', 'ok', 'tok_b', '{}', x'01', x'02')",
+        )
+        .unwrap();
+        apply(&|version| version == DROPS_CHAIN_INDEX);
+        let rows: Vec<(i64, String, i64, String, String, Vec<u8>)> = conn
+            .prepare("SELECT id, chain, seq, project_id, detail, hash FROM audit_log ORDER BY id")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    7,
+                    "c1".into(),
+                    1,
+                    "proj_1".into(),
+                    r#"{"host":"x"}"#.into(),
+                    vec![1]
+                ),
+                (9, "c1".into(), 2, "proj_2".into(), "{}".into(), vec![2]),
+            ]
+        );
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_index_list('audit_log') ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, vec!["audit_log_by_project".to_owned()]);
+    }
 
     #[test]
     fn the_connection_budget_is_shared_out_and_stays_a_maximum() {
