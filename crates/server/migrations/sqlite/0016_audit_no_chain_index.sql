@@ -1,10 +1,13 @@
 -- The audit log drops its UNIQUE (chain, seq) index: one b-tree fewer to update, one page
 -- fewer in the write-ahead log, in every commit of every call's record (docs/benchmarks.md,
--- issue 17, ninth step). A chain has one writer, which numbers its records itself, so the
--- index never refused anything; `cardvault audit verify` still finds a number missing or
--- written twice ("a record with this number appears twice"), and the hash chain any change.
--- A writer reading its chain's head back after a failed commit finds it by `id` (its
--- records' ids grow with their numbers), from the newest record down.
+-- issue 17, ninth step). A chain has one writer, which numbers its records itself, and
+-- SQLite's commits are synchronous (a failed one has landed or not before the writer reads
+-- its head back), so the index never refused anything here; `cardvault audit verify` still
+-- finds a number missing or written twice ("a record with this number appears twice"), and
+-- the hash chain any change. A writer reading its chain's head back after a failed commit
+-- finds it by `id` (its records' ids grow with their numbers), from the newest record down.
+-- PostgreSQL keeps the index: there a commit reported failed may land later.
+-- The rebuild copies the log once, inside the migration's transaction.
 CREATE TABLE audit_log_unindexed (
     id              INTEGER PRIMARY KEY,
     chain           TEXT    NOT NULL,

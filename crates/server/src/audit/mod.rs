@@ -425,6 +425,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_whose_number_appears_twice_breaks_the_chain() {
+        let (_dir, store, keyring, log) = new_log(false).await;
+        for n in 0..3 {
+            log.record(entry(&format!("call-{n}"))).await.unwrap();
+        }
+        let filter = AuditFilter {
+            limit: 1000,
+            ..AuditFilter::default()
+        };
+        let rows = store.audit_records(&filter).await.unwrap();
+        assert!(chain::verify(&keyring, &rows, &[]).is_ok());
+        // The store no longer refuses a repeated (chain, seq) on SQLite: verify must.
+        let copied = rows.iter().find(|r| r.seq == 2).unwrap().clone();
+        store.append_audit(&[copied]).await.unwrap();
+        let rows = store.audit_records(&filter).await.unwrap();
+        let broken = chain::verify(&keyring, &rows, &[]).unwrap_err();
+        assert_eq!(broken.reason, "a record with this number appears twice");
+        assert_eq!(broken.seq, 2);
+    }
+
+    #[tokio::test]
     async fn without_a_chain_per_thread_every_thread_records_into_the_one_chain() {
         let (_dir, store, keyring, log) = new_log(false).await;
         record_on_serving_threads(&log, 4).await;

@@ -15,6 +15,17 @@ const ROWS_PER_STATEMENT: usize = 512;
 /// The columns an insert sets (`id` is assigned by the database).
 pub(super) const INSERTED_COLUMNS: &str = "chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash";
 
+/// A chain's head on SQLite, whose commits are synchronous: after a failed one, the group either
+/// landed or did not before the head is read back, so the writer never numbers a record twice.
+const HEAD_BY_ID: &str =
+    "SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY id DESC LIMIT 1";
+
+/// A chain's head on PostgreSQL, by its unique `(chain, seq)` index, which stays there: a
+/// commit reported failed (the connection lost) may still land after the head was read back,
+/// and the index then refuses the second group numbered from the same head.
+const HEAD_BY_SEQ: &str =
+    "SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY seq DESC LIMIT 1";
+
 const COLUMNS: &str = "id, chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash";
 
 #[async_trait]
@@ -52,14 +63,18 @@ impl AuditStore for SqlStore {
 
     async fn audit_head(&self, chain: &str) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         self.before_read()?;
-        // No index on `chain` (it would cost every commit a page): a chain's one writer adds
-        // its records in order, so its head is its newest, found from the newest id down.
-        let row = sqlx::query(
-            "SELECT seq, hash FROM audit_log WHERE chain = $1 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(chain)
-        .fetch_optional(self.pool())
-        .await?;
+        // SQLite keeps no index on `chain` (it would cost every commit a page): a chain's one
+        // writer adds its records in order, so its head is its newest, found from the newest id
+        // down. PostgreSQL keeps its `(chain, seq)` index (see `HEAD_BY_SEQ`).
+        let query = if self.sqlite.is_some() {
+            HEAD_BY_ID
+        } else {
+            HEAD_BY_SEQ
+        };
+        let row = sqlx::query(query)
+            .bind(chain)
+            .fetch_optional(self.pool())
+            .await?;
         row.map(|r| Ok((r.try_get("seq")?, r.try_get("hash")?)))
             .transpose()
     }

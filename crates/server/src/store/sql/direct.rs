@@ -516,7 +516,11 @@ mod tests {
         )
         .unwrap();
         let refused: Vec<AuditRow> = (41..=43).map(audit_row).collect();
-        assert!(store.append_audit(&refused).await.is_err());
+        let error = store.append_audit(&refused).await.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Sqlite(e) if e.to_string().contains("refused by the test")),
+            "{error:?}"
+        );
         assert_eq!(store.audit_head("c1").await.unwrap().unwrap().0, 40);
     }
 

@@ -298,37 +298,48 @@ mod tests {
              (9, 'c1', 2, 6, 'r2', 'proj_2', 'app_2', 'tokenize', 'ok', 'tok_b', '{}', x'01', x'02')",
         )
         .unwrap();
-        apply(&|version| version == DROPS_CHAIN_INDEX);
-        let rows: Vec<(i64, String, i64, String, String, Vec<u8>)> = conn
-            .prepare("SELECT id, chain, seq, project_id, detail, hash FROM audit_log ORDER BY id")
+        let everything = |conn: &rusqlite::Connection| -> Vec<Vec<String>> {
+            conn.prepare(
+                "SELECT id, chain, seq, at_ms, request_id, project_id, application_id, action, \
+                 outcome, token, detail, hex(prev_hash), hex(hash) FROM audit_log ORDER BY id",
+            )
             .unwrap()
             .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
+                (0..13)
+                    .map(|i| {
+                        r.get::<_, rusqlite::types::Value>(i)
+                            .map(|v| format!("{v:?}"))
+                    })
+                    .collect()
             })
             .unwrap()
             .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let columns = |conn: &rusqlite::Connection| -> Vec<(String, String, bool, bool)> {
+            conn.prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info('audit_log')")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let (rows_before, columns_before) = (everything(&conn), columns(&conn));
+        assert_eq!(rows_before.len(), 2);
+        apply(&|version| version == DROPS_CHAIN_INDEX);
+        assert_eq!(everything(&conn), rows_before);
+        assert_eq!(columns(&conn), columns_before);
+        // `id` is still the rowid: a record inserted without one is numbered after the last.
+        conn.execute_batch(
+            "INSERT INTO audit_log (chain, seq, at_ms, request_id, project_id, application_id, \
+             action, outcome, token, detail, prev_hash, hash) VALUES \
+             ('c1', 3, 7, 'r3', 'proj_1', 'app_1', 'proxy', 'ok', 'tok_a', '{}', x'02', x'03')",
+        )
+        .unwrap();
+        let last: i64 = conn
+            .query_row("SELECT max(id) FROM audit_log", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(
-            rows,
-            vec![
-                (
-                    7,
-                    "c1".into(),
-                    1,
-                    "proj_1".into(),
-                    r#"{"host":"x"}"#.into(),
-                    vec![1]
-                ),
-                (9, "c1".into(), 2, "proj_2".into(), "{}".into(), vec![2]),
-            ]
-        );
+        assert_eq!(last, 10);
         let indexes: Vec<String> = conn
             .prepare("SELECT name FROM pragma_index_list('audit_log') ORDER BY name")
             .unwrap()
