@@ -115,11 +115,7 @@ pub fn serve_vault(data_dir: &Path, env: &[(String, String)]) -> Server {
 }
 
 pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let conf = format!(
         "user root;\nworker_processes 2;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
          events {{ worker_connections 8192; }}\n\
@@ -156,11 +152,7 @@ pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
 /// The vault's serving stack with none of its work (`cardvault-bare-forwarder`, built beside
 /// this binary), sending every call on to the stub.
 pub fn bare_forwarder(stub_url: &str, ca_file: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let binary = std::env::current_exe()
         .expect("this binary's path")
         .with_file_name("cardvault-bare-forwarder");
@@ -182,4 +174,13 @@ pub fn bare_forwarder(stub_url: &str, ca_file: &Path) -> Server {
         process,
         url: format!("http://127.0.0.1:{port}"),
     }
+}
+
+/// A loopback port nothing listens on now (for a server started next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
