@@ -2,6 +2,8 @@
 //! of [`crate::idempotency`].
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
@@ -47,50 +49,90 @@ impl Once {
     /// # Errors
     /// `409 Idempotency key in use`, `422 Idempotency key reused with a different request`,
     /// the store's errors; and `call`'s when there is no key.
-    pub async fn run<F>(
+    pub fn run<'a, F>(
         self,
-        state: &AppState,
-        mut refused: crate::audit::Entry,
+        state: &'a AppState,
+        refused: crate::audit::Entry,
         call: F,
-    ) -> Result<Response, ApiError>
+    ) -> Running<'a, F>
     where
         F: Future<Output = Result<Response, ApiError>> + Send + 'static,
     {
-        let Some(request) = self.request else {
-            return call.await;
-        };
-        let begun = state
-            .idempotency
-            .begin(request)
-            .await
-            .map_err(|e| ApiError::Unavailable(Box::new(e)))?;
-        let request = match begun {
-            Begin::Run(request) => request,
-            Begin::Replay(answer) => {
-                refused.outcome = "idempotent_replay".to_owned();
-                refused.detail["status"] = answer.status.into();
-                state.audit(refused).await?;
-                return Ok(answer.into_response(true));
-            }
-            Begin::InUse => return refuse(state, refused, ApiError::IdempotencyKeyInUse).await,
-            Begin::Reused => return refuse(state, refused, ApiError::IdempotencyKeyReused).await,
-        };
-        let idempotency = state.idempotency.clone();
-        let work = async move {
-            let answer = KeptAnswer::capture(call.await.into_response()).await;
-            if let Err(e) = idempotency.finish(&request, &answer).await {
-                tracing::error!(
-                    error = %crate::error_chain::chain(&e),
-                    "the answer of a call with an idempotency key could not be kept; a retry may find the key in use"
-                );
-            }
-            answer
-        };
-        // In the request's span, so its log lines keep the request id.
-        let task = tokio::spawn(work.instrument(tracing::Span::current()));
-        let answer = task.await.map_err(|e| ApiError::Internal(Box::new(e)))?;
-        Ok(answer.into_response(false))
+        match self.request {
+            None => Running::Plain { call },
+            Some(request) => Running::Keyed {
+                keyed: Box::pin(run_keyed(state, request, refused, call)),
+            },
+        }
     }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`Once::run`]: without a key, `call` itself, not wrapped in an `async fn` (which
+    /// would keep `call` twice in its state, and every call's future is copied whole when
+    /// moved: docs/benchmarks.md, issue 17's tenth step); with one, the keyed run, boxed.
+    #[project = RunningNow]
+    pub enum Running<'a, F> {
+        Plain { #[pin] call: F },
+        Keyed { keyed: Pin<Box<dyn Future<Output = Result<Response, ApiError>> + Send + 'a>> },
+    }
+}
+
+impl<F> Future for Running<'_, F>
+where
+    F: Future<Output = Result<Response, ApiError>>,
+{
+    type Output = Result<Response, ApiError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RunningNow::Plain { call } => call.poll(cx),
+            RunningNow::Keyed { keyed } => keyed.as_mut().poll(cx),
+        }
+    }
+}
+
+/// [`Once::run`] with a key.
+async fn run_keyed<F>(
+    state: &AppState,
+    request: crate::idempotency::IdempotentRequest,
+    mut refused: crate::audit::Entry,
+    call: F,
+) -> Result<Response, ApiError>
+where
+    F: Future<Output = Result<Response, ApiError>> + Send + 'static,
+{
+    let begun = state
+        .idempotency
+        .begin(request)
+        .await
+        .map_err(|e| ApiError::Unavailable(Box::new(e)))?;
+    let request = match begun {
+        Begin::Run(request) => request,
+        Begin::Replay(answer) => {
+            refused.outcome = "idempotent_replay".to_owned();
+            refused.detail["status"] = answer.status.into();
+            state.audit(refused).await?;
+            return Ok(answer.into_response(true));
+        }
+        Begin::InUse => return refuse(state, refused, ApiError::IdempotencyKeyInUse).await,
+        Begin::Reused => return refuse(state, refused, ApiError::IdempotencyKeyReused).await,
+    };
+    let idempotency = state.idempotency.clone();
+    let work = async move {
+        let answer = KeptAnswer::capture(call.await.into_response()).await;
+        if let Err(e) = idempotency.finish(&request, &answer).await {
+            tracing::error!(
+                error = %crate::error_chain::chain(&e),
+                "the answer of a call with an idempotency key could not be kept; a retry may find the key in use"
+            );
+        }
+        answer
+    };
+    // In the request's span, so its log lines keep the request id.
+    let task = tokio::spawn(work.instrument(tracing::Span::current()));
+    let answer = task.await.map_err(|e| ApiError::Internal(Box::new(e)))?;
+    Ok(answer.into_response(false))
 }
 
 /// A create call by `caller`: `call(state, caller, body)` runs once per idempotency key of the

@@ -14,8 +14,11 @@ mod scrape;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ::metrics::{
@@ -306,12 +309,40 @@ impl StageTimer {
     }
 }
 
-/// Runs `work` as `stage`, timed whatever its outcome.
-pub async fn timed<T>(stage: Stage, work: impl Future<Output = T>) -> T {
-    let timer = StageTimer::start();
-    let out = work.await;
-    timer.record(stage);
-    out
+/// Runs `work` as `stage`, timed from its first poll to its end whatever its outcome.
+pub fn timed<F: Future>(stage: Stage, work: F) -> Timed<F> {
+    Timed {
+        stage,
+        timer: None,
+        work,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`timed`]. A future of its own rather than an `async fn`: an `async fn` keeps its
+    /// argument beside the copy it awaits, so every stage it wraps (the processor call's is
+    /// kilobytes) would count twice in the size of each call's future, which is copied
+    /// whole when it is moved (docs/benchmarks.md, issue 17's tenth step).
+    pub struct Timed<F> {
+        stage: Stage,
+        timer: Option<StageTimer>,
+        #[pin]
+        work: F,
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        this.timer.get_or_insert_with(StageTimer::start);
+        let out = std::task::ready!(this.work.poll(cx));
+        if let Some(timer) = this.timer.take() {
+            timer.record(*this.stage);
+        }
+        Poll::Ready(out)
+    }
 }
 
 /// The processor's answer (or its absence) to a call admitted under `destination`.

@@ -182,6 +182,21 @@ impl UpstreamClient {
                 Routed::NotHttp2 => {}
             }
         }
+        // Boxed: reqwest's futures are kilobytes, and held inline they would be part of every
+        // call's future, HTTP/2 ones included, copied at each await that moves it.
+        Box::pin(self.exchange_http1(profile, method, url, headers, body, started)).await
+    }
+
+    /// The exchange with a processor that offers no HTTP/2 (or over plain HTTP).
+    async fn exchange_http1(
+        &self,
+        profile: Option<&TlsProfile>,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        body: Bytes,
+        started: std::time::Instant,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let client = self.client_for(profile)?;
         // A look at whether the processor speaks HTTP/2 counts against the call's time.
         let left = self.builder.total_timeout.saturating_sub(started.elapsed());

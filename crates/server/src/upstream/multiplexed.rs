@@ -294,7 +294,10 @@ impl Connections {
             _ => {}
         }
         *state = State::Unknown;
-        let dialed = tokio::time::timeout(self.settings.connect_timeout, self.dial(profile, url))
+        // Boxed: the dial's future (resolution, TCP, the TLS handshake) is kilobytes, and held
+        // inline it would be part of every call's future, copied at each await that moves it.
+        let dial = Box::pin(self.dial(profile, url));
+        let dialed = tokio::time::timeout(self.settings.connect_timeout, dial)
             .await
             .unwrap_or(Err(UpstreamError::Timeout { sent: false }));
         match dialed {
