@@ -45,8 +45,10 @@ struct UniqueKeys(Value);
 
 /// How `serde_json` with `arbitrary_precision` (which the templates need, to send amounts
 /// digit for digit) hands a number to a visitor: as a one-entry map under this key, whose
-/// value is the number's text. Its own `Value` reads any map whose first key this is as a
-/// number, so reading it the same way keeps the two parsers in agreement.
+/// value is the number's text, taken as strictly as its own `Value` takes it (`Number`'s
+/// `FromStr`: no spaces, nothing after). `serde_json`'s other such key, for `RawValue`, which
+/// its `Value` would parse again from a string without this reader's duplicate check, is an
+/// ordinary key here.
 const NUMBER_KEY: &str = "$serde_json::private::Number";
 
 impl<'de> Deserialize<'de> for UniqueKeys {
@@ -99,7 +101,8 @@ impl<'de> Visitor<'de> for UniqueKeysVisitor {
         while let Some(key) = map.next_key::<String>()? {
             if object.is_empty() && key == NUMBER_KEY {
                 let text: String = map.next_value()?;
-                return serde_json::from_str(&text)
+                return text
+                    .parse::<serde_json::Number>()
                     .map(Value::Number)
                     .map_err(serde::de::Error::custom);
             }
@@ -192,9 +195,23 @@ mod tests {
             r#"{"a": 1} x"#,
             // What `serde_json` reads as a number (so not an object), as before.
             r#"{"$serde_json::private::Number": "12"}"#,
+            // A number's text is taken strictly, as `serde_json`'s `Value` takes it.
+            r#"{"a": {"$serde_json::private::Number": " 12"}}"#,
+            r#"{"a": {"$serde_json::private::Number": "12 "}}"#,
+            r#"{"a": {"$serde_json::private::Number": "{\"$serde_json::private::Number\": \"12\"}"}}"#,
         ] {
             assert!(json_object(body.as_bytes()).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn a_raw_value_key_cannot_smuggle_a_second_document_past_the_duplicate_check() {
+        // `serde_json`'s own `Value` would parse this string as JSON again, duplicate included.
+        let body = r#"{"data": {"$serde_json::private::RawValue": "{\"cardNumber\": \"4242424242424242\", \"cardNumber\": \"5555555555554444\"}"}}"#;
+        let parsed = json_object(body.as_bytes()).unwrap();
+        let data = parsed["data"].as_object().unwrap();
+        assert_eq!(data.len(), 1);
+        assert!(data["$serde_json::private::RawValue"].is_string());
     }
 
     #[test]

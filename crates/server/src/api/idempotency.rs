@@ -72,6 +72,7 @@ pin_project_lite::pin_project! {
     /// would keep `call` twice in its state, and every call's future is copied whole when
     /// moved: docs/benchmarks.md, issue 17's tenth step); with one, the keyed run, boxed.
     #[project = RunningNow]
+    #[must_use = "the call runs only when awaited"]
     pub enum Running<'a, F> {
         Plain { #[pin] call: F },
         Keyed { keyed: Pin<Box<dyn Future<Output = Result<Response, ApiError>> + Send + 'a>> },

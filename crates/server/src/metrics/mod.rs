@@ -323,6 +323,7 @@ pin_project_lite::pin_project! {
     /// argument beside the copy it awaits, so every stage it wraps (the processor call's is
     /// kilobytes) would count twice in the size of each call's future, which is copied
     /// whole when it is moved (docs/benchmarks.md, issue 17's tenth step).
+    #[must_use = "a stage runs and is timed only when awaited"]
     pub struct Timed<F> {
         stage: Stage,
         timer: Option<StageTimer>,
