@@ -25,7 +25,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
-use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, BodyKind};
 pub use openapi::pretty_json as openapi_json;
@@ -175,19 +174,9 @@ pub fn router(state: AppState) -> Router {
         // Answers 404, as an unknown route, when no metrics token is set.
         .route("/metrics", get(metrics::behind_token))
         .route("/openapi.json", get(openapi::document))
-        .route_layer(axum::middleware::from_fn(request_context::record_route))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            in_flight,
-            crate::limits::shed_load,
-        ))
-        .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::Internal(
-                "handler panicked".into(),
-            ))
-        }))
-        .layer(axum::middleware::from_fn(request_context::request_context))
+        .layer(request_context::FrameLayer::new(in_flight))
         .with_state(state)
 }

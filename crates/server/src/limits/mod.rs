@@ -7,12 +7,7 @@ pub mod rate;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
-
-use crate::api::ApiError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Requests being served at once, at most.
 #[derive(Clone)]
@@ -22,19 +17,9 @@ impl InFlightLimit {
     pub fn new(max: usize) -> Self {
         Self(Arc::new(Semaphore::new(max.max(1))))
     }
-}
 
-/// Middleware: serves the request if there is room, else sheds it.
-pub async fn shed_load(
-    State(limit): State<InFlightLimit>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match limit.0.try_acquire() {
-        Ok(_permit) => next.run(request).await,
-        Err(_) => {
-            crate::metrics::load_shed(crate::metrics::Shed::InFlight);
-            ApiError::Overloaded.into_response()
-        }
+    /// A place for one more request, or `None`: shed it (see `api::request_context`).
+    pub fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.0).try_acquire_owned().ok()
     }
 }

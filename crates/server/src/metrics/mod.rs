@@ -255,40 +255,43 @@ fn describe() {
 
 /// One answered request. `route` is the matched route template (`/tokens/{token}`), never the
 /// path; `None` for a request no route matched.
-pub fn request(route: Option<String>, method: &Method, status: StatusCode, elapsed: Duration) {
+pub fn request(route: Option<&str>, method: &Method, status: StatusCode, elapsed: Duration) {
     if installed().is_none() {
         return;
     }
+    let route = route.unwrap_or("unmatched");
     let method = labels::method(method);
-    REQUEST_METRICS.with_borrow_mut(|registered| {
-        let (count, duration) = registered
-            .entry((route, method, status.as_u16()))
-            .or_insert_with_key(|(route, method, _)| {
-                let route: ::metrics::SharedString = match route {
-                    Some(route) => route.clone().into(),
-                    None => "unmatched".into(),
-                };
-                let method = *method;
-                let status = labels::status(status);
-                (
-                    counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status),
-                    histogram!(HTTP_REQUEST_DURATION, "route" => route, "method" => method),
-                )
-            });
+    REQUEST_METRICS.with_borrow_mut(|by_route| {
+        // Looked up by the borrowed template: the route's own `String` is made once per thread.
+        if !by_route.contains_key(route) {
+            by_route.insert(route.to_owned(), ByOutcome::new());
+        }
+        let Some(by_outcome) = by_route.get_mut(route) else {
+            return;
+        };
+        let (count, duration) = by_outcome.entry((method, status)).or_insert_with(|| {
+            let route = ::metrics::SharedString::from(route.to_owned());
+            let status = labels::status(status);
+            (
+                counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status),
+                histogram!(HTTP_REQUEST_DURATION, "route" => route, "method" => method),
+            )
+        });
         count.increment(1);
         duration.record(elapsed.as_secs_f64());
     });
 }
 
-/// A route (its template), method label and status code.
-type RequestLabels = (Option<String>, &'static str, u16);
+/// A route's handles, by method label and status code.
+type ByOutcome = HashMap<(&'static str, StatusCode), (Counter, Histogram)>;
 
 thread_local! {
-    /// Each thread's handles on the request counter and duration histogram by their labels.
-    /// Registering a handle builds its labels and looks them up in the recorder (allocations
-    /// and a hash every request); the combinations are few (routes are templates, methods a fixed
-    /// set of labels, statuses three digits), so each thread keeps the ones it has used.
-    static REQUEST_METRICS: RefCell<HashMap<RequestLabels, (Counter, Histogram)>> =
+    /// Each thread's handles on the request counter and duration histogram, by route (its
+    /// template, or `unmatched`) and then method and status. Registering a handle builds its
+    /// labels and looks them up in the recorder (allocations and a hash every request); the
+    /// combinations are few (routes are templates, methods a fixed set of labels, statuses
+    /// three digits), so each thread keeps the ones it has used.
+    static REQUEST_METRICS: RefCell<HashMap<String, ByOutcome>> =
         RefCell::new(HashMap::new());
 }
 

@@ -109,11 +109,7 @@ impl DirectSqlite {
         {
             idle.push(conn);
         }
-        match found {
-            Ok(Some(record)) => Ok(record),
-            Ok(None) => Ok(Err(StoreError::NotFound)),
-            Err(e) => busy_or(e),
-        }
+        found_token(found)
     }
 
     /// Inserts `rows` in one transaction once it is the inline writes' turn, or answers
@@ -274,6 +270,16 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+fn found_token(
+    found: rusqlite::Result<Option<Result<TokenRecord, StoreError>>>,
+) -> Result<Result<TokenRecord, StoreError>, Busy> {
+    match found {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => Ok(Err(StoreError::NotFound)),
+        Err(e) => busy_or(e),
+    }
+}
+
 fn read_token(
     conn: &Connection,
     project_id: &str,
@@ -285,29 +291,30 @@ fn read_token(
     ))?;
     statement
         .query_row(params![id, project_id, now], |row| {
-            let kind: String = row.get("kind")?;
-            let Some(kind) = TokenKind::parse(&kind) else {
+            use super::rows::token_column as at;
+            let kind = row.get_ref(at::KIND)?.as_str()?;
+            let Some(kind) = TokenKind::parse(kind) else {
                 return Ok(Err(StoreError::Corrupt("token kind")));
             };
-            let key_version: i64 = row.get("key_version")?;
+            let key_version: i64 = row.get(at::KEY_VERSION)?;
             let Ok(key_version) = u32::try_from(key_version) else {
                 return Ok(Err(StoreError::Corrupt("token key version")));
             };
             Ok(Ok(TokenRecord {
-                id: row.get("id")?,
-                project_id: row.get("project_id")?,
+                id: row.get(at::ID)?,
+                project_id: row.get(at::PROJECT_ID)?,
                 kind,
                 sealed: Sealed {
                     key_version,
-                    nonce: row.get("nonce")?,
-                    ciphertext: row.get("ciphertext")?,
+                    nonce: row.get(at::NONCE)?,
+                    ciphertext: row.get(at::CIPHERTEXT)?,
                 },
-                fingerprint: row.get("fingerprint")?,
-                bin: row.get("bin")?,
-                last4: row.get("last4")?,
-                brand: row.get("brand")?,
-                created_at: row.get("created_at")?,
-                expires_at: row.get("expires_at")?,
+                fingerprint: row.get(at::FINGERPRINT)?,
+                bin: row.get(at::BIN)?,
+                last4: row.get(at::LAST4)?,
+                brand: row.get(at::BRAND)?,
+                created_at: row.get(at::CREATED_AT)?,
+                expires_at: row.get(at::EXPIRES_AT)?,
             }))
         })
         .optional()
