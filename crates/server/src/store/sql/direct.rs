@@ -486,6 +486,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_token_another_connection_deletes_is_gone_for_the_next_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.insert_token(&token("tok_live", None)).await.unwrap();
+        // Read (its pages now cached by a reader), then written behind the store's back by
+        // another connection (another process: the CLI, a second vault).
+        assert_eq!(
+            store.token("proj_1", "tok_live").await.unwrap().id,
+            "tok_live"
+        );
+        let other = rusqlite::Connection::open(dir.path().join("vault.db")).unwrap();
+        other
+            .execute("UPDATE tokens SET deleted_at = 5 WHERE id = 'tok_live'", [])
+            .unwrap();
+        assert!(matches!(
+            store.token("proj_1", "tok_live").await,
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
     async fn reads_go_on_while_another_writer_holds_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
