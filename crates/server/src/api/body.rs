@@ -115,6 +115,65 @@ impl<'de> Visitor<'de> for UniqueKeysVisitor {
     }
 }
 
+/// Whether `text` is one JSON value as `serde_json`'s `Value` would read it, building nothing:
+/// its strings decoded (a lone surrogate escape refused), nested at most 128 deep, nothing
+/// after it. (`RawValue`'s own check skips over strings and nesting without either.)
+pub fn is_one_json_value(text: &str) -> bool {
+    serde_json::from_str::<Checked>(text).is_ok()
+}
+
+/// A JSON value read and thrown away.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    /// Objects, and (under `arbitrary_precision`) numbers, which arrive as a one-entry map of
+    /// their text, already scanned as JSON numbers.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
+}
+
 /// A text field that may be absent (or null). Card, CVC, account and routing numbers must be
 /// JSON strings: as numbers they lose leading zeros and, past 2^53, digits in many clients.
 pub fn optional_text(
@@ -147,6 +206,36 @@ pub fn required_text_or_integer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_json_value_is_what_serde_jsons_value_reads() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let cases = [
+            r#"{"a": [1, -2.5e3, 12345678901234567890.10, true, null, "x\u00e9\ud83d\ude00"]}"#
+                .to_owned(),
+            r#" {"a": 1} "#.to_owned(),
+            r#""just a string""#.to_owned(),
+            r#"{"a": "\ud800"}"#.to_owned(),
+            r#"{"a": "\udc00 alone"}"#.to_owned(),
+            r#"{"a": 1} {"b": 2}"#.to_owned(),
+            r#"{"a": 1,}"#.to_owned(),
+            r#"{"a": 01}"#.to_owned(),
+            r#"{"a": "tab	inside"}"#.to_owned(),
+            deep(100),
+            deep(200),
+            String::new(),
+        ];
+        for case in cases {
+            assert_eq!(
+                is_one_json_value(&case),
+                serde_json::from_str::<Value>(&case).is_ok(),
+                "{case:.60}"
+            );
+        }
+        assert!(is_one_json_value(&deep(100)));
+        assert!(!is_one_json_value(&deep(200)));
+        assert!(!is_one_json_value(r#"{"a": "\ud800"}"#));
+    }
 
     #[test]
     fn a_key_given_twice_at_any_depth_is_invalid_json() {

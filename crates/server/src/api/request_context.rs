@@ -86,7 +86,8 @@ where
         let method = request.method().clone();
         let span =
             tracing::info_span!("request", request_id = %id, %method, app = tracing::field::Empty);
-        // Routing put the template there; the fallbacks (404, 405 on an unknown path) have none.
+        // Routing put the template there (a 405 of a known path included); the 404 fallback has
+        // none.
         let route = request.extensions().get::<MatchedPath>().cloned();
         request.extensions_mut().insert(RequestId(id.clone()));
         let state = match within_header_limits(&request) {
@@ -129,6 +130,16 @@ pin_project_lite::pin_project! {
         state: State<F>,
         finish: Finish,
     }
+
+    impl<F> PinnedDrop for Framed<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // A call given up (its client gone) is dropped in its span too, as `Instrument`
+            // drops it: what the drops log keeps the request's id.
+            let mut this = this.project();
+            let _entered = this.finish.span.enter();
+            this.state.set(State::Answered { response: None });
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -166,9 +177,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let entered = this.finish.span.enter();
         let response = match this.state.as_mut().project() {
             StateProjection::Serving { call, .. } => {
-                let _entered = this.finish.span.enter();
                 match std::panic::catch_unwind(AssertUnwindSafe(|| call.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(Ok(response))) => response,
@@ -181,9 +192,10 @@ where
                 None => return Poll::Pending,
             },
         };
-        // The handler's future (a panicked one included) and its place under the cap go before
-        // the line is logged.
+        // The handler's future (a panicked one included) and its place under the cap go, in
+        // the span, before the line is logged.
         this.state.set(State::Answered { response: None });
+        drop(entered);
         Poll::Ready(Ok(this.finish.complete(response)))
     }
 }
@@ -258,6 +270,8 @@ fn is_safe_request_id(id: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use axum::Router;
     use axum::body::Body;
     use axum::routing::get;
@@ -291,12 +305,17 @@ mod tests {
             tokio::task::yield_now().await;
             panic!("4242424242424242")
         }
+        // A service that panics when called, before it has a future to poll.
+        type Answer = std::future::Ready<Result<axum::response::Response, Infallible>>;
+        let in_call =
+            tower::service_fn(|_: axum::extract::Request| -> Answer { panic!("4242424242424242") });
         let app = Router::new()
             .route("/at-once", get(at_once))
             .route("/after-waiting", get(after_waiting))
+            .route_service("/in-call", in_call)
             .route("/fine", get(|| async { "fine" }))
             .layer(FrameLayer::new(InFlightLimit::new(1)));
-        for path in ["/at-once", "/after-waiting"] {
+        for path in ["/at-once", "/after-waiting", "/in-call"] {
             let response = send(&app, path).await;
             assert_eq!(response.status(), 500, "{path}");
             assert_eq!(response.headers()["x-request-id"], "req-frame-1");
@@ -339,6 +358,10 @@ mod tests {
         let shed = send(&app, "/slow").await;
         assert_eq!(shed.status(), 503);
         assert_eq!(shed.headers()["x-request-id"], "req-frame-1");
+        assert!(shed.headers().contains_key("retry-after"));
+        let body = body_json(shed).await;
+        assert_eq!(body["code"], "overloaded", "{body}");
+        assert_eq!(body["success"], false, "{body}");
         release.send(()).unwrap();
         assert_eq!(first.await.unwrap(), 200);
         assert_eq!(send(&app, "/slow").await.status(), 200);
