@@ -51,6 +51,9 @@ struct UniqueKeys(Value);
 /// ordinary key here.
 const NUMBER_KEY: &str = "$serde_json::private::Number";
 
+/// `serde_json`'s key for a `RawValue`, whose string its `Value` reads again as JSON.
+const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
+
 impl<'de> Deserialize<'de> for UniqueKeys {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(UniqueKeysVisitor).map(Self)
@@ -165,8 +168,29 @@ impl<'de> Visitor<'de> for CheckedVisitor {
     }
 
     /// Objects, and (under `arbitrary_precision`) numbers, which arrive as a one-entry map of
-    /// their text, already scanned as JSON numbers.
+    /// their text. An object whose first key is one of `serde_json`'s private ones is taken as
+    /// its `Value` takes it: a number's text that must parse, or a string that must itself be
+    /// one JSON value, and nothing after it.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let Some(first) = map.next_key::<String>()? else {
+            return Ok(Checked);
+        };
+        if first == NUMBER_KEY {
+            let text: String = map.next_value()?;
+            return text
+                .parse::<serde_json::Number>()
+                .map(|_| Checked)
+                .map_err(serde::de::Error::custom);
+        }
+        if first == RAW_VALUE_KEY {
+            let text: String = map.next_value()?;
+            return if is_one_json_value(&text) {
+                Ok(Checked)
+            } else {
+                Err(serde::de::Error::custom("not one JSON value"))
+            };
+        }
+        map.next_value::<Checked>()?;
         while map.next_key::<Checked>()?.is_some() {
             map.next_value::<Checked>()?;
         }
@@ -224,6 +248,15 @@ mod tests {
             deep(100),
             deep(200),
             String::new(),
+            r#"{"$serde_json::private::Number": "12.5"}"#.to_owned(),
+            r#"{"$serde_json::private::Number": "x"}"#.to_owned(),
+            r#"{"$serde_json::private::Number": 1}"#.to_owned(),
+            r#"{"$serde_json::private::Number": "1", "b": 2}"#.to_owned(),
+            r#"{"$serde_json::private::Numbe\u0072": "x"}"#.to_owned(),
+            r#"{"$serde_json::private::RawValue": "[1]"}"#.to_owned(),
+            r#"{"$serde_json::private::RawValue": "["}"#.to_owned(),
+            r#"{"$serde_json::private::RawValue": "[1]", "b": 2}"#.to_owned(),
+            r#"{"b": 2, "$serde_json::private::Number": "x"}"#.to_owned(),
         ];
         for case in cases {
             assert_eq!(

@@ -262,3 +262,58 @@ async fn a_json_body_sent_without_its_content_type_is_still_json_mode() {
     assert_eq!(resp.status(), 200);
     assert_eq!(stub.last().json(), json!({"n": VISA}));
 }
+
+#[tokio::test]
+async fn calls_at_once_each_send_their_own_card_and_find_no_deleted_or_foreign_token() {
+    // On PostgreSQL the token reads of calls in flight at once go as one statement: each call
+    // must still get its own card, and nothing of a token that is gone or another project's.
+    let stub = Stub::start().await;
+    let vault = Vault::start(&stub).await;
+    let mut live = Vec::new();
+    for number in [VISA, MASTERCARD, AMEX] {
+        live.push((vault.token_in(&vault.keys, number).await, number));
+    }
+    let deleted = vault.token_in(&vault.keys, VISA).await;
+    let resp = vault
+        .http
+        .delete(vault.url(&format!("/tokens/{deleted}")))
+        .header("X-API-Key", &vault.keys.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let other = vault.create_project(&[]);
+    let foreign = vault.token_in(&other, MASTERCARD).await;
+
+    let vault = &vault;
+    let calls = (0..40).map(|i| {
+        let token = match i % 5 {
+            3 => deleted.clone(),
+            4 => foreign.clone(),
+            k => live[k].0.clone(),
+        };
+        let body = json!({
+            "token": token,
+            "proxy_url": stub.url(&format!("/charge/{i}/")),
+            "request_data": {"call": i, "number": "${cardNumber}"},
+        });
+        async move { (i, vault.proxy(&body).await) }
+    });
+    for (i, (status, body)) in futures_join_all(calls).await {
+        match i % 5 {
+            3 | 4 => {
+                assert_eq!(status, 404, "call {i}: {body}");
+                assert_eq!(body["code"], "token_not_found", "call {i}");
+                assert_eq!(stub.count(&format!("/charge/{i}/")), 0, "call {i}");
+            }
+            k => assert_eq!(status, 200, "call {i} ({}): {body}", live[k].1),
+        }
+    }
+    for sent in stub.requests() {
+        let body = sent.json();
+        let i = body["call"].as_u64().unwrap() as usize;
+        assert_eq!(sent.path, format!("/charge/{i}/"));
+        assert_eq!(body["number"], live[i % 5].1, "call {i}");
+    }
+    assert_eq!(stub.requests().len(), 24);
+}

@@ -52,6 +52,11 @@ const SQLITE_NO_INLINE_CHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 0;";
 /// the pool's other connections serve the rest.
 const NEW_TOKEN_GROUPS_IN_FLIGHT: usize = 4;
 
+/// Token-read groups in flight at once on PostgreSQL, on each serving thread: a read waits for
+/// a group ahead only when this many are out, and the calls that arrive meanwhile share the
+/// next statement (one round trip and one wake-up of a backend for all of them).
+const TOKEN_READ_GROUPS_IN_FLIGHT: usize = 2;
+
 /// The fewest connections a serving thread's PostgreSQL pool is given (see
 /// `connections_per_pool`).
 const MIN_CONNECTIONS_PER_POOL: u32 = 2;
@@ -111,9 +116,15 @@ pub struct SqlStore {
     /// New tokens on PostgreSQL, inserted in groups (see `group`), a queue for each serving
     /// thread (so a group's calls and its statement stay on one thread).
     new_tokens: OnePerServingThread<NewTokens>,
+    /// Token reads on PostgreSQL, sent in groups as new tokens are: the reads of the calls in
+    /// flight at once go as one statement.
+    token_reads: OnePerServingThread<TokenReads>,
 }
 
 type NewTokens = group::Group<(crate::store::TokenRecord, i64), Result<(), StoreError>>;
+
+/// A token read by project and id, and its answer.
+type TokenReads = group::Group<(String, String), Result<crate::store::TokenRecord, StoreError>>;
 
 impl SqlStore {
     /// Connects and brings the schema up to date.
@@ -175,23 +186,29 @@ impl SqlStore {
         };
         migrator.run(&pool).await?;
         let new_tokens = || group::Group::new(NEW_TOKEN_GROUPS_IN_FLIGHT);
-        let (pools, new_tokens) = match per_thread {
+        let token_reads = || group::Group::new(TOKEN_READ_GROUPS_IN_FLIGHT);
+        let (pools, new_tokens, token_reads) = match per_thread {
             Some((options, connect, each)) => {
                 // A thread's groups leave a connection of its pool to its other statements.
-                let leaders = usize::try_from(each - 1)
-                    .unwrap_or(1)
-                    .clamp(1, NEW_TOKEN_GROUPS_IN_FLIGHT);
-                let thread_groups = move || group::Group::new(leaders);
+                let leaders = usize::try_from(each - 1).unwrap_or(1).max(1);
+                let new_token_leaders = leaders.min(NEW_TOKEN_GROUPS_IN_FLIGHT);
+                let token_read_leaders = leaders.min(TOKEN_READ_GROUPS_IN_FLIGHT);
                 (
                     OnePerServingThread::per_thread(pool, move || {
                         options.clone().connect_lazy_with(connect.clone())
                     }),
-                    OnePerServingThread::per_thread(new_tokens(), thread_groups),
+                    OnePerServingThread::per_thread(new_tokens(), move || {
+                        group::Group::new(new_token_leaders)
+                    }),
+                    OnePerServingThread::per_thread(token_reads(), move || {
+                        group::Group::new(token_read_leaders)
+                    }),
                 )
             }
             None => (
                 OnePerServingThread::shared(pool),
                 OnePerServingThread::shared(new_tokens()),
+                OnePerServingThread::shared(token_reads()),
             ),
         };
         Ok(Self {
@@ -201,6 +218,7 @@ impl SqlStore {
             direct,
             porting: portability::Porting::default(),
             new_tokens,
+            token_reads,
         })
     }
 

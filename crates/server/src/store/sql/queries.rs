@@ -199,7 +199,20 @@ impl Store for SqlStore {
         {
             return found;
         }
-        // PostgreSQL, or a SQLite read that would have waited for a lock: waits here.
+        // PostgreSQL: with the reads of the other calls in flight at once, in one statement.
+        if self.sqlite.is_none()
+            && let Some(found) = self
+                .token_reads
+                .get()
+                .run_async((project_id.to_owned(), id.to_owned()), |group| {
+                    read_token_group(self.pool().clone(), group)
+                })
+                .await
+        {
+            return found;
+        }
+        // A SQLite read that would have waited for a lock (or a group that failed midway):
+        // waits here, on its own.
         let row = sqlx::query(select_token!(
             "id = $1 AND project_id = $2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $3)"
         ))
@@ -693,6 +706,45 @@ async fn insert_token_group(
         }
         Err(e) => {
             // None of the group is stored; each call hears why.
+            let why = e.to_string();
+            group
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(sqlx::Error::Protocol(why.clone()))))
+                .collect()
+        }
+    }
+}
+
+/// The live tokens of `group` (project and id each) as of now, read in one statement: each
+/// item's record, or `NotFound`; every item hears the statement's error if it failed.
+async fn read_token_group(
+    pool: sqlx::AnyPool,
+    group: Vec<(String, String)>,
+) -> Vec<Result<TokenRecord, StoreError>> {
+    use super::rows::token_column as at;
+    let sql = format!(
+        "{}(project_id, id) IN ({}) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ${})",
+        select_token!(""),
+        super::marks::Marks::Numbered.rows(group.len(), 2),
+        group.len() * 2 + 1
+    );
+    // Built from marks only; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (project_id, id) in &group {
+        query = query.bind(project_id.as_str()).bind(id.as_str());
+    }
+    match query.bind(now_unix()).fetch_all(&pool).await {
+        Ok(rows) => group
+            .iter()
+            .map(|(project_id, id)| {
+                let row = rows.iter().find(|row| {
+                    row.try_get::<&str, _>(at::PROJECT_ID).ok() == Some(project_id.as_str())
+                        && row.try_get::<&str, _>(at::ID).ok() == Some(id.as_str())
+                });
+                row.map_or(Err(StoreError::NotFound), token_from_row)
+            })
+            .collect(),
+        Err(e) => {
             let why = e.to_string();
             group
                 .iter()
