@@ -145,7 +145,7 @@ pub(super) async fn live_token(
     project_id: &str,
     id: &str,
 ) -> Result<TokenRecord, ApiError> {
-    if id.is_empty() || id.len() > MAX_TOKEN_LEN {
+    if !could_be_a_token(id) {
         return Err(ApiError::TokenNotFound);
     }
     match state.store.token(project_id, id).await {
@@ -155,10 +155,15 @@ pub(super) async fn live_token(
     }
 }
 
-/// A path segment that does not even decode, or is longer than any token, names no token.
+/// No token is empty, longer than this, or holds a control character.
+fn could_be_a_token(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_TOKEN_LEN && !id.contains(char::is_control)
+}
+
+/// A path segment that does not even decode, or could not be a token, names no token.
 fn token_id(token: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     match token {
-        Ok(Path(id)) if !id.is_empty() && id.len() <= MAX_TOKEN_LEN => Ok(id),
+        Ok(Path(id)) if could_be_a_token(&id) => Ok(id),
         _ => Err(ApiError::TokenNotFound),
     }
 }

@@ -126,7 +126,23 @@ impl AuditLog {
     ///
     /// # Errors
     /// [`AuditUnavailable`] when it could not be.
-    pub async fn record(&self, entry: Entry) -> Result<(), AuditUnavailable> {
+    pub async fn record(&self, mut entry: Entry) -> Result<(), AuditUnavailable> {
+        // A token as the caller named it may hold anything; a control character (a NUL, which
+        // PostgreSQL's text refuses) would fail the whole group's commit, every other call's
+        // record with it.
+        if entry.token.contains(char::is_control) {
+            entry.token = entry
+                .token
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        char::REPLACEMENT_CHARACTER
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+        }
         let (done, committed) = oneshot::channel();
         let queue = self.chains.queue_here();
         queue

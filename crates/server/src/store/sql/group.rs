@@ -23,6 +23,7 @@ pub(super) struct Group<T, R> {
 
 impl<T, R> Group<T, R> {
     /// Groups are written by at most `leaders` calls at once.
+    #[cfg(test)]
     pub(super) fn new(leaders: usize) -> Self {
         Self::sharing_turn(Arc::new(tokio::sync::Semaphore::new(leaders)))
     }

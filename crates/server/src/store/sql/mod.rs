@@ -47,15 +47,10 @@ const SQLITE_BUSY_TIMEOUT_MS: u64 = 5000;
 /// for the write-back and its fsync.
 const SQLITE_NO_INLINE_CHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 0;";
 
-/// New-token groups written at once on PostgreSQL: one at a time would make a call wait for
-/// the group ahead's commit (a log flush) even at low load; a few keep that wait away while
-/// the pool's other connections serve the rest.
-const NEW_TOKEN_GROUPS_IN_FLIGHT: usize = 4;
-
-/// Token-read groups in flight at once on PostgreSQL, on each serving thread: a read waits for
-/// a group ahead only when this many are out, and the calls that arrive meanwhile share the
-/// next statement (one round trip and one wake-up of a backend for all of them).
-const TOKEN_READ_GROUPS_IN_FLIGHT: usize = 2;
+/// Groups (new tokens, token reads) sent at once on PostgreSQL: one at a time would make a
+/// call wait for the group ahead (a new token's commit, a log flush) even at low load; a few
+/// keep that wait away while the pool's other connections serve the rest.
+const GROUPS_IN_FLIGHT: usize = 4;
 
 /// The fewest connections a serving thread's PostgreSQL pool is given (see
 /// `connections_per_pool`).
@@ -113,18 +108,30 @@ pub struct SqlStore {
     /// The connection a bulk import works on, taken from the pool at its first
     /// query and kept (see `portability`).
     porting: portability::Porting,
-    /// New tokens on PostgreSQL, inserted in groups (see `group`), a queue for each serving
-    /// thread (so a group's calls and its statement stay on one thread).
-    new_tokens: OnePerServingThread<NewTokens>,
-    /// Token reads on PostgreSQL, sent in groups as new tokens are: the reads of the calls in
-    /// flight at once go as one statement.
-    token_reads: OnePerServingThread<TokenReads>,
+    /// New tokens and token reads on PostgreSQL, written and read in groups (see `group`), a
+    /// queue of each for each serving thread (so a group's calls and its statement stay on
+    /// one thread).
+    groups: OnePerServingThread<Groups>,
 }
 
-type NewTokens = group::Group<(crate::store::TokenRecord, i64), Result<(), StoreError>>;
+/// A thread's (or the process's) groups on PostgreSQL. New tokens and token reads take turns
+/// from one set of leaders, so that their groups together hold no more connections than that.
+struct Groups {
+    new_tokens: group::Group<(crate::store::TokenRecord, i64), Result<(), StoreError>>,
+    /// A token read by project and id, and its answer: the reads of the calls in flight at
+    /// once go as one statement.
+    token_reads: group::Group<(String, String), Result<crate::store::TokenRecord, StoreError>>,
+}
 
-/// A token read by project and id, and its answer.
-type TokenReads = group::Group<(String, String), Result<crate::store::TokenRecord, StoreError>>;
+impl Groups {
+    fn new(leaders: usize) -> Self {
+        let turn = Arc::new(tokio::sync::Semaphore::new(leaders));
+        Self {
+            new_tokens: group::Group::sharing_turn(turn.clone()),
+            token_reads: group::Group::sharing_turn(turn),
+        }
+    }
+}
 
 impl SqlStore {
     /// Connects and brings the schema up to date.
@@ -185,30 +192,24 @@ impl SqlStore {
             }
         };
         migrator.run(&pool).await?;
-        let new_tokens = || group::Group::new(NEW_TOKEN_GROUPS_IN_FLIGHT);
-        let token_reads = || group::Group::new(TOKEN_READ_GROUPS_IN_FLIGHT);
-        let (pools, new_tokens, token_reads) = match per_thread {
+        let (pools, groups) = match per_thread {
             Some((options, connect, each)) => {
                 // A thread's groups leave a connection of its pool to its other statements.
-                let leaders = usize::try_from(each - 1).unwrap_or(1).max(1);
-                let new_token_leaders = leaders.min(NEW_TOKEN_GROUPS_IN_FLIGHT);
-                let token_read_leaders = leaders.min(TOKEN_READ_GROUPS_IN_FLIGHT);
+                let leaders = usize::try_from(each - 1)
+                    .unwrap_or(1)
+                    .clamp(1, GROUPS_IN_FLIGHT);
                 (
                     OnePerServingThread::per_thread(pool, move || {
                         options.clone().connect_lazy_with(connect.clone())
                     }),
-                    OnePerServingThread::per_thread(new_tokens(), move || {
-                        group::Group::new(new_token_leaders)
-                    }),
-                    OnePerServingThread::per_thread(token_reads(), move || {
-                        group::Group::new(token_read_leaders)
+                    OnePerServingThread::per_thread(Groups::new(GROUPS_IN_FLIGHT), move || {
+                        Groups::new(leaders)
                     }),
                 )
             }
             None => (
                 OnePerServingThread::shared(pool),
-                OnePerServingThread::shared(new_tokens()),
-                OnePerServingThread::shared(token_reads()),
+                OnePerServingThread::shared(Groups::new(GROUPS_IN_FLIGHT)),
             ),
         };
         Ok(Self {
@@ -217,8 +218,7 @@ impl SqlStore {
             sqlite,
             direct,
             porting: portability::Porting::default(),
-            new_tokens,
-            token_reads,
+            groups,
         })
     }
 

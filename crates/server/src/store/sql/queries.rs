@@ -199,20 +199,29 @@ impl Store for SqlStore {
         {
             return found;
         }
+        // No stored id holds a NUL (PostgreSQL's text refuses one), and in a group's statement
+        // one would fail every other call's read with it.
+        if id.contains('\0') || project_id.contains('\0') {
+            return Err(StoreError::NotFound);
+        }
         // PostgreSQL: with the reads of the other calls in flight at once, in one statement.
-        if self.sqlite.is_none()
-            && let Some(found) = self
-                .token_reads
+        if self.sqlite.is_none() {
+            let grouped = self
+                .groups
                 .get()
+                .token_reads
                 .run_async((project_id.to_owned(), id.to_owned()), |group| {
                     read_token_group(self.pool().clone(), group)
                 })
-                .await
-        {
-            return found;
+                .await;
+            match grouped {
+                // A group's statement that failed is tried again by each of its calls on its
+                // own, so that no call's read fails for another's.
+                Some(Err(StoreError::Unavailable(_))) | None => {}
+                Some(found) => return found,
+            }
         }
-        // A SQLite read that would have waited for a lock (or a group that failed midway):
-        // waits here, on its own.
+        // A SQLite read that would have waited for a lock, or a group that failed: on its own.
         let row = sqlx::query(select_token!(
             "id = $1 AND project_id = $2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $3)"
         ))
@@ -704,14 +713,8 @@ async fn insert_token_group(
                 })
                 .collect()
         }
-        Err(e) => {
-            // None of the group is stored; each call hears why.
-            let why = e.to_string();
-            group
-                .iter()
-                .map(|_| Err(StoreError::Unavailable(sqlx::Error::Protocol(why.clone()))))
-                .collect()
-        }
+        // None of the group is stored; each call hears why.
+        Err(e) => each_hears(&e, group.len()),
     }
 }
 
@@ -722,15 +725,22 @@ async fn read_token_group(
     group: Vec<(String, String)>,
 ) -> Vec<Result<TokenRecord, StoreError>> {
     use super::rows::token_column as at;
+    // Sized up to a power of two, the last item repeated: a few statement texts for sqlx to
+    // prepare and keep, not one for every size.
+    let slots = group.len().next_power_of_two();
     let sql = format!(
         "{}(project_id, id) IN ({}) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ${})",
         select_token!(""),
-        super::marks::Marks::Numbered.rows(group.len(), 2),
-        group.len() * 2 + 1
+        super::marks::Marks::Numbered.rows(slots, 2),
+        slots * 2 + 1
     );
     // Built from marks only; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (project_id, id) in &group {
+    let last = group.len().saturating_sub(1);
+    for slot in 0..slots {
+        let Some((project_id, id)) = group.get(slot.min(last)) else {
+            break;
+        };
         query = query.bind(project_id.as_str()).bind(id.as_str());
     }
     match query.bind(now_unix()).fetch_all(&pool).await {
@@ -744,14 +754,17 @@ async fn read_token_group(
                 row.map_or(Err(StoreError::NotFound), token_from_row)
             })
             .collect(),
-        Err(e) => {
-            let why = e.to_string();
-            group
-                .iter()
-                .map(|_| Err(StoreError::Unavailable(sqlx::Error::Protocol(why.clone()))))
-                .collect()
-        }
+        Err(e) => each_hears(&e, group.len()),
     }
+}
+
+/// A group's statement failed: each of its `n` calls hears why (`sqlx::Error` cannot be
+/// cloned; its message is kept).
+fn each_hears<T>(e: &sqlx::Error, n: usize) -> Vec<Result<T, StoreError>> {
+    let why = e.to_string();
+    (0..n)
+        .map(|_| Err(StoreError::Unavailable(sqlx::Error::Protocol(why.clone()))))
+        .collect()
 }
 
 /// The columns of a token's row, in the order [`super::portability::bind_token`] binds them.
@@ -787,8 +800,9 @@ impl SqlStore {
         }
         // PostgreSQL: the calls inserting at the same moment share one statement, so one
         // commit (one wait for the log's flush) instead of one each.
-        self.new_tokens
+        self.groups
             .get()
+            .new_tokens
             .run_async((token.clone(), now), |group| {
                 insert_token_group(self.pool().clone(), group)
             })
