@@ -131,17 +131,7 @@ impl AuditLog {
         // PostgreSQL's text refuses) would fail the whole group's commit, every other call's
         // record with it.
         if entry.token.contains(char::is_control) {
-            entry.token = entry
-                .token
-                .chars()
-                .map(|c| {
-                    if c.is_control() {
-                        char::REPLACEMENT_CHARACTER
-                    } else {
-                        c
-                    }
-                })
-                .collect();
+            entry.token = entry.token.replace(char::is_control, "\u{FFFD}");
         }
         let (done, committed) = oneshot::channel();
         let queue = self.chains.queue_here();

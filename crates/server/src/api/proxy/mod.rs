@@ -37,7 +37,6 @@ use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::cvc::CvcLease;
 use crate::metrics::{Stage, StageTimer, timed};
-use crate::store::StoreError;
 use crate::tokens::TokenData;
 
 /// `POST /proxy/transaction`.
@@ -278,11 +277,7 @@ async fn token_values(
     project_id: &str,
     request: &ProxyRequest,
 ) -> Result<Substitutions, ApiError> {
-    let record = match state.store.token(project_id, &request.token).await {
-        Ok(record) => record,
-        Err(StoreError::NotFound) => return Err(ApiError::TokenNotFound),
-        Err(e) => return Err(e.into()),
-    };
+    let record = crate::api::tokens::live_token(state, project_id, &request.token).await?;
     let (data, allowed) = TokenData::open_with_rule(
         &state.keyring,
         &record.sealed,

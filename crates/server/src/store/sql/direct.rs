@@ -109,7 +109,11 @@ impl DirectSqlite {
         {
             idle.push(conn);
         }
-        found_token(found)
+        match found {
+            Ok(Some(record)) => Ok(record),
+            Ok(None) => Ok(Err(StoreError::NotFound)),
+            Err(e) => busy_or(e),
+        }
     }
 
     /// Inserts `rows` in one transaction once it is the inline writes' turn, or answers
@@ -267,16 +271,6 @@ impl From<rusqlite::Error> for StoreError {
             | rusqlite::Error::InvalidColumnType(..) => Self::Corrupt("a stored value's type"),
             other => Self::Sqlite(other),
         }
-    }
-}
-
-fn found_token(
-    found: rusqlite::Result<Option<Result<TokenRecord, StoreError>>>,
-) -> Result<Result<TokenRecord, StoreError>, Busy> {
-    match found {
-        Ok(Some(record)) => Ok(record),
-        Ok(None) => Ok(Err(StoreError::NotFound)),
-        Err(e) => busy_or(e),
     }
 }
 
