@@ -213,11 +213,10 @@ struct Writer {
 impl Writer {
     async fn run(mut self, mut receiver: mpsc::Receiver<Pending>) {
         while let Some(first) = receiver.recv().await {
-            // The first record's sender woke this task into its worker's next slot, so it would
-            // commit that one record alone while the other calls ready to run wait behind it.
-            // One turn at the back of the queue lets them add theirs: under load a group is
-            // ~7 records instead of ~2 (docs/benchmarks.md), and a commit costs the same.
-            tokio::task::yield_now().await;
+            // No turn is given up to gather more: a serving thread's runtime queues this task,
+            // woken by the first record, behind the calls already ready to run, which add theirs
+            // first. (On the multi-threaded runtime it ran next, and yielded once; here that
+            // only cost a poll of the reactor: docs/benchmarks.md, issue 17's twelfth step.)
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match receiver.try_recv() {

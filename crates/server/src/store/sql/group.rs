@@ -19,6 +19,9 @@ pub(super) struct Group<T, R> {
     queued: Mutex<Vec<(T, oneshot::Sender<R>)>>,
     /// A permit is held by each leader while it writes its group.
     turn: Arc<tokio::sync::Semaphore>,
+    /// When `turn` is shared with other groups: how many of its permits this group's leaders
+    /// may hold at once, so that this group's statements are fewer and larger.
+    own_share: Option<tokio::sync::Semaphore>,
 }
 
 impl<T, R> Group<T, R> {
@@ -33,7 +36,27 @@ impl<T, R> Group<T, R> {
         Self {
             queued: Mutex::new(Vec::new()),
             turn,
+            own_share: None,
         }
+    }
+
+    /// Of the shared turn, this group's leaders hold at most `leaders` permits at once.
+    pub(super) fn at_most(mut self, leaders: usize) -> Self {
+        self.own_share = Some(tokio::sync::Semaphore::new(leaders));
+        self
+    }
+
+    /// A leader's turn: a permit of its own share (if it has one), then of the shared turn.
+    async fn take_turn(&self) -> Option<Turn<'_>> {
+        let own = match &self.own_share {
+            Some(share) => Some(share.acquire().await.ok()?),
+            None => None,
+        };
+        let shared = self.turn.acquire().await.ok()?;
+        Some(Turn {
+            _shared: shared,
+            _own: own,
+        })
     }
 
     /// `item`'s result, written by `write` with the items queued beside it; `None` if the
@@ -47,7 +70,7 @@ impl<T, R> Group<T, R> {
             tokio::select! {
                 biased;
                 written = &mut result => return written.ok(),
-                Ok(_turn) = self.turn.acquire() => match already_written(&mut result) {
+                Some(_turn) = self.take_turn() => match already_written(&mut result) {
                     Some(written) => return written,
                     None => self.lead(&write),
                 },
@@ -97,7 +120,7 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
             tokio::select! {
                 biased;
                 written = &mut result => return written.ok(),
-                Ok(_turn) = self.turn.acquire() => {
+                Some(_turn) = self.take_turn() => {
                     if let Some(written) = already_written(&mut result) {
                         return written;
                     }
@@ -109,6 +132,12 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
             }
         }
     }
+}
+
+/// The permits a leader holds while it writes its group.
+struct Turn<'a> {
+    _shared: tokio::sync::SemaphorePermit<'a>,
+    _own: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
 /// Once a call has the turn: its result if a leader before it wrote its item meanwhile
@@ -183,5 +212,48 @@ mod tests {
         assert_eq!(kept.await.unwrap(), Some(6));
         let written = written.lock().unwrap().clone();
         assert_eq!(written, vec![vec![1], vec![3]]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_holds_no_more_of_a_shared_turn_than_its_share() {
+        let turn = Arc::new(tokio::sync::Semaphore::new(4));
+        let group = Arc::new(Group::<u32, u32>::sharing_turn(turn.clone()).at_most(2));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let call = |item: u32| {
+            let (group, written) = (group.clone(), written.clone());
+            tokio::spawn(async move {
+                group
+                    .run_async(item, move |items| {
+                        written.lock().unwrap().push(items.clone());
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            items.iter().map(|i| i * 2).collect()
+                        }
+                    })
+                    .await
+            })
+        };
+        let first = call(1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = call(2);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let later: Vec<_> = (3..=5).map(call).collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            turn.available_permits(),
+            2,
+            "two groups out, the rest of the shared turn left to others"
+        );
+        assert_eq!(first.await.unwrap(), Some(2));
+        assert_eq!(second.await.unwrap(), Some(4));
+        for (i, call) in (3..=5).zip(later) {
+            assert_eq!(call.await.unwrap(), Some(i * 2));
+        }
+        let written = written.lock().unwrap().clone();
+        assert_eq!(
+            written,
+            vec![vec![1], vec![2], vec![3, 4, 5]],
+            "the calls that came while both were out waited and went as one group"
+        );
     }
 }

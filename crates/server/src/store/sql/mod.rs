@@ -52,6 +52,11 @@ const SQLITE_NO_INLINE_CHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 0;";
 /// keep that wait away while the pool's other connections serve the rest.
 const GROUPS_IN_FLIGHT: usize = 4;
 
+/// Of those, token reads' groups in flight at once: a read waits for a group ahead only when
+/// this many are out, and the calls that arrive meanwhile share the next statement (one round
+/// trip and one wake-up of a backend for all of them); more leaders make more, smaller groups.
+const TOKEN_READ_LEADERS: usize = 2;
+
 /// The fewest connections a serving thread's PostgreSQL pool is given (see
 /// `connections_per_pool`).
 const MIN_CONNECTIONS_PER_POOL: u32 = 2;
@@ -115,7 +120,8 @@ pub struct SqlStore {
 }
 
 /// A thread's (or the process's) groups on PostgreSQL. New tokens and token reads take turns
-/// from one set of leaders, so that their groups together hold no more connections than that.
+/// from one set of leaders, so that their groups together hold no more connections than that;
+/// token reads hold at most [`TOKEN_READ_LEADERS`] of them.
 struct Groups {
     new_tokens: group::Group<(crate::store::TokenRecord, i64), Result<(), StoreError>>,
     /// A token read by project and id, and its answer: the reads of the calls in flight at
@@ -128,7 +134,7 @@ impl Groups {
         let turn = Arc::new(tokio::sync::Semaphore::new(leaders));
         Self {
             new_tokens: group::Group::sharing_turn(turn.clone()),
-            token_reads: group::Group::sharing_turn(turn),
+            token_reads: group::Group::sharing_turn(turn).at_most(TOKEN_READ_LEADERS),
         }
     }
 }
