@@ -215,8 +215,9 @@ impl Writer {
         while let Some(first) = receiver.recv().await {
             // No turn is given up to gather more: a serving thread's runtime queues this task,
             // woken by the first record, behind the calls already ready to run, which add theirs
-            // first. (On the multi-threaded runtime it ran next, and yielded once; here that
-            // only cost a poll of the reactor: docs/benchmarks.md, issue 17's twelfth step.)
+            // first. (The multi-threaded runtime runs it next, so the one chain of a CLI run
+            // commits smaller groups; a yield here cost the serving threads a poll of the
+            // reactor and gained nothing: docs/benchmarks.md, issue 17's twelfth step.)
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match receiver.try_recv() {

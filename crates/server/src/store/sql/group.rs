@@ -40,9 +40,10 @@ impl<T, R> Group<T, R> {
         }
     }
 
-    /// Of the shared turn, this group's leaders hold at most `leaders` permits at once.
+    /// Of the shared turn, this group's leaders hold at most `leaders` (at least one) permits
+    /// at once.
     pub(super) fn at_most(mut self, leaders: usize) -> Self {
-        self.own_share = Some(tokio::sync::Semaphore::new(leaders));
+        self.own_share = Some(tokio::sync::Semaphore::new(leaders.max(1)));
         self
     }
 
@@ -70,12 +71,19 @@ impl<T, R> Group<T, R> {
             tokio::select! {
                 biased;
                 written = &mut result => return written.ok(),
-                Some(_turn) = self.take_turn() => match already_written(&mut result) {
-                    Some(written) => return written,
-                    None => self.lead(&write),
-                },
+                Some(_turn) = self.take_turn() => {
+                    if let Some(written) = already_written(&mut result) {
+                        return written;
+                    }
+                    if !self.lead(&write) {
+                        break;
+                    }
+                }
             }
         }
+        // Nothing was left queued, this call's item neither: a leader still writing has it.
+        // Taking turns again would only spin until that leader answers.
+        result.await.ok()
     }
 
     fn queue(&self, item: T) -> oneshot::Receiver<R> {
@@ -87,10 +95,13 @@ impl<T, R> Group<T, R> {
         result
     }
 
-    fn lead(&self, write: &impl Fn(&[T]) -> Vec<R>) {
-        if let Some((items, answers)) = self.take() {
-            answer(answers, write(&items));
-        }
+    /// Writes the queued items as one group; whether there were any.
+    fn lead(&self, write: &impl Fn(&[T]) -> Vec<R>) -> bool {
+        let Some((items, answers)) = self.take() else {
+            return false;
+        };
+        answer(answers, write(&items));
+        true
     }
 
     /// The queued items (up to [`MAX_GROUP`]) whose callers still wait, with their answers.
@@ -124,24 +135,30 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
                     if let Some(written) = already_written(&mut result) {
                         return written;
                     }
-                    if let Some((items, answers)) = self.take() {
-                        let writing = write(items);
-                        let _ = tokio::spawn(async move { answer(answers, writing.await) }).await;
-                    }
+                    let Some((items, answers)) = self.take() else {
+                        break;
+                    };
+                    let writing = write(items);
+                    let _ = tokio::spawn(async move { answer(answers, writing.await) }).await;
                 }
             }
         }
+        // As in `run`: a leader still writing has this call's item.
+        result.await.ok()
     }
 }
 
-/// The permits a leader holds while it writes its group.
+/// The permits a leader holds while it writes its group. Fields drop in order: the shared
+/// permit goes back before the group's own, so the group never holds more of the shared turn
+/// than its share.
 struct Turn<'a> {
     _shared: tokio::sync::SemaphorePermit<'a>,
     _own: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
 /// Once a call has the turn: its result if a leader before it wrote its item meanwhile
-/// (`Some(None)`: that leader panicked); `None` if it is still queued, and leads.
+/// (`Some(None)`: that leader panicked); `None` if it has no result yet (its item is still
+/// queued, or with a leader still writing).
 fn already_written<R>(result: &mut oneshot::Receiver<R>) -> Option<Option<R>> {
     match result.try_recv() {
         Ok(written) => Some(Some(written)),
@@ -214,36 +231,57 @@ mod tests {
         assert_eq!(written, vec![vec![1], vec![3]]);
     }
 
+    /// Waits (up to a few seconds) until `done` holds.
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..5000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("not reached in time");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_holds_no_more_of_a_shared_turn_than_its_share() {
         let turn = Arc::new(tokio::sync::Semaphore::new(4));
         let group = Arc::new(Group::<u32, u32>::sharing_turn(turn.clone()).at_most(2));
         let written = Arc::new(Mutex::new(Vec::new()));
+        // Every write waits here until the test lets them all through.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let call = |item: u32| {
-            let (group, written) = (group.clone(), written.clone());
+            let (group, written, gate) = (group.clone(), written.clone(), gate.clone());
             tokio::spawn(async move {
                 group
                     .run_async(item, move |items| {
-                        written.lock().unwrap().push(items.clone());
+                        let mut seen = items.clone();
+                        seen.sort_unstable();
+                        written.lock().unwrap().push(seen);
+                        let gate = gate.clone();
                         async move {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            drop(gate.acquire().await.unwrap());
                             items.iter().map(|i| i * 2).collect()
                         }
                     })
                     .await
             })
         };
+        let groups = || written.lock().unwrap().len();
         let first = call(1);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        until(|| groups() == 1).await;
         let second = call(2);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        until(|| groups() == 2).await;
         let later: Vec<_> = (3..=5).map(call).collect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        until(|| group.queued.lock().unwrap().len() == 3 || groups() > 2).await;
+        // Time for a third leader to start, were it let.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(groups(), 2, "no third group while two are out");
         assert_eq!(
             turn.available_permits(),
             2,
-            "two groups out, the rest of the shared turn left to others"
+            "the rest of the shared turn left to others"
         );
+        gate.add_permits(1);
         assert_eq!(first.await.unwrap(), Some(2));
         assert_eq!(second.await.unwrap(), Some(4));
         for (i, call) in (3..=5).zip(later) {
@@ -253,7 +291,7 @@ mod tests {
         assert_eq!(
             written,
             vec![vec![1], vec![2], vec![3, 4, 5]],
-            "the calls that came while both were out waited and went as one group"
+            "the calls that came while both were out went as one group"
         );
     }
 }

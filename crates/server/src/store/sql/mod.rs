@@ -52,9 +52,9 @@ const SQLITE_NO_INLINE_CHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 0;";
 /// keep that wait away while the pool's other connections serve the rest.
 const GROUPS_IN_FLIGHT: usize = 4;
 
-/// Of those, token reads' groups in flight at once: a read waits for a group ahead only when
-/// this many are out, and the calls that arrive meanwhile share the next statement (one round
-/// trip and one wake-up of a backend for all of them); more leaders make more, smaller groups.
+/// Of those, token reads' groups in flight at once at most: while this many are out, the reads
+/// that arrive share the next statement (one round trip and one wake-up of a backend for all
+/// of them); more leaders make more, smaller groups.
 const TOKEN_READ_LEADERS: usize = 2;
 
 /// The fewest connections a serving thread's PostgreSQL pool is given (see
