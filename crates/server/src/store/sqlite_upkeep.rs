@@ -14,9 +14,10 @@
 //! grows, into new blocks the filesystem must allocate, until the bound truncates it; on ext4
 //! both the allocation (at write-back) and the truncation hold the file's block-map lock that
 //! the next commit's write needs, and a commit on a serving thread stalled every call of that
-//! thread for milliseconds (docs/benchmarks.md, issue 17, seventh step). So each checkpoint
-//! ends with a second one that copies what was committed during the first, with the process's
-//! inline writes held back (their turn, see `sql::direct`; awaited, so no thread blocks).
+//! thread for milliseconds (docs/benchmarks.md, issue 17, seventh step). So once the log has
+//! grown to a few MiB, a checkpoint ends with a second one that copies what was committed
+//! during the first, with the process's inline writes held back (their turn, see
+//! `sql::direct`; awaited, so no thread blocks).
 //! Unless another connection wrote meanwhile or a reader still needs older frames, the log is
 //! then fully copied, and the next write starts it over at its beginning, over blocks the file
 //! already has (that write also syncs the log's new header, as SQLite does at every restart).
@@ -41,6 +42,14 @@ const CHECKPOINT_EVERY: u32 = 4;
 /// The write-ahead log is kept under about this size (`journal_size_limit`, and the size past
 /// which an idle log is emptied).
 pub const WAL_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+/// The second part of a checkpoint (with the inline writes held back) runs only once the log
+/// holds this many frames (4 MiB of 4 KiB pages). Each hold stalls every call's audit commit
+/// for the checkpoint's two syncs (1–3 ms at 1,000 req/s on the benchmark's disk, up to
+/// `HELD_CHECKPOINT_LIMIT`); held at every round, four times a second, that was about 1 % of
+/// the time at 1,000 req/s, where the calls' p99 is (docs/benchmarks.md, issue 17, twelfth
+/// step). Under a heavy stream of writes the log passes it within a round, and every round
+/// holds, as before.
+pub(in crate::store) const HOLD_FROM_FRAMES: i64 = 1024;
 /// How long the inline writes are held back for a checkpoint's second part at most: it
 /// normally takes about a millisecond (a few frames' copy and two syncs); a disk that stalls
 /// must not hold every call's audit commit with it.
@@ -97,17 +106,22 @@ impl SqliteUpkeep {
 
     /// Copies the log back into the database, every watch round, off the request path: a
     /// passive checkpoint, so writers and readers go on meanwhile (the pool's connections do
-    /// not checkpoint: `wal_autocheckpoint = 0`). A second one then copies what was committed
-    /// during the first, with the inline writes held back, so that the log is fully copied and
-    /// starts over (see the module's comment). The first did the bulk: the second copies a few
-    /// frames and syncs the log and the database file, and past [`HELD_CHECKPOINT_LIMIT`] the
-    /// writes go on while it finishes on the keeper's thread, as the first did.
+    /// not checkpoint: `wal_autocheckpoint = 0`). Once the log holds [`HOLD_FROM_FRAMES`], a
+    /// second one then copies what was committed during the first, with the inline writes held
+    /// back, so that the log is fully copied and starts over (see the module's comment). The
+    /// first did the bulk: the second copies a few frames and syncs the log and the database
+    /// file, and past [`HELD_CHECKPOINT_LIMIT`] the writes go on while it finishes on the
+    /// keeper's thread, as the first did.
     pub(in crate::store) async fn checkpoint(&self) -> Result<(), sqlx::Error> {
         if self.files.wal_bytes() == 0 || !self.files.writes_ok() {
             return Ok(());
         }
         let mut keeper = self.keeper.lock().await;
-        passive_checkpoint(&mut keeper).await?;
+        let first = passive_checkpoint(&mut keeper).await?;
+        if first.frames < HOLD_FROM_FRAMES {
+            // Still short (or another connection was checkpointing): not worth a stall yet.
+            return Ok(());
+        }
         // The semaphore is never closed; if it were, this would only finish without the turn.
         let _turn = self.inline_writes.acquire().await;
         match tokio::time::timeout(HELD_CHECKPOINT_LIMIT, passive_checkpoint(&mut keeper)).await {
@@ -122,7 +136,7 @@ impl SqliteUpkeep {
             return Ok(());
         }
         let mut keeper = self.keeper.lock().await;
-        if !passive_checkpoint(&mut keeper).await? {
+        if !passive_checkpoint(&mut keeper).await?.copied_whole {
             return Ok(());
         }
         keeper.execute(SHORT_BUSY_TIMEOUT).await?;
@@ -134,15 +148,26 @@ impl SqliteUpkeep {
     }
 }
 
-/// Runs a passive checkpoint on `keeper`: whether it copied back the whole log as it was when
-/// the checkpoint began (not when another connection held the checkpoint: SQLite then answers
-/// busy, with -1 for both counts).
-async fn passive_checkpoint(keeper: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+/// What a passive checkpoint did.
+struct Checkpointed {
+    /// It copied back the whole log as it was when it began (not when another connection held
+    /// the checkpoint: SQLite then answers busy, with -1 for both counts). Commits that landed
+    /// meanwhile may still be in the log only.
+    copied_whole: bool,
+    /// The frames in the log since it last started over, when it began (-1 when busy).
+    frames: i64,
+}
+
+/// Runs a passive checkpoint on `keeper`.
+async fn passive_checkpoint(keeper: &mut AnyConnection) -> Result<Checkpointed, sqlx::Error> {
     let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut *keeper)
         .await?;
     let (busy, log, copied): (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-    Ok(busy == 0 && log == copied)
+    Ok(Checkpointed {
+        copied_whole: busy == 0 && log == copied,
+        frames: log,
+    })
 }
 
 async fn watch(upkeep: Weak<SqliteUpkeep>) {

@@ -385,11 +385,12 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     use std::time::Duration;
 
     use crate::audit::AuditRow;
     use crate::crypto::Sealed;
+    use crate::store::sqlite_upkeep::HOLD_FROM_FRAMES;
     use crate::store::{
         AuditStore, Database, Mode, Project, SqlStore, Store, StoreError, TokenKind, TokenRecord,
     };
@@ -637,25 +638,36 @@ mod tests {
         let store = store(&dir).await;
         let upkeep = store.sqlite.clone().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicI64::new(0));
         // Commits back to back, as a stream of calls' audit records would.
         let writing = tokio::spawn({
             let store = store.clone();
-            let stop = stop.clone();
+            let (stop, committed) = (stop.clone(), committed.clone());
             async move {
                 let mut seq = 0;
                 while !stop.load(Ordering::Relaxed) {
                     seq += 1;
                     store.append_audit(&[audit_row(seq)]).await.unwrap();
+                    committed.store(seq, Ordering::Relaxed);
                 }
                 seq
             }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Each commit adds a frame at least: enough of them for a checkpoint to start the log
+        // over.
+        let log_long_enough = || async {
+            let from = committed.load(Ordering::Relaxed);
+            while committed.load(Ordering::Relaxed) < from + HOLD_FROM_FRAMES {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        log_long_enough().await;
         let mut header = log_header(&dir);
         let mut restarted = 0;
         for _ in 0..5 {
             upkeep.checkpoint().await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
+            log_long_enough().await;
             let now = log_header(&dir);
             if now != header {
                 restarted += 1;
@@ -672,6 +684,21 @@ mod tests {
             "the log started over after {restarted} of 5 checkpoints"
         );
         assert_eq!(store.audit_head("c1").await.unwrap().unwrap().0, written);
+    }
+
+    #[tokio::test]
+    async fn a_short_log_is_checkpointed_without_holding_the_writes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let upkeep = store.sqlite.clone().unwrap();
+        store.append_audit(&[audit_row(1)]).await.unwrap();
+        // The inline writes' turn, taken here: a checkpoint that wanted it would wait.
+        let turn = store.direct.as_ref().unwrap().inline_turn();
+        let _held = turn.acquire().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), upkeep.checkpoint())
+            .await
+            .expect("a log of a few frames is copied back without holding the writes")
+            .unwrap();
     }
 
     #[tokio::test]
