@@ -65,6 +65,9 @@ pub struct SqliteUpkeep {
     keeper: Mutex<AnyConnection>,
     /// The process's inline writes' turn (see `sql::direct`), taken to finish a checkpoint.
     inline_writes: Arc<Semaphore>,
+    /// Tests that run checkpoints themselves pause the watch's, which would race theirs.
+    #[cfg(test)]
+    pub(in crate::store) watch_paused: std::sync::atomic::AtomicBool,
 }
 
 impl SqliteUpkeep {
@@ -84,6 +87,8 @@ impl SqliteUpkeep {
             files,
             keeper: Mutex::new(keeper),
             inline_writes,
+            #[cfg(test)]
+            watch_paused: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(watch(Arc::downgrade(&upkeep)));
         Ok(upkeep)
@@ -179,6 +184,13 @@ async fn watch(upkeep: Weak<SqliteUpkeep>) {
         let Some(upkeep) = upkeep.upgrade() else {
             return;
         };
+        #[cfg(test)]
+        if upkeep
+            .watch_paused
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            continue;
+        }
         // A problem is logged by the check itself, once.
         let _ = upkeep.files.check();
         round = round.wrapping_add(1);
