@@ -644,14 +644,9 @@ async fn an_export_imported_into_a_second_vault_gives_the_same_cards_new_tokens(
     let bank_token = bank["token"].as_str().unwrap().to_owned();
     // A deleted token is not exported.
     let deleted = first.token_in(&first.keys, &card_number(999)).await;
-    let resp = first
-        .http
-        .delete(first.url(&format!("/tokens/{deleted}")))
-        .header("X-API-Key", &first.keys.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
+    let (status, body) =
+        crate::tokens_lifecycle::delete_token(&first, &first.keys.api_key, &deleted).await;
+    assert!((200..300).contains(&status), "{status} {body}");
 
     let output = dir.path().join("export.jsonl.gpg");
     let export = |extra: &[&str]| {
