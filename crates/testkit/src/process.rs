@@ -107,6 +107,11 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         assert!(wait_for_port(port, Duration::from_secs(1)));
         drop(listener);
+        // A port bound but not listening: connections to it are refused, and no listener of a
+        // test running alongside can take it meanwhile, as it could take a port just freed.
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = held.local_addr().unwrap().port();
         assert!(!wait_for_port(port, Duration::from_millis(100)));
     }
 }
