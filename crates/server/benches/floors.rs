@@ -1,9 +1,12 @@
 //! The steps every proxy call must take that are more than forwarding, as the vault does them
 //! and at their floor: the token read and the audit record committed before the answer (alone,
 //! and in the groups the writer forms under load) on the embedded database, against the same
-//! statements on a bare SQLite connection; the record's chain hash; the request's JSON parse.
-//! Issue 17 asks, for a throughput target still missed, what remains and why it cannot go
-//! lower: these are the lower bounds (docs/benchmarks.md, fourteenth step).
+//! kinds of statements on a bare SQLite connection (the token read without the vault's deleted
+//! and expiry checks and with 3 of its columns); the record's chain hash; the request's JSON
+//! parse. Issue 17 asks, for a throughput target still missed, what remains and why it cannot
+//! go lower: these are the floors (docs/benchmarks.md, fourteenth step). The bare statements'
+//! settings and columns copy `store::sql`'s private ones (`SQLITE_PRAGMAS`, the audit insert's
+//! columns); change them together.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -237,7 +240,8 @@ fn floors(c: &mut Criterion) {
     group.finish();
 
     // SQLite's floor: the same rows in one transaction, in statements of at most 16 rows as
-    // the vault writes them, on a connection of the benchmark's own with the vault's pragmas.
+    // the vault writes them, on the benchmark's own connection with the serving connections'
+    // settings.
     let mut group = c.benchmark_group("floor/audit/bare_sqlite");
     for rows in [1usize, 4, 16, 64] {
         let per_statement = rows.min(16);
