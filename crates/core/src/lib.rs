@@ -11,6 +11,7 @@ pub mod bank;
 pub mod card;
 pub mod date;
 pub mod destination;
+pub mod json_keys;
 pub mod mask;
 pub mod origin;
 pub mod scrub;

@@ -96,11 +96,9 @@ fn flatten(
             }
         }
         Value::String(s) => {
-            let template = Template::parse(s)?;
-            let value = if template.is_literal() {
-                FormValue::Literal(s.clone())
-            } else {
-                FormValue::Template(template)
+            let value = match Template::parse_if_templated(s)? {
+                None => FormValue::Literal(s.clone()),
+                Some(template) => FormValue::Template(template),
             };
             pairs.push((prefix.to_owned(), value));
         }

@@ -10,7 +10,7 @@ mod json;
 
 pub use encode::Encoding;
 pub use form::FormTemplate;
-pub use json::JsonTemplate;
+pub use json::{JsonTemplate, JsonTemplateError};
 
 use crate::secret::SecretString;
 
@@ -118,7 +118,7 @@ impl Template {
     /// [`UnknownPlaceholder`] when a closed `${…}` names no known value: sending it on unchanged
     /// would hide a typo until the processor declines the payment.
     pub fn parse(text: &str) -> Result<Self, UnknownPlaceholder> {
-        Self::parse_inner(text, false)
+        Self::parse_inner(text, false, true)
     }
 
     /// Like [`Template::parse`], for a form body: also finds placeholders the caller's HTTP
@@ -127,10 +127,26 @@ impl Template {
     /// # Errors
     /// [`UnknownPlaceholder`] as for [`Template::parse`].
     pub fn parse_form(text: &str) -> Result<Self, UnknownPlaceholder> {
-        Self::parse_inner(text, true)
+        Self::parse_inner(text, true, true)
     }
 
-    fn parse_inner(text: &str, percent_encoded: bool) -> Result<Self, UnknownPlaceholder> {
+    /// Like [`Template::parse`], but `None` for a text without a placeholder, which then costs
+    /// no copy: most strings of a request (URLs, headers, a body's other values) are such.
+    ///
+    /// # Errors
+    /// [`UnknownPlaceholder`] as for [`Template::parse`].
+    pub fn parse_if_templated(text: &str) -> Result<Option<Self>, UnknownPlaceholder> {
+        let template = Self::parse_inner(text, false, false)?;
+        Ok((!template.parts.is_empty()).then_some(template))
+    }
+
+    /// The parts of `text`. A text without a placeholder is one literal part when
+    /// `copy_literal`, else none.
+    fn parse_inner(
+        text: &str,
+        percent_encoded: bool,
+        copy_literal: bool,
+    ) -> Result<Self, UnknownPlaceholder> {
         let mut parts = Vec::new();
         let mut literal_start = 0;
         let mut i = 0;
@@ -185,7 +201,7 @@ impl Template {
                 None => i += 1,
             }
         }
-        if literal_start < text.len() {
+        if literal_start < text.len() && (copy_literal || !parts.is_empty()) {
             parts.push(Part::Literal(text[literal_start..].to_owned()));
         }
         Ok(Self { parts })

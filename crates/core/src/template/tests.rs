@@ -142,12 +142,12 @@ fn short_secrets_must_stand_alone() {
         );
     }
     assert!(
-        JsonTemplate::parse(json!({"c": "${cvv}", "n": "x${cardNumber}"}))
+        JsonTemplate::parse(&json!({"c": "${cvv}", "n": "x${cardNumber}"}))
             .unwrap()
             .short_secrets_stand_alone()
     );
     assert!(
-        !JsonTemplate::parse(json!({"c": "cvc ${cvv}"}))
+        !JsonTemplate::parse(&json!({"c": "cvc ${cvv}"}))
             .unwrap()
             .short_secrets_stand_alone()
     );
@@ -195,7 +195,7 @@ fn each_placeholder_has_its_own_slot() {
 
 #[test]
 fn json_templates_render_string_values_only() {
-    let template = JsonTemplate::parse(json!({
+    let template = JsonTemplate::parse(&json!({
         "amount": 2000,
         "source": {"number": "${cardNumber}", "exp": "${expirationMonth}/${expirationYear2}", "cvc": "${cvv}"},
         "items": ["${cardNumber}", true, null],
@@ -212,21 +212,163 @@ fn json_templates_render_string_values_only() {
             Placeholder::Cvc
         ]
     );
-    assert_eq!(
-        template.render(&card_values()),
-        json!({
-            "amount": 2000,
-            "source": {"number": "4242424242424242", "exp": "07/30", "cvc": "123"},
-            "items": ["4242424242424242", true, null],
-            "${cardNumber}": "key stays",
-        })
-    );
-    assert!(JsonTemplate::parse(json!({"a": ["${nope}"]})).is_err());
-    // Written straight from the parsed tree, the bytes are serde_json's own serialization.
+    let expected = json!({
+        "amount": 2000,
+        "source": {"number": "4242424242424242", "exp": "07/30", "cvc": "123"},
+        "items": ["4242424242424242", true, null],
+        "${cardNumber}": "key stays",
+    });
+    // The bytes are serde_json's own serialization of the filled-in document.
     assert_eq!(
         template.render_bytes(&card_values()).unwrap(),
-        serde_json::to_vec(&template.render(&card_values())).unwrap()
+        serde_json::to_vec(&expected).unwrap()
     );
+    assert!(JsonTemplate::parse(&json!({"a": ["${nope}"]})).is_err());
+}
+
+#[test]
+fn a_text_without_a_placeholder_is_no_template_and_one_with_is_parsed_as_ever() {
+    for literal in [
+        "",
+        "https://pay.example/v1/charges?x=$1{",
+        "${cardNumber",
+        "Bearer sk_1",
+    ] {
+        assert_eq!(Template::parse_if_templated(literal), Ok(None), "{literal}");
+    }
+    for templated in [
+        "a ${cardNumber} b",
+        "cvvPlaceholder",
+        "x ${cvv}${expirationYear2} y",
+    ] {
+        assert_eq!(
+            Template::parse_if_templated(templated),
+            Ok(Some(Template::parse(templated).unwrap())),
+            "{templated}"
+        );
+    }
+    assert_eq!(
+        Template::parse_if_templated("ok ${nope}"),
+        Err(UnknownPlaceholder)
+    );
+}
+
+#[test]
+fn a_template_read_from_text_is_the_template_of_its_value() {
+    for text in [
+        r#"{"amount": 2000, "currency": "usd", "source": {"number": "${cardNumber}", "exp_month": "${expirationMonth}"}, "metadata": {"order_id": "A-1001"}}"#,
+        r#"[1, -2.50, 3e-7, 12345678901234567890.10, true, false, null, "\u00e9\n\"", {}, []]"#,
+        r#"{"a": [{"b": "${lastName} and ${firstName}", "c": [null, "${cvv}"]}], "${cardNumber}": "x"}"#,
+        r#" {"spaced" : [ 1 , "${routingNumber}" ] } "#,
+        r#"{"z": 1, "a": 2, "m": {"y": "${expirationYear4}", "b": "y"}}"#,
+    ] {
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let read = JsonTemplate::read(text).unwrap();
+        let parsed = JsonTemplate::parse(&value).unwrap();
+        assert_eq!(
+            read.render_bytes(&card_values()).unwrap(),
+            parsed.render_bytes(&card_values()).unwrap(),
+            "{text}"
+        );
+        assert_eq!(
+            read.placeholders().collect::<Vec<_>>(),
+            parsed.placeholders().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            read.short_secrets_stand_alone(),
+            parsed.short_secrets_stand_alone()
+        );
+    }
+    // Numbers keep their digits and key order is kept, as serde_json's own `Value` keeps them.
+    let read = JsonTemplate::read(r#"{"z": 18446744073709551616, "a": 0.10}"#).unwrap();
+    assert_eq!(
+        read.render_bytes(&card_values()).unwrap(),
+        br#"{"z":18446744073709551616,"a":0.10}"#
+    );
+}
+
+#[test]
+fn a_template_text_that_is_not_json_or_repeats_a_key_is_invalid_json_first() {
+    for text in [
+        r#"{"a": 1, "a": 2}"#,
+        r#"{"a": {"b": [{"c": 1, "\u0063": 2}]}}"#,
+        r#"{"a": "${nope}", "a": 2}"#,
+        r#"{"a": "${nope}", "b": }"#,
+        r#"{"a": "\ud800"}"#,
+        r#"{"a": 1} x"#,
+        r#"{"a": {"$serde_json::private::Number": "x"}}"#,
+        r#"{"a": {"$serde_json::private::Number": " 12"}}"#,
+        "",
+    ] {
+        assert_eq!(
+            JsonTemplate::read(text).unwrap_err(),
+            JsonTemplateError::InvalidJson,
+            "{text}"
+        );
+    }
+    assert_eq!(
+        JsonTemplate::read(r#"{"a": ["${nope}"], "b": "${cardNumber}"}"#).unwrap_err(),
+        JsonTemplateError::UnknownPlaceholder
+    );
+    // As many keys as the duplicate check keeps in a set, the repeat near the end.
+    let mut fields: Vec<String> = (0..100).map(|n| format!("\"k{n}\": {n}")).collect();
+    assert!(JsonTemplate::read(&format!("{{{}}}", fields.join(","))).is_ok());
+    fields.push("\"k3\": 0".to_owned());
+    assert_eq!(
+        JsonTemplate::read(&format!("{{{}}}", fields.join(","))).unwrap_err(),
+        JsonTemplateError::InvalidJson
+    );
+}
+
+/// JSON documents with placeholders (known and unknown) in their strings and keys.
+fn json_document() -> impl Strategy<Value = serde_json::Value> {
+    let text = prop_oneof![
+        "[a-z \\\\\"\u{e9}]{0,8}",
+        Just("${cardNumber}".to_owned()),
+        Just("exp ${expirationMonth}/${expirationYear2}".to_owned()),
+        Just("${cvv}".to_owned()),
+        Just("${nope}".to_owned()),
+    ];
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        text.clone().prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(4, 32, 4, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            proptest::collection::btree_map(text.clone(), inner, 0..4)
+                .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// Read from its text, compact or pretty, a document is the template of its value.
+    #[test]
+    fn reading_a_document_agrees_with_parsing_its_value(value in json_document()) {
+        let parsed = JsonTemplate::parse(&value);
+        for text in [value.to_string(), serde_json::to_string_pretty(&value).unwrap()] {
+            let read = JsonTemplate::read(&text);
+            match (&parsed, read) {
+                (Ok(parsed), Ok(read)) => {
+                    prop_assert_eq!(
+                        read.render_bytes(&card_values()).unwrap(),
+                        parsed.render_bytes(&card_values()).unwrap()
+                    );
+                    prop_assert_eq!(
+                        read.placeholders().collect::<Vec<_>>(),
+                        parsed.placeholders().collect::<Vec<_>>()
+                    );
+                    prop_assert_eq!(read.short_secrets_stand_alone(), parsed.short_secrets_stand_alone());
+                }
+                (Err(_), Err(e)) => prop_assert_eq!(e, JsonTemplateError::UnknownPlaceholder),
+                (parsed, read) => prop_assert!(false, "{:?} {:?}", parsed.is_ok(), read.map(|_| ())),
+            }
+        }
+    }
 }
 
 proptest! {
@@ -239,7 +381,7 @@ proptest! {
     fn json_rendering_places_values_exactly(value in "\\PC{0,32}", prefix in "[a-z ]{0,8}") {
         let mut v = Substitutions::default();
         v.set(Placeholder::FirstName, SecretString::new(value.clone()));
-        let template = JsonTemplate::parse(json!({"name": format!("{prefix}${{firstName}}")})).unwrap();
+        let template = JsonTemplate::parse(&json!({"name": format!("{prefix}${{firstName}}")})).unwrap();
         let bytes = template.render_bytes(&v).unwrap();
         let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         prop_assert_eq!(parsed["name"].as_str().unwrap(), format!("{prefix}{value}"));
@@ -336,7 +478,8 @@ proptest! {
             let _ = crate::destination::DestinationRules::default().check_url(input);
             if let Ok(value) = serde_json::from_str::<serde_json::Value>(input) {
                 let _ = FormTemplate::from_json(&value);
-                let _ = JsonTemplate::parse(value);
+                let _ = JsonTemplate::parse(&value);
+                let _ = JsonTemplate::read(input);
             }
         }
     }

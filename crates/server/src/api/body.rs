@@ -4,6 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 
+use cardvault_core::json_keys::NUMBER_KEY;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -41,15 +42,25 @@ pub fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
 
 /// A JSON value whose objects never repeat a key, read in one pass: the check is the object's
 /// own insert (a second pass only for the check was a third of the proxy's JSON cost).
-struct UniqueKeys(Value);
+///
+/// A number arrives as a one-entry map under [`NUMBER_KEY`], its text taken as strictly as
+/// `serde_json`'s own `Value` takes it (`Number`'s `FromStr`: no spaces, nothing after).
+/// `serde_json`'s other such key, for `RawValue`, which its `Value` would parse again from a
+/// string without this reader's duplicate check, is an ordinary key here.
+pub(crate) struct UniqueKeys(pub(crate) Value);
 
-/// How `serde_json` with `arbitrary_precision` (which the templates need, to send amounts
-/// digit for digit) hands a number to a visitor: as a one-entry map under this key, whose
-/// value is the number's text, taken as strictly as its own `Value` takes it (`Number`'s
-/// `FromStr`: no spaces, nothing after). `serde_json`'s other such key, for `RawValue`, which
-/// its `Value` would parse again from a string without this reader's duplicate check, is an
-/// ordinary key here.
-const NUMBER_KEY: &str = "$serde_json::private::Number";
+impl UniqueKeys {
+    /// An array read to its end as strictly as [`UniqueKeys`] reads one, and dropped.
+    pub(crate) fn visit_seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<(), A::Error> {
+        UniqueKeysVisitor.visit_seq(seq).map(drop)
+    }
+
+    /// An object (or number) read to its end as strictly as [`UniqueKeys`] reads one, and
+    /// dropped.
+    pub(crate) fn visit_map<'de, A: MapAccess<'de>>(map: A) -> Result<(), A::Error> {
+        UniqueKeysVisitor.visit_map(map).map(drop)
+    }
+}
 
 /// `serde_json`'s key for a `RawValue`, whose string its `Value` reads again as JSON.
 const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";

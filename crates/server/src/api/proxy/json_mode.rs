@@ -3,74 +3,121 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use cardvault_core::destination::DestinationRules;
-use cardvault_core::template::{Encoding, FormTemplate, JsonTemplate, Template};
-use serde_json::{Map, Value};
+use cardvault_core::template::{
+    Encoding, FormTemplate, JsonTemplate, JsonTemplateError, Template, UnknownPlaceholder,
+};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
+use super::json_fields::{Field, HeaderFields, ProxyFields};
 use super::media_type::MediaType;
 use super::request::{
     BodyTemplate, ProxyRequest, UNKNOWN_PLACEHOLDER, destination, forwardable, method,
     refuse_template,
 };
-use crate::api::ApiError;
-use crate::api::body::json_object;
+use crate::api::body::UniqueKeys;
+use crate::api::{ApiError, BodyKind};
 
-/// Parses a JSON-mode body, checking fields in the order API.md lists them.
+/// Parses a JSON-mode body, checking fields in the order API.md lists them, after the whole
+/// body is known to be JSON without a repeated key.
 ///
 /// # Errors
 /// The API's 400s: missing and invalid fields, templates, the destination.
 pub fn parse(bytes: &[u8], rules: &DestinationRules) -> Result<ProxyRequest, ApiError> {
-    let mut body = json_object(bytes)?;
-    let token = required_string(&body, "token")?;
-    let proxy_url = match body.get("proxy_url") {
-        None | Some(Value::Null) => return Err(ApiError::missing("proxy_url")),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(ApiError::InvalidProxyUrl),
+    let fields = ProxyFields::read(bytes)?;
+    // Built before its turn to be checked: the outgoing `Content-Type` says how to read
+    // `request_data`, which must be read (and be JSON) before any field is refused.
+    let headers = headers(&fields.http_headers);
+    let json_document = headers
+        .as_ref()
+        .is_ok_and(|h| matches!(MediaType::of(h), None | Some(MediaType::Json)));
+    let request_data = fields
+        .request_data
+        .map(|raw| RequestData::read(raw, json_document))
+        .transpose()?;
+    let token = match &fields.token {
+        Field::Absent | Field::Null => return Err(ApiError::missing("token")),
+        Field::Text(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => return Err(ApiError::invalid("token")),
     };
-    // Taken out, not copied: the template is built from it and the rest is read by name.
-    let request_data = match body.remove("request_data") {
-        None | Some(Value::Null) => return Err(ApiError::missing("request_data")),
-        Some(v) => v,
+    let proxy_url = match &fields.proxy_url {
+        Field::Absent | Field::Null => return Err(ApiError::missing("proxy_url")),
+        Field::Text(s) => s,
+        _ => return Err(ApiError::InvalidProxyUrl),
     };
-    let headers = headers(body.get("http_headers"))?;
-    let method = match body.get("http_method") {
-        None | Some(Value::Null) => method(None)?,
-        Some(Value::String(s)) => method(Some(s))?,
-        Some(_) => return Err(ApiError::invalid("http_method")),
+    let request_data = match request_data {
+        None | Some(RequestData::Value(Value::Null)) => {
+            return Err(ApiError::missing("request_data"));
+        }
+        Some(data) => data,
     };
-    let cvc_session_id = match body.get("cvc_session_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(ApiError::invalid("cvc_session_id")),
+    let headers = headers?;
+    let method = match &fields.http_method {
+        Field::Absent | Field::Null => method(None)?,
+        Field::Text(s) => method(Some(s))?,
+        _ => return Err(ApiError::invalid("http_method")),
     };
-    let dry_run = match body.get("dry_run") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid("dry_run")),
+    let cvc_session_id = match &fields.cvc_session_id {
+        Field::Absent | Field::Null => None,
+        Field::Text(s) if s.trim().is_empty() => None,
+        Field::Text(s) => Some(s.clone().into_owned()),
+        _ => return Err(ApiError::invalid("cvc_session_id")),
     };
-    let url = destination(&proxy_url, rules)?;
+    let dry_run = match fields.dry_run {
+        Field::Absent | Field::Null => false,
+        Field::Bool(b) => b,
+        _ => return Err(ApiError::invalid("dry_run")),
+    };
+    let url = destination(proxy_url, rules)?;
     let (body, headers) = body_template(request_data, headers)?;
     ProxyRequest::new(token, cvc_session_id, url, method, headers, body)
         .map(|request| request.with_dry_run(dry_run))
 }
 
-fn required_string(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Err(ApiError::missing(field)),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-        Some(_) => Err(ApiError::invalid(field)),
+/// `request_data`, read once: a JSON document bound for a JSON body straight into its
+/// template, anything else into a value.
+enum RequestData {
+    /// The template, or (checked in its turn) the unknown placeholder it names.
+    Document(Result<JsonTemplate, UnknownPlaceholder>),
+    Value(Value),
+}
+
+impl RequestData {
+    /// # Errors
+    /// `400 Invalid JSON`: the text is not JSON as strictly as the rest of the body is read.
+    fn read(raw: &RawValue, json_document: bool) -> Result<Self, ApiError> {
+        let text = raw.get();
+        if json_document && (text.starts_with('{') || text.starts_with('[')) {
+            match JsonTemplate::read(text) {
+                Ok(template) if template.is_object_or_array() => {
+                    return Ok(Self::Document(Ok(template)));
+                }
+                // A number after all, read below as every other value is.
+                Ok(_) => {}
+                Err(JsonTemplateError::UnknownPlaceholder) => {
+                    return Ok(Self::Document(Err(UnknownPlaceholder)));
+                }
+                Err(JsonTemplateError::InvalidJson) => {
+                    return Err(ApiError::InvalidBody(BodyKind::Json));
+                }
+            }
+        }
+        match serde_json::from_str::<UniqueKeys>(text) {
+            Ok(UniqueKeys(value)) => Ok(Self::Value(value)),
+            Err(_) => Err(ApiError::InvalidBody(BodyKind::Json)),
+        }
     }
 }
 
-fn headers(value: Option<&Value>) -> Result<HeaderMap, ApiError> {
+fn headers(fields: &HeaderFields<'_>) -> Result<HeaderMap, ApiError> {
     let mut headers = HeaderMap::new();
-    let map = match value {
-        None | Some(Value::Null) => return Ok(headers),
-        Some(Value::Object(map)) => map,
-        Some(_) => return Err(ApiError::invalid("http_headers")),
+    let pairs = match fields {
+        HeaderFields::Absent | HeaderFields::Null => return Ok(headers),
+        HeaderFields::Pairs(pairs) => pairs,
+        HeaderFields::Other => return Err(ApiError::invalid("http_headers")),
     };
-    for (name, value) in map {
-        let Value::String(value) = value else {
+    for (name, value) in pairs {
+        let Field::Text(value) = value else {
             return Err(ApiError::invalid("http_headers"));
         };
         refuse_template(name)?;
@@ -92,19 +139,30 @@ fn headers(value: Option<&Value>) -> Result<HeaderMap, ApiError> {
 
 /// Chooses how `request_data` becomes the outgoing body, from the outgoing `Content-Type`.
 fn body_template(
-    request_data: Value,
+    request_data: RequestData,
     mut headers: HeaderMap,
 ) -> Result<(BodyTemplate, HeaderMap), ApiError> {
     let invalid_template = |_| ApiError::InvalidTemplate.because(UNKNOWN_PLACEHOLDER);
-    let body = match (MediaType::of(&headers), request_data) {
-        (None, data) => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            json_body(data)?
+    let media_type = MediaType::of(&headers);
+    if media_type.is_none() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    let data = match request_data {
+        RequestData::Document(template) => {
+            return match media_type {
+                None | Some(MediaType::Json) => template
+                    .map(|t| (BodyTemplate::Json(t), headers))
+                    .map_err(invalid_template),
+                Some(_) => Err(ApiError::invalid("request_data")),
+            };
         }
-        (Some(MediaType::Json), data) => json_body(data)?,
+        RequestData::Value(data) => data,
+    };
+    let body = match (media_type, data) {
+        (None | Some(MediaType::Json), data) => json_body(data)?,
         (Some(MediaType::Form), Value::String(text)) => BodyTemplate::text(
             Template::parse_form(&text).map_err(invalid_template)?,
             Encoding::Form,
@@ -130,7 +188,7 @@ fn body_template(
 
 fn json_body(data: Value) -> Result<BodyTemplate, ApiError> {
     match data {
-        Value::Object(_) | Value::Array(_) => JsonTemplate::parse(data)
+        Value::Object(_) | Value::Array(_) => JsonTemplate::parse(&data)
             .map(BodyTemplate::Json)
             .map_err(|_| ApiError::InvalidTemplate.because(UNKNOWN_PLACEHOLDER)),
         // A string is a JSON document the caller serialized itself; values land in its strings.
@@ -141,5 +199,93 @@ fn json_body(data: Value) -> Result<BodyTemplate, ApiError> {
             })
             .map_err(|_| ApiError::InvalidTemplate.because(UNKNOWN_PLACEHOLDER)),
         _ => Err(ApiError::invalid("request_data")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::proxy::request::BodyTemplate;
+
+    const URL: &str = "https://pay.example/v1/charges";
+
+    fn code(body: &str) -> &'static str {
+        match parse(body.as_bytes(), &DestinationRules::default()) {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        }
+    }
+
+    #[test]
+    fn the_whole_body_is_json_before_any_field_is_refused() {
+        for body in [
+            // A key repeated inside request_data, with the token missing.
+            r#"{"proxy_url": "x", "request_data": {"a": 1, "a": 2}}"#,
+            // ... bound for a form body, or beside headers that are refused.
+            r#"{"request_data": {"a": 1, "a": 2}, "http_headers": {"Content-Type": "application/x-www-form-urlencoded"}}"#,
+            r#"{"request_data": {"a": 1, "a": 2}, "http_headers": 7}"#,
+            r#"{"request_data": "\ud800", "token": 1}"#,
+            r#"{"request_data": [{"${nope}": 1}, "x" "y"]}"#,
+        ] {
+            assert_eq!(code(body), "invalid_body", "{body}");
+        }
+    }
+
+    #[test]
+    fn fields_are_refused_in_the_order_api_md_gives() {
+        let cases = [
+            (r#"{"request_data": {"a": "${nope}"}}"#, "missing_field"),
+            (
+                r#"{"token": "tok_1", "proxy_url": 5, "request_data": {"a": "${nope}"}}"#,
+                "invalid_proxy_url",
+            ),
+            (
+                r#"{"token": "tok_1", "proxy_url": "ftp://x", "request_data": {"a": "${nope}"}}"#,
+                "invalid_proxy_url",
+            ),
+            (
+                r#"{"token": "tok_1", "proxy_url": "https://pay.example/x", "request_data": {"a": "${nope}"}, "dry_run": "yes"}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"token": "tok_1", "proxy_url": "https://pay.example/x", "request_data": {"a": "${nope}"}}"#,
+                "invalid_template",
+            ),
+            // What serde_json's `Value` reads as a number is no JSON document to send.
+            (
+                r#"{"token": "tok_1", "proxy_url": "https://pay.example/x", "request_data": {"$serde_json::private::Number": "12"}}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"token": "tok_1", "proxy_url": "https://pay.example/x", "request_data": null}"#,
+                "missing_field",
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(code(body), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_json_document_is_sent_as_serde_json_writes_its_value() {
+        let data = r#"{"amount": 0.10, "big": 18446744073709551616, "s": "\u00e9", "n": "${cardNumber}", "k": [true, null, {}]}"#;
+        let body = format!(r#"{{"token": "tok_1", "proxy_url": "{URL}", "request_data": {data}}}"#);
+        let request = parse(body.as_bytes(), &DestinationRules::default()).unwrap();
+        let BodyTemplate::Json(template) = &request.body else {
+            panic!("a JSON body");
+        };
+        let value: Value = serde_json::from_str(data).unwrap();
+        let values = cardvault_core::template::Substitutions::default();
+        assert_eq!(
+            template.render_bytes(&values).unwrap(),
+            JsonTemplate::parse(&value)
+                .unwrap()
+                .render_bytes(&values)
+                .unwrap()
+        );
+        assert_eq!(
+            request.headers.get(header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
     }
 }

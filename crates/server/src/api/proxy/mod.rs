@@ -16,6 +16,7 @@
 //! status, `request_sent`, latency), committed before the answer.
 
 mod dry_run;
+mod json_fields;
 mod json_mode;
 mod media_type;
 mod raw_mode;

@@ -192,8 +192,8 @@ pub const UNKNOWN_PLACEHOLDER: &str = "the template names an unknown placeholder
 
 /// Card data must never land in a URL or a header: any placeholder there is refused.
 pub fn refuse_template(text: &str) -> Result<(), ApiError> {
-    match Template::parse(text) {
-        Ok(t) if t.is_literal() => Ok(()),
+    match Template::parse_if_templated(text) {
+        Ok(None) => Ok(()),
         _ => Err(ApiError::InvalidTemplate
             .because("placeholders are not allowed in the URL or in headers")),
     }
