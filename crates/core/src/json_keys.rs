@@ -1,5 +1,5 @@
-//! Reading a JSON object's keys as the vault reads every request: borrowed from the body where
-//! it has no escapes, and never the same key twice (parsers disagree on which of two wins, so a
+//! Reading a JSON object's keys as the proxy reads its JSON requests: borrowed from the body
+//! where it has no escapes, and never the same key twice (parsers disagree on which of two wins, so a
 //! front proxy that reads the first would check a different request from the one the vault runs).
 
 use std::borrow::Cow;

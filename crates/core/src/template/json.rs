@@ -44,8 +44,10 @@ impl JsonTemplate {
     }
 
     /// Reads the document straight from its text, as [`JsonTemplate::parse`] reads its value.
-    /// The text is checked as strictly as `serde_json`'s `Value` reads it, and more: an object
-    /// that gives a key twice is not JSON here (see [`crate::json_keys`]).
+    /// The text is checked as `serde_json`'s `Value` reads it (strings decoded, numbers as
+    /// [`NUMBER_KEY`] says, 127 levels deep at most) and more: an object that gives a key
+    /// twice is not JSON here (see [`crate::json_keys`]). `serde_json`'s key for a raw value,
+    /// which its `Value` would read again as JSON, is an ordinary key here.
     ///
     /// # Errors
     /// [`JsonTemplateError::InvalidJson`] before [`JsonTemplateError::UnknownPlaceholder`]: the

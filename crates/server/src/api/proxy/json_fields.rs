@@ -1,6 +1,7 @@
 //! A JSON-mode body's fields, read in one pass and borrowed from it: each field as it came
-//! (checked later, in the order API.md gives), `request_data` as its text, to be read once the
-//! outgoing `Content-Type` says how. Every key, at any depth, is checked not to repeat.
+//! (checked later, in their order), `request_data` as its text, to be read by its own reader
+//! once the outgoing `Content-Type` says how. Every key outside `request_data`, at any depth,
+//! is checked not to repeat here; `request_data`'s own by its reader.
 
 use std::borrow::Cow;
 
@@ -48,7 +49,7 @@ pub struct ProxyFields<'a> {
 impl<'a> ProxyFields<'a> {
     /// # Errors
     /// `400 Invalid JSON`: not a JSON object, or a key given twice anywhere outside
-    /// `request_data` (read later, as strictly).
+    /// `request_data` (whose text is only captured here, and read later).
     pub fn read(bytes: &'a [u8]) -> Result<Self, ApiError> {
         serde_json::from_slice(bytes).map_err(|_| ApiError::InvalidBody(BodyKind::Json))
     }

@@ -18,8 +18,8 @@ use super::request::{
 use crate::api::body::UniqueKeys;
 use crate::api::{ApiError, BodyKind};
 
-/// Parses a JSON-mode body, checking fields in the order API.md lists them, after the whole
-/// body is known to be JSON without a repeated key.
+/// Parses a JSON-mode body, checking its fields in the order below, after the whole body is
+/// known to be JSON without a repeated key.
 ///
 /// # Errors
 /// The API's 400s: missing and invalid fields, templates, the destination.
@@ -74,8 +74,8 @@ pub fn parse(bytes: &[u8], rules: &DestinationRules) -> Result<ProxyRequest, Api
         .map(|request| request.with_dry_run(dry_run))
 }
 
-/// `request_data`, read once: a JSON document bound for a JSON body straight into its
-/// template, anything else into a value.
+/// `request_data`, read into what the call uses: a JSON document bound for a JSON body
+/// straight into its template, anything else into a value.
 enum RequestData {
     /// The template, or (checked in its turn) the unknown placeholder it names.
     Document(Result<JsonTemplate, UnknownPlaceholder>),
@@ -84,9 +84,13 @@ enum RequestData {
 
 impl RequestData {
     /// # Errors
-    /// `400 Invalid JSON`: the text is not JSON as strictly as the rest of the body is read.
+    /// `400 Invalid JSON`: the text is not JSON as strictly as the rest of the body is read
+    /// (nested as deep as the body around it allows included).
     fn read(raw: &RawValue, json_document: bool) -> Result<Self, ApiError> {
         let text = raw.get();
+        if nested_deeper_than(text, MAX_REQUEST_DATA_NESTING) {
+            return Err(ApiError::InvalidBody(BodyKind::Json));
+        }
         if json_document && (text.starts_with('{') || text.starts_with('[')) {
             match JsonTemplate::read(text) {
                 Ok(template) if template.is_object_or_array() => {
@@ -109,6 +113,43 @@ impl RequestData {
     }
 }
 
+/// How deep `request_data` may nest: `serde_json` reads 127 levels of arrays and objects, one
+/// of them the body's own, and `request_data` is read again on its own (its text captured
+/// first without that limit).
+const MAX_REQUEST_DATA_NESTING: usize = 126;
+
+/// Whether a JSON text nests arrays and objects deeper than `max`. Only a text of more than
+/// twice that many bytes can.
+fn nested_deeper_than(text: &str, max: usize) -> bool {
+    if text.len() <= 2 * max {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn headers(fields: &HeaderFields<'_>) -> Result<HeaderMap, ApiError> {
     let mut headers = HeaderMap::new();
     let pairs = match fields {
@@ -127,7 +168,10 @@ fn headers(fields: &HeaderFields<'_>) -> Result<HeaderMap, ApiError> {
         // HeaderValue refuses CR, LF and NUL, so a value cannot start a second header.
         let value =
             HeaderValue::from_str(value.trim()).map_err(|_| ApiError::invalid("http_headers"))?;
-        headers.append(name, value);
+        // A map has room for 32,768 entries; `append` past them panics.
+        headers
+            .try_append(name, value)
+            .map_err(|_| ApiError::invalid("http_headers"))?;
     }
     let forwarded = headers
         .iter()
@@ -186,11 +230,10 @@ fn body_template(
     Ok((body, headers))
 }
 
+/// A JSON body's `request_data` that is no document (documents were read into their
+/// templates, [`RequestData::read`]).
 fn json_body(data: Value) -> Result<BodyTemplate, ApiError> {
     match data {
-        Value::Object(_) | Value::Array(_) => JsonTemplate::parse(&data)
-            .map(BodyTemplate::Json)
-            .map_err(|_| ApiError::InvalidTemplate.because(UNKNOWN_PLACEHOLDER)),
         // A string is a JSON document the caller serialized itself; values land in its strings.
         Value::String(text) => Template::parse(&text)
             .map(|template| BodyTemplate::Text {
@@ -225,14 +268,37 @@ mod tests {
             r#"{"request_data": {"a": 1, "a": 2}, "http_headers": {"Content-Type": "application/x-www-form-urlencoded"}}"#,
             r#"{"request_data": {"a": 1, "a": 2}, "http_headers": 7}"#,
             r#"{"request_data": "\ud800", "token": 1}"#,
-            r#"{"request_data": [{"${nope}": 1}, "x" "y"]}"#,
+            r#"{"request_data": ["${nope}", {"b": 1, "b": 2}]}"#,
         ] {
             assert_eq!(code(body), "invalid_body", "{body}");
         }
     }
 
     #[test]
-    fn fields_are_refused_in_the_order_api_md_gives() {
+    fn request_data_nests_as_deep_as_the_body_around_it_allows() {
+        for depth in 124..=130 {
+            let data = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let body =
+                format!(r#"{{"token": "tok_1", "proxy_url": "{URL}", "request_data": {data}}}"#);
+            let whole_body_is_json = serde_json::from_str::<Value>(&body).is_ok();
+            assert_eq!(code(&body) != "invalid_body", whole_body_is_json, "{depth}");
+        }
+        assert!(!nested_deeper_than(r#"["[[[[[[[", "\"{{{{{{{{"]"#, 2));
+        assert!(nested_deeper_than(r#"[{"a": [1, [2]]}, "]]]]"]"#, 3));
+    }
+
+    #[test]
+    fn more_headers_than_a_header_map_holds_are_refused_not_a_panic() {
+        let pairs: Vec<String> = (0..40_000).map(|n| format!(r#""h{n}": "v""#)).collect();
+        let body = format!(
+            r#"{{"token": "tok_1", "proxy_url": "{URL}", "request_data": {{}}, "http_headers": {{{}}}}}"#,
+            pairs.join(",")
+        );
+        assert_eq!(code(&body), "invalid_field");
+    }
+
+    #[test]
+    fn fields_are_refused_in_their_order() {
         let cases = [
             (r#"{"request_data": {"a": "${nope}"}}"#, "missing_field"),
             (
@@ -242,6 +308,18 @@ mod tests {
             (
                 r#"{"token": "tok_1", "proxy_url": "ftp://x", "request_data": {"a": "${nope}"}}"#,
                 "invalid_proxy_url",
+            ),
+            (
+                r#"{"token": "tok_1", "proxy_url": "ftp://x", "request_data": {"a": "${nope}"}, "http_headers": 1, "http_method": 2, "cvc_session_id": 3, "dry_run": "yes"}"#,
+                "invalid_field",
+            ),
+            (
+                r#"{"token": "tok_1", "proxy_url": "https://pay.example/x", "request_data": {"a": "${nope}"}, "http_headers": {"X-A": "${cardNumber}"}}"#,
+                "invalid_template",
+            ),
+            (
+                r#"{"token": "tok_1", "proxy_url": "https://pay.example/x", "request_data": {"a": "${nope}"}, "http_method": "TRACE", "cvc_session_id": 3}"#,
+                "invalid_field",
             ),
             (
                 r#"{"token": "tok_1", "proxy_url": "https://pay.example/x", "request_data": {"a": "${nope}"}, "dry_run": "yes"}"#,
@@ -286,6 +364,17 @@ mod tests {
         assert_eq!(
             request.headers.get(header::CONTENT_TYPE).unwrap(),
             "application/json"
+        );
+        // Without a placeholder, the bytes are serde_json's own serialization of the value.
+        let data = r#"{"z": [1.50, -0, 1e400, "\ud83d\ude00\u0000"], "a": {"k": "v\"\\/"}}"#;
+        let body = format!(r#"{{"token": "tok_1", "proxy_url": "{URL}", "request_data": {data}}}"#);
+        let request = parse(body.as_bytes(), &DestinationRules::default()).unwrap();
+        let BodyTemplate::Json(template) = &request.body else {
+            panic!("a JSON body");
+        };
+        assert_eq!(
+            template.render_bytes(&values).unwrap(),
+            serde_json::to_vec(&serde_json::from_str::<Value>(data).unwrap()).unwrap()
         );
     }
 }
