@@ -4,7 +4,6 @@ use std::fmt;
 
 use serde::Serialize;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
 
 use super::{Encoding, Placeholder, Substitutions, Template, UnknownPlaceholder};
 use crate::json_keys::{Key, KeySet, NUMBER_KEY};
@@ -35,15 +34,7 @@ pub enum JsonTemplateError {
 }
 
 impl JsonTemplate {
-    /// # Errors
-    /// [`UnknownPlaceholder`] for a `${…}` that names no value in any string of the document.
-    pub fn parse(value: &Value) -> Result<Self, UnknownPlaceholder> {
-        let mut builder = Builder::default();
-        builder.value(value).map_err(|_| UnknownPlaceholder)?;
-        builder.finish()
-    }
-
-    /// Reads the document straight from its text, as [`JsonTemplate::parse`] reads its value.
+    /// Reads the document straight from its text, finding the placeholders in its strings.
     /// The text is checked as `serde_json`'s `Value` reads it (strings decoded, numbers as
     /// [`NUMBER_KEY`] says, 127 levels deep at most) and more: an object that gives a key
     /// twice is not JSON here (see [`crate::json_keys`]). `serde_json`'s key for a raw value,
@@ -157,36 +148,6 @@ impl Builder {
 
     fn write(&mut self, scalar: &(impl Serialize + ?Sized)) -> Result<(), serde_json::Error> {
         serde_json::to_writer(&mut self.text, scalar)
-    }
-
-    fn value(&mut self, value: &Value) -> Result<(), serde_json::Error> {
-        match value {
-            Value::String(s) => self.string(s)?,
-            Value::Array(items) => {
-                self.text.push(b'[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.text.push(b',');
-                    }
-                    self.value(item)?;
-                }
-                self.text.push(b']');
-            }
-            Value::Object(map) => {
-                self.text.push(b'{');
-                for (i, (key, item)) in map.iter().enumerate() {
-                    if i > 0 {
-                        self.text.push(b',');
-                    }
-                    self.write(key)?;
-                    self.text.push(b':');
-                    self.value(item)?;
-                }
-                self.text.push(b'}');
-            }
-            scalar => self.write(scalar)?,
-        }
-        Ok(())
     }
 }
 

@@ -54,12 +54,6 @@ impl UniqueKeys {
     pub(crate) fn visit_seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<(), A::Error> {
         UniqueKeysVisitor.visit_seq(seq).map(drop)
     }
-
-    /// An object (or number) read to its end as strictly as [`UniqueKeys`] reads one, and
-    /// dropped.
-    pub(crate) fn visit_map<'de, A: MapAccess<'de>>(map: A) -> Result<(), A::Error> {
-        UniqueKeysVisitor.visit_map(map).map(drop)
-    }
 }
 
 /// `serde_json`'s key for a `RawValue`, whose string its `Value` reads again as JSON.

@@ -20,17 +20,9 @@ pub enum Field<'a> {
     Null,
     Text(Cow<'a, str>),
     Bool(bool),
-    /// A number, an array or an object where none is expected.
-    Other,
-}
-
-/// `http_headers`, before its checks: the header pairs in the order given.
-#[derive(Default)]
-pub enum HeaderFields<'a> {
-    #[default]
-    Absent,
-    Null,
-    Pairs(Vec<(Cow<'a, str>, Field<'a>)>),
+    /// An object's pairs in the order given (`http_headers` is one).
+    Object(Vec<(Cow<'a, str>, Field<'a>)>),
+    /// A number or an array.
     Other,
 }
 
@@ -40,7 +32,7 @@ pub struct ProxyFields<'a> {
     pub proxy_url: Field<'a>,
     /// The text of `request_data` (`null` included) when given.
     pub request_data: Option<&'a RawValue>,
-    pub http_headers: HeaderFields<'a>,
+    pub http_headers: Field<'a>,
     pub http_method: Field<'a>,
     pub cvc_session_id: Field<'a>,
     pub dry_run: Field<'a>,
@@ -144,50 +136,9 @@ impl<'de> Visitor<'de> for FieldVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
         UniqueKeys::visit_seq(seq).map(|()| Field::Other)
     }
-    /// An object, or a number (see [`NUMBER_KEY`]): either way not what any field takes here.
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'de>, A::Error> {
-        UniqueKeys::visit_map(map).map(|()| Field::Other)
-    }
-}
-
-impl<'de> Deserialize<'de> for HeaderFields<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(HeadersVisitor)
-    }
-}
-
-struct HeadersVisitor;
-
-impl<'de> Visitor<'de> for HeadersVisitor {
-    type Value = HeaderFields<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<HeaderFields<'de>, E> {
-        Ok(HeaderFields::Other)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<HeaderFields<'de>, E> {
-        Ok(HeaderFields::Other)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<HeaderFields<'de>, E> {
-        Ok(HeaderFields::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<HeaderFields<'de>, E> {
-        Ok(HeaderFields::Other)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<HeaderFields<'de>, E> {
-        Ok(HeaderFields::Other)
-    }
-    fn visit_unit<E>(self) -> Result<HeaderFields<'de>, E> {
-        Ok(HeaderFields::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<HeaderFields<'de>, A::Error> {
-        UniqueKeys::visit_seq(seq).map(|()| HeaderFields::Other)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HeaderFields<'de>, A::Error> {
+    /// An object, or a number (see [`NUMBER_KEY`]), its text taken as strictly as
+    /// `serde_json`'s `Value` takes it.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
         let mut pairs = Vec::new();
         let mut keys = KeySet::default();
         while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
@@ -195,7 +146,7 @@ impl<'de> Visitor<'de> for HeadersVisitor {
                 let Key(text) = map.next_value::<Key<'de>>()?;
                 return text
                     .parse::<serde_json::Number>()
-                    .map(|_| HeaderFields::Other)
+                    .map(|_| Field::Other)
                     .map_err(A::Error::custom);
             }
             let value: Field<'de> = map.next_value()?;
@@ -204,7 +155,7 @@ impl<'de> Visitor<'de> for HeadersVisitor {
             }
             pairs.push((name, value));
         }
-        Ok(HeaderFields::Pairs(pairs))
+        Ok(Field::Object(pairs))
     }
 }
 
@@ -229,7 +180,7 @@ mod tests {
             fields.request_data.unwrap().get(),
             r#"{"a": [1, "${cardNumber}"]}"#
         );
-        let HeaderFields::Pairs(pairs) = &fields.http_headers else {
+        let Field::Object(pairs) = &fields.http_headers else {
             panic!("headers");
         };
         assert_eq!(pairs.len(), 2);

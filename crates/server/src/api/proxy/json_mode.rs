@@ -9,7 +9,7 @@ use cardvault_core::template::{
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::json_fields::{Field, HeaderFields, ProxyFields};
+use super::json_fields::{Field, ProxyFields};
 use super::media_type::MediaType;
 use super::request::{
     BodyTemplate, ProxyRequest, UNKNOWN_PLACEHOLDER, destination, forwardable, method,
@@ -150,12 +150,12 @@ fn nested_deeper_than(text: &str, max: usize) -> bool {
     false
 }
 
-fn headers(fields: &HeaderFields<'_>) -> Result<HeaderMap, ApiError> {
+fn headers(field: &Field<'_>) -> Result<HeaderMap, ApiError> {
     let mut headers = HeaderMap::new();
-    let pairs = match fields {
-        HeaderFields::Absent | HeaderFields::Null => return Ok(headers),
-        HeaderFields::Pairs(pairs) => pairs,
-        HeaderFields::Other => return Err(ApiError::invalid("http_headers")),
+    let pairs = match field {
+        Field::Absent | Field::Null => return Ok(headers),
+        Field::Object(pairs) => pairs,
+        _ => return Err(ApiError::invalid("http_headers")),
     };
     for (name, value) in pairs {
         let Field::Text(value) = value else {
@@ -352,14 +352,14 @@ mod tests {
         let BodyTemplate::Json(template) = &request.body else {
             panic!("a JSON body");
         };
-        let value: Value = serde_json::from_str(data).unwrap();
-        let values = cardvault_core::template::Substitutions::default();
+        let mut values = cardvault_core::template::Substitutions::default();
+        values.set(
+            cardvault_core::template::Placeholder::CardNumber,
+            cardvault_core::secret::SecretString::new("4242424242424242".into()),
+        );
         assert_eq!(
             template.render_bytes(&values).unwrap(),
-            JsonTemplate::parse(&value)
-                .unwrap()
-                .render_bytes(&values)
-                .unwrap()
+            r#"{"amount":0.10,"big":18446744073709551616,"s":"é","n":"4242424242424242","k":[true,null,{}]}"#.as_bytes()
         );
         assert_eq!(
             request.headers.get(header::CONTENT_TYPE).unwrap(),
