@@ -8,7 +8,10 @@
 //! exposed (`metrics_token` or `metrics_listen`): a vault without metrics pays one atomic load
 //! per recording site. Fixed series (proxy stages, load shedding) are registered once at
 //! install and recorded through their handles, so the hot path builds no label set for them.
+//! Latency histograms are the vault's own ([`histogram`]), rendered after the exporter's
+//! metrics.
 
+mod histogram;
 mod labels;
 mod scrape;
 
@@ -16,18 +19,17 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use ::metrics::{
-    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
-    histogram,
-};
+use ::metrics::{Counter, counter, describe_counter, describe_gauge, gauge};
 use http::{Method, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use histogram::Family;
+pub use histogram::{BUCKET_BOUNDS_SECONDS, LatencyHistogram};
 pub use labels::DestinationLabel;
 pub use scrape::Scraper;
 
@@ -48,16 +50,18 @@ pub const SEALED_RECORDS: &str = "cardvault_sealed_records";
 pub const KEY_ROTATION_DONE: &str = "cardvault_key_rotation_records_done";
 pub const KEY_ROTATION_TOTAL: &str = "cardvault_key_rotation_records_total";
 
-/// Histogram buckets, in seconds: from 100 µs (a cached auth, a render) to 10 s (a slow
-/// processor), dense around the millisecond the vault's own work is measured in.
-const LATENCY_BUCKETS_SECONDS: [f64; 17] = [
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
-];
-
-/// Histograms are drained into their buckets at each scrape and at least this often, so the
-/// samples between two scrapes never pile up.
+/// The exporter's own histograms (none of the vault's: see [`histogram`]) are drained into
+/// their buckets at each scrape and at least this often, so samples never pile up.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+static REQUEST_DURATIONS: Family = Family::new(
+    HTTP_REQUEST_DURATION,
+    "Time from the request's arrival to its answer, by route template and method",
+);
+static STAGE_DURATIONS: Family = Family::new(
+    PROXY_STAGE_DURATION,
+    "Time spent in each stage of POST /proxy/transaction (stages that completed)",
+);
 
 /// A stage of `POST /proxy/transaction`, in the order a call runs through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +137,7 @@ impl Shed {
 /// The installed recorder, with the handles of the fixed series.
 struct Installed {
     handle: PrometheusHandle,
-    stages: [Histogram; Stage::ALL.len()],
+    stages: [Arc<LatencyHistogram>; Stage::ALL.len()],
     shed: [Counter; Shed::ALL.len()],
     cvc_sessions_created: Counter,
 }
@@ -155,7 +159,7 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new();
             // Only an empty bucket list is refused; without buckets histograms become summaries.
-            let builder = match builder.set_buckets(&LATENCY_BUCKETS_SECONDS) {
+            let builder = match builder.set_buckets(&histogram::BUCKET_BOUNDS_SECONDS) {
                 Ok(builder) => builder,
                 Err(_) => PrometheusBuilder::new(),
             };
@@ -179,7 +183,7 @@ pub fn install() -> PrometheusHandle {
             }
             let installed = Installed {
                 handle,
-                stages: Stage::ALL.map(|s| histogram!(PROXY_STAGE_DURATION, "stage" => s.label())),
+                stages: Stage::ALL.map(|s| STAGE_DURATIONS.series(&[("stage", s.label())])),
                 shed: Shed::ALL.map(|r| counter!(LOAD_SHED, "reason" => r.label())),
                 cvc_sessions_created: counter!(CVC_SESSIONS_CREATED),
             };
@@ -199,16 +203,6 @@ fn describe() {
     describe_counter!(
         HTTP_REQUESTS,
         "Requests answered, by route template, method and status"
-    );
-    describe_histogram!(
-        HTTP_REQUEST_DURATION,
-        Unit::Seconds,
-        "Time from the request's arrival to its answer, by route template and method"
-    );
-    describe_histogram!(
-        PROXY_STAGE_DURATION,
-        Unit::Seconds,
-        "Time spent in each stage of POST /proxy/transaction (stages that completed)"
     );
     describe_counter!(
         PROCESSOR_RESPONSES,
@@ -270,20 +264,21 @@ pub fn request(route: Option<&str>, method: &Method, status: StatusCode, elapsed
             return;
         };
         let (count, duration) = by_outcome.entry((method, status)).or_insert_with(|| {
+            let duration = REQUEST_DURATIONS.series(&[("route", route), ("method", method)]);
             let route = ::metrics::SharedString::from(route.to_owned());
             let status = labels::status(status);
             (
-                counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status),
-                histogram!(HTTP_REQUEST_DURATION, "route" => route, "method" => method),
+                counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status),
+                duration,
             )
         });
         count.increment(1);
-        duration.record(elapsed.as_secs_f64());
+        duration.record(elapsed);
     });
 }
 
 /// A route's handles, by method label and status code.
-type ByOutcome = HashMap<(&'static str, StatusCode), (Counter, Histogram)>;
+type ByOutcome = HashMap<(&'static str, StatusCode), (Counter, Arc<LatencyHistogram>)>;
 
 thread_local! {
     /// Each thread's handles on the request counter and duration histogram, by route (its
@@ -307,7 +302,7 @@ impl StageTimer {
     pub fn record(self, stage: Stage) {
         if let (Some(started), Some(installed)) = (self.0, installed()) {
             let index = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
-            installed.stages[index].record(started.elapsed().as_secs_f64());
+            installed.stages[index].record(started.elapsed());
         }
     }
 }
@@ -370,8 +365,39 @@ pub fn processor_answer(
             | UpstreamError::Unbuildable(_),
         ) => "error",
     };
-    let destination = destination.label();
-    counter!(PROCESSOR_RESPONSES, "destination" => destination, "outcome" => outcome).increment(1);
+    PROCESSOR_COUNTERS.with_borrow_mut(|by_destination| {
+        // Looked up by the label's text: building the key and finding it in the recorder
+        // allocates and hashes, every call.
+        let label = destination.label();
+        if !by_destination.contains_key(&*label) {
+            by_destination.insert(label.to_string(), HashMap::new());
+        }
+        let Some(by_outcome) = by_destination.get_mut(&*label) else {
+            return;
+        };
+        by_outcome
+            .entry(outcome)
+            .or_insert_with(
+                || counter!(PROCESSOR_RESPONSES, "destination" => label, "outcome" => outcome),
+            )
+            .increment(1);
+    });
+}
+
+thread_local! {
+    /// Each thread's processor answer counters, by destination label and outcome: both from
+    /// bounded sets (see [`labels`]).
+    static PROCESSOR_COUNTERS: RefCell<HashMap<String, HashMap<&'static str, Counter>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The vault's own histograms in the text exposition format, after the exporter's metrics.
+fn render_histograms(out: &mut String) {
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+    REQUEST_DURATIONS.render(out);
+    STAGE_DURATIONS.render(out);
 }
 
 /// A request or connection refused for lack of capacity.

@@ -49,7 +49,9 @@ impl Scraper {
     /// The Prometheus text exposition (format 0.0.4).
     pub async fn render(&self) -> String {
         self.update_gauges().await;
-        self.handle.render()
+        let mut text = self.handle.render();
+        super::render_histograms(&mut text);
+        text
     }
 
     async fn update_gauges(&self) {

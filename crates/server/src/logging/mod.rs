@@ -1,5 +1,9 @@
 //! Structured logs to stderr, as text or JSON.
 
+mod text;
+
+pub use text::{TextFields, TextLine};
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogLevel};
@@ -17,7 +21,11 @@ pub fn init(format: LogFormat, level: LogLevel) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .fmt_fields(text::TextFields)
+            .event_format(text::TextLine)
+            .try_init(),
     };
     // The default hook prints the panic message, which could quote a value; log only where.
     std::panic::set_hook(Box::new(|info| {
