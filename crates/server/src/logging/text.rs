@@ -35,7 +35,7 @@ where
         // A `log` record (rustls logs through `log`) carries its real target in its fields.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        write_timestamp(&mut writer, SystemTime::now())?;
+        write_timestamp(&mut writer)?;
         writer.write_char(' ')?;
         writer.write_str(level_column(meta.level()))?;
         if let Some(scope) = ctx.event_scope() {
@@ -75,10 +75,10 @@ fn level_column(level: &Level) -> &'static str {
     }
 }
 
-/// `time` as RFC 3339 in UTC to the microsecond (`2026-12-05T23:50:00.123456Z`), as the library
-/// writes it; a time it writes differently (before 1970, after 9999) is left to it.
-fn write_timestamp(writer: &mut Writer<'_>, time: SystemTime) -> fmt::Result {
-    let Some(text) = rfc3339_micros(time) else {
+/// The time now as RFC 3339 in UTC to the microsecond (`2026-12-05T23:50:00.123456Z`), as the
+/// library writes it; a time it writes differently (before 1970, after 9999) is left to it.
+fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
+    let Some(text) = rfc3339_micros(SystemTime::now()) else {
         return tracing_subscriber::fmt::time::SystemTime.format_time(writer);
     };
     // Only ASCII digits and separators were written.
@@ -181,8 +181,11 @@ impl FieldWriter<'_> {
         }
     }
 
-    fn integer(&mut self, field: &Field, value: impl itoa::Integer) {
-        if self.start(field) {
+    fn integer(&mut self, field: &Field, value: impl itoa::Integer + fmt::Debug) {
+        if field.name() == "message" {
+            // Written bare, as any message.
+            self.record_debug(field, &value);
+        } else if self.start(field) {
             self.result = self.writer.write_str(itoa::Buffer::new().format(value));
         }
     }
@@ -214,7 +217,9 @@ impl Visit for FieldWriter<'_> {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.start(field) {
+        if field.name() == "message" {
+            self.record_debug(field, &value);
+        } else if self.start(field) {
             self.result = self.writer.write_str(if value { "true" } else { "false" });
         }
     }

@@ -45,14 +45,20 @@ const BUCKET_BOUNDS_NANOS: [u64; 17] = [
 /// The buckets and a last one for samples above every bound (`+Inf`).
 const SLOTS: usize = BUCKET_BOUNDS_NANOS.len() + 1;
 
+/// The most a sample adds to the sum: an hour. Nothing the vault times lasts that long, and
+/// an absurd duration must not wrap the sum (which a scraper would take for a reset).
+const LONGEST_SUMMED_NANOS: u64 = 3_600_000_000_000;
+
 /// One series (a name and its labels): durations counted by bucket.
 #[derive(Default)]
 pub struct LatencyHistogram {
     threads: ThreadLocal<Counts>,
 }
 
-/// One thread's counts, so that two threads recording never write the same cache line.
+/// One thread's counts, aligned so that two threads recording never write the same cache line
+/// (the threads' entries are side by side in one allocation).
 #[derive(Default)]
+#[repr(align(128))]
 struct Counts {
     by_bucket: [AtomicU64; SLOTS],
     sum_nanos: AtomicU64,
@@ -77,7 +83,9 @@ impl LatencyHistogram {
         let slot = BUCKET_BOUNDS_NANOS.partition_point(|bound| *bound < nanos);
         let counts = self.threads.get_or_default();
         counts.by_bucket[slot].fetch_add(1, Ordering::Relaxed);
-        counts.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        counts
+            .sum_nanos
+            .fetch_add(nanos.min(LONGEST_SUMMED_NANOS), Ordering::Relaxed);
     }
 
     pub fn totals(&self) -> Totals {
@@ -215,6 +223,9 @@ mod tests {
         assert_eq!(totals.by_bucket[16], 1, "{totals:?}");
         assert_eq!(totals.by_bucket[17], 2, "{totals:?}");
         assert_eq!(totals.count(), 6);
+        // The longest sample adds an hour to the sum, not a wrapped-around remainder.
+        let expected = 0.0001 + 0.000_100_001 + 30.0 + 31.0 + 3600.0;
+        assert!((totals.sum_seconds - expected).abs() < 1e-6, "{totals:?}");
     }
 
     #[test]

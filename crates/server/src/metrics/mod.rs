@@ -50,10 +50,6 @@ pub const SEALED_RECORDS: &str = "cardvault_sealed_records";
 pub const KEY_ROTATION_DONE: &str = "cardvault_key_rotation_records_done";
 pub const KEY_ROTATION_TOTAL: &str = "cardvault_key_rotation_records_total";
 
-/// The exporter's own histograms (none of the vault's: see [`histogram`]) are drained into
-/// their buckets at each scrape and at least this often, so samples never pile up.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
 static REQUEST_DURATIONS: Family = Family::new(
     HTTP_REQUEST_DURATION,
     "Time from the request's arrival to its answer, by route template and method",
@@ -166,21 +162,11 @@ pub fn install() -> PrometheusHandle {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if ::metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("another metrics recorder is installed: /metrics stays empty");
+                tracing::warn!(
+                    "another metrics recorder is installed: /metrics shows only the latency histograms"
+                );
             }
             describe();
-            let upkeep = handle.clone();
-            let started = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(UPKEEP_INTERVAL);
-                        upkeep.run_upkeep();
-                    }
-                });
-            if let Err(e) = started {
-                tracing::warn!(error = %e, "metrics upkeep thread not started: histograms are drained at scrapes only");
-            }
             let installed = Installed {
                 handle,
                 stages: Stage::ALL.map(|s| STAGE_DURATIONS.series(&[("stage", s.label())])),

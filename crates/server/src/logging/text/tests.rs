@@ -172,7 +172,23 @@ fn every_kind_of_event() {
         "an error with a source"
     );
     tracing::info!(only = 1u64);
+    tracing::info!(message = 5u64);
+    tracing::info!(message = -1i64, after = true);
+    tracing::info!(message = true);
     tracing::trace!("trace");
+    // A record of the `log` crate (rustls logs so), as the bridge hands it over: its target,
+    // file and line in fields the line leaves out.
+    tracing_log::format_trace(
+        &tracing_log::log::Record::builder()
+            .args(format_args!("a record of the log crate"))
+            .level(tracing_log::log::Level::Warn)
+            .target("rustls::client::hs")
+            .module_path(Some("rustls::client::hs"))
+            .file(Some("src/client/hs.rs"))
+            .line(Some(42))
+            .build(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -192,6 +208,11 @@ fn lines_are_the_libraries_own_to_the_byte() {
     );
     assert!(vault.contains("\\x1b[2J"), "{vault}");
     assert!(vault.contains("error.sources=[no route]"), "{vault}");
+    assert!(
+        vault.contains(" WARN rustls::client::hs: a record of the log crate\n"),
+        "{vault}"
+    );
+    assert!(vault.contains(": -1 after=true\n"), "{vault}");
 }
 
 #[test]
