@@ -13,15 +13,9 @@ use std::time::Duration;
 
 use thread_local::ThreadLocal;
 
-/// Upper bounds (inclusive, as Prometheus's `le`) of the buckets, in seconds: from 100 µs (a
-/// cached auth, a render) to 30 s (a slow processor), dense around the millisecond the vault's
-/// own work is measured in.
-pub const BUCKET_BOUNDS_SECONDS: [f64; 17] = [
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
-];
-
-/// The same bounds in nanoseconds, compared without floating point when recording.
+/// Upper bounds (inclusive, as Prometheus's `le`) of the buckets, in nanoseconds (compared
+/// without floating point when recording): from 100 µs (a cached auth, a render) to 30 s (a
+/// slow processor), dense around the millisecond the vault's own work is measured in.
 const BUCKET_BOUNDS_NANOS: [u64; 17] = [
     100_000,
     250_000,
@@ -41,6 +35,20 @@ const BUCKET_BOUNDS_NANOS: [u64; 17] = [
     10_000_000_000,
     30_000_000_000,
 ];
+
+/// The same bounds in seconds, as the exposition gives them.
+pub const BUCKET_BOUNDS_SECONDS: [f64; 17] = in_seconds(BUCKET_BOUNDS_NANOS);
+
+const fn in_seconds(nanos: [u64; 17]) -> [f64; 17] {
+    let mut seconds = [0.0; 17];
+    let mut i = 0;
+    while i < nanos.len() {
+        // Both exact in f64, so the quotient is the double nearest the decimal bound.
+        seconds[i] = nanos[i] as f64 / 1e9;
+        i += 1;
+    }
+    seconds
+}
 
 /// The buckets and a last one for samples above every bound (`+Inf`).
 const SLOTS: usize = BUCKET_BOUNDS_NANOS.len() + 1;
@@ -199,13 +207,18 @@ fn label_text(labels: &[(&'static str, String)]) -> String {
 mod tests {
     use std::time::Duration;
 
-    use super::{BUCKET_BOUNDS_NANOS, BUCKET_BOUNDS_SECONDS, Family, LatencyHistogram};
+    use super::{BUCKET_BOUNDS_SECONDS, Family, LatencyHistogram};
 
     #[test]
-    fn the_bounds_in_nanoseconds_are_the_bounds_in_seconds() {
-        for (nanos, seconds) in BUCKET_BOUNDS_NANOS.iter().zip(BUCKET_BOUNDS_SECONDS) {
-            assert_eq!(*nanos, (seconds * 1e9).round() as u64);
-        }
+    fn the_bounds_read_as_their_decimals_in_seconds() {
+        let written: Vec<String> = BUCKET_BOUNDS_SECONDS.iter().map(f64::to_string).collect();
+        assert_eq!(
+            written,
+            [
+                "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+                "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30"
+            ]
+        );
     }
 
     #[test]

@@ -242,11 +242,7 @@ pub fn request(route: Option<&str>, method: &Method, status: StatusCode, elapsed
     let route = route.unwrap_or("unmatched");
     let method = labels::method(method);
     REQUEST_METRICS.with_borrow_mut(|by_route| {
-        // Looked up by the borrowed template: the route's own `String` is made once per thread.
-        if !by_route.contains_key(route) {
-            by_route.insert(route.to_owned(), ByOutcome::new());
-        }
-        let Some(by_outcome) = by_route.get_mut(route) else {
+        let Some(by_outcome) = by_text(by_route, route) else {
             return;
         };
         let (count, duration) = by_outcome.entry((method, status)).or_insert_with(|| {
@@ -352,13 +348,10 @@ pub fn processor_answer(
         ) => "error",
     };
     PROCESSOR_COUNTERS.with_borrow_mut(|by_destination| {
-        // Looked up by the label's text: building the key and finding it in the recorder
-        // allocates and hashes, every call.
+        // Kept per thread: building the key and finding it in the recorder allocates and
+        // hashes, every call.
         let label = destination.label();
-        if !by_destination.contains_key(&*label) {
-            by_destination.insert(label.to_string(), HashMap::new());
-        }
-        let Some(by_outcome) = by_destination.get_mut(&*label) else {
+        let Some(by_outcome) = by_text(by_destination, &label) else {
             return;
         };
         by_outcome
@@ -368,6 +361,16 @@ pub fn processor_answer(
             )
             .increment(1);
     });
+}
+
+/// `map`'s entry for `key`, made if missing, looked up by the borrowed text: the key's own
+/// `String` is made only the first time (once per thread, for the maps above and below).
+/// Always `Some`: an `Option` rather than a panic on a case that cannot happen.
+fn by_text<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> Option<&'m mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key)
 }
 
 thread_local! {
