@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod host_cpu;
+mod instructions;
 mod load;
 mod oha;
 mod procs;
@@ -61,6 +62,10 @@ struct Args {
     /// its row is left out when there is none).
     #[arg(long)]
     oha: Option<std::path::PathBuf>,
+    /// Instead of the timed runs: count the instructions of this many proxy calls, made one
+    /// after another, with the vault (SQLite + memory) served under callgrind (valgrind's).
+    #[arg(long)]
+    instructions: Option<u64>,
 }
 
 /// The row of `cardvault-bare-forwarder`: what the vault's stack costs when its own work costs
@@ -270,6 +275,15 @@ struct VaultUnderTest {
 }
 
 fn start_vault(stub: &Stub, backend_env: &[(String, String)]) -> VaultUnderTest {
+    start_vault_with(stub, backend_env, &[])
+}
+
+/// [`start_vault`], its `serve` run by `launcher` (see [`procs::serve_vault`]).
+fn start_vault_with(
+    stub: &Stub,
+    backend_env: &[(String, String)],
+    launcher: &[String],
+) -> VaultUnderTest {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
     let mut env = backend_env.to_vec();
@@ -294,7 +308,7 @@ fn start_vault(stub: &Stub, backend_env: &[(String, String)]) -> VaultUnderTest 
         ));
     }
     let keys = procs::init_vault(&data_dir, &env);
-    let server = procs::serve_vault(&data_dir, &env);
+    let server = procs::serve_vault(&data_dir, &env, launcher);
     VaultUnderTest {
         server,
         keys,
@@ -622,6 +636,10 @@ async fn main() {
     let args = Args::parse();
     let duration = Duration::from_secs(if args.quick { 3 } else { 10 });
     let stub = Stub::start_lean(Duration::from_millis(args.delay_ms));
+    if let Some(calls) = args.instructions {
+        instructions::run(&stub, calls).await;
+        return;
+    }
     let oha = oha::find(args.oha.as_deref());
     if oha.is_none() {
         eprintln!(
@@ -659,7 +677,7 @@ async fn main() {
 
         let nginx_dir = tempfile::tempdir().expect("tempdir");
         if !bench.args.skip_nginx {
-            let nginx = procs::nginx(nginx_dir.path(), stub.addr.port(), &stub.ca_file);
+            let nginx = procs::nginx(nginx_dir.path(), stub.addr.port(), &stub.ca_file, &[]);
             let target = Target {
                 url: format!("{}/v1/charges", nginx.url),
                 body: processor_body(),
@@ -686,7 +704,7 @@ async fn main() {
         }
 
         if !bench.args.skip_bare {
-            let forwarder = procs::bare_forwarder(&stub.url("/v1/charges"), &stub.ca_file);
+            let forwarder = procs::bare_forwarder(&stub.url("/v1/charges"), &stub.ca_file, &[]);
             let target = Target {
                 url: format!("{}/v1/charges", forwarder.url),
                 body: processor_body(),

@@ -103,9 +103,10 @@ pub fn init_vault(data_dir: &Path, env: &[(String, String)]) -> Keys {
     Keys::from_json(&cardvault::run_json(&mut command))
 }
 
-/// `cardvault serve` on `data_dir` with `env` (the release binary, its logs discarded).
-pub fn serve_vault(data_dir: &Path, env: &[(String, String)]) -> Server {
-    let mut command = cardvault::serve_command(&cardvault::release_binary(), &[], data_dir);
+/// `cardvault serve` on `data_dir` with `env` (the release binary, its logs discarded), run by
+/// `launcher` when it names a program (e.g. valgrind).
+pub fn serve_vault(data_dir: &Path, env: &[(String, String)], launcher: &[String]) -> Server {
+    let mut command = cardvault::serve_command(&cardvault::release_binary(), launcher, data_dir);
     command.envs(env.iter().cloned());
     let server = Listening::spawn(&mut command, None);
     Server {
@@ -114,10 +115,17 @@ pub fn serve_vault(data_dir: &Path, env: &[(String, String)]) -> Server {
     }
 }
 
-pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
+/// nginx proxying to the stub: a master and two workers, or, run by `launcher` (e.g. valgrind,
+/// which follows one process), a single process.
+pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path, launcher: &[String]) -> Server {
     let port = free_port();
+    let processes = if launcher.is_empty() {
+        "worker_processes 2;"
+    } else {
+        "master_process off;\nworker_processes 1;"
+    };
     let conf = format!(
-        "user root;\nworker_processes 2;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+        "user root;\n{processes}\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
          events {{ worker_connections 8192; }}\n\
          http {{\n  access_log off;\n  upstream stub {{ server 127.0.0.1:{stub_port}; keepalive 256; }}\n\
            server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass https://stub;\n\
@@ -129,20 +137,19 @@ pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).expect("write nginx.conf");
-    let process = Process::spawn(
-        Command::new("nginx")
-            .args([
-                "-p",
-                dir.to_str().expect("utf-8 path"),
-                "-c",
-                conf_path.to_str().expect("utf-8 path"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-        "nginx (bench/run.sh installs it)",
-    );
+    let mut command = launched(launcher, Path::new("nginx"));
+    command
+        .args([
+            "-p",
+            dir.to_str().expect("utf-8 path"),
+            "-c",
+            conf_path.to_str().expect("utf-8 path"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let process = Process::spawn(&mut command, "nginx (bench/run.sh installs it)");
     // If it is not up by then, the measurement's errors say so.
-    process::wait_for_port(port, Duration::from_secs(2));
+    process::wait_for_port(port, startup_limit(launcher, Duration::from_secs(2)));
     Server {
         process,
         url: format!("http://127.0.0.1:{port}"),
@@ -151,28 +158,52 @@ pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path) -> Server {
 
 /// The vault's serving stack with none of its work (`cardvault-bare-forwarder`, built beside
 /// this binary), sending every call on to the stub.
-pub fn bare_forwarder(stub_url: &str, ca_file: &Path) -> Server {
+/// (Run by `launcher`, as [`nginx`].)
+pub fn bare_forwarder(stub_url: &str, ca_file: &Path, launcher: &[String]) -> Server {
     let port = free_port();
     let binary = std::env::current_exe()
         .expect("this binary's path")
         .with_file_name("cardvault-bare-forwarder");
+    let mut command = launched(launcher, &binary);
+    command
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            stub_url,
+            "--ca-file",
+            ca_file.to_str().expect("utf-8 path"),
+        ])
+        .stdout(Stdio::null());
     let process = Process::spawn(
-        Command::new(&binary)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--upstream",
-                stub_url,
-                "--ca-file",
-                ca_file.to_str().expect("utf-8 path"),
-            ])
-            .stdout(Stdio::null()),
+        &mut command,
         "cardvault-bare-forwarder (cargo build --release -p cardvault-bench builds it)",
     );
-    process::wait_for_port(port, Duration::from_secs(5));
+    process::wait_for_port(port, startup_limit(launcher, Duration::from_secs(5)));
     Server {
         process,
         url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// `program`, or `launcher` with `program` as its last argument.
+fn launched(launcher: &[String], program: &Path) -> Command {
+    match launcher.split_first() {
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// How long a server may take to listen: a launcher such as valgrind starts it far slower.
+fn startup_limit(launcher: &[String], plain: Duration) -> Duration {
+    if launcher.is_empty() {
+        plain
+    } else {
+        plain * 30
     }
 }
 
