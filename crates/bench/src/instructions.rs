@@ -24,8 +24,9 @@ use super::{processor_body, proxy_body, proxy_target, start_vault_with, tokenize
 /// Calls made before counting starts: the caches, pools and the runtime's threads settled.
 const WARM_UP: u64 = 200;
 
-/// Counts `calls` calls through each server and prints the instructions a call.
-pub async fn run(stub: &Stub, calls: u64) {
+/// Counts `calls` calls through each server (nginx and the stack alone unless skipped) and
+/// prints the instructions a call.
+pub async fn run(stub: &Stub, calls: u64, skip_nginx: bool, skip_bare: bool) {
     let dir = tempfile::Builder::new()
         .prefix("cardvault-instructions-")
         .tempdir()
@@ -35,53 +36,53 @@ pub async fn run(stub: &Stub, calls: u64) {
     let processor = stub.url("/v1/charges");
     let mut rows = Vec::new();
 
-    let nginx_dir = dir.join("nginx");
-    std::fs::create_dir(&nginx_dir).expect("nginx's directory");
-    let launcher = callgrind(&nginx_dir);
-    let nginx = procs::nginx(&nginx_dir, stub.addr.port(), &stub.ca_file, &launcher);
-    let target = Target {
-        url: format!("{}/v1/charges", nginx.url),
-        body: processor_body(),
-        headers: direct_headers.clone(),
-    };
-    rows.push((
-        "nginx proxy_pass",
-        count(nginx, &target, calls, &nginx_dir).await,
-    ));
-
-    let bare_dir = dir.join("bare");
-    std::fs::create_dir(&bare_dir).expect("the forwarder's directory");
-    let forwarder = procs::bare_forwarder(&processor, &stub.ca_file, &callgrind(&bare_dir));
-    let target = Target {
-        url: format!("{}/v1/charges", forwarder.url),
-        body: processor_body(),
-        headers: direct_headers,
-    };
-    rows.push((
-        super::BARE_STACK,
-        count(forwarder, &target, calls, &bare_dir).await,
-    ));
+    if !skip_nginx {
+        let nginx_dir = dir.join("nginx");
+        std::fs::create_dir(&nginx_dir).expect("nginx's directory");
+        let launcher = callgrind(&nginx_dir);
+        let nginx = procs::nginx(&nginx_dir, stub.addr.port(), &stub.ca_file, &launcher);
+        let target = Target {
+            url: format!("{}/v1/charges", nginx.url),
+            body: processor_body(),
+            headers: direct_headers.clone(),
+        };
+        let total = count(nginx, &target, calls, &nginx_dir).await;
+        rows.push(("nginx proxy_pass", total));
+    }
+    if !skip_bare {
+        let bare_dir = dir.join("bare");
+        std::fs::create_dir(&bare_dir).expect("the forwarder's directory");
+        let forwarder = procs::bare_forwarder(&processor, &stub.ca_file, &callgrind(&bare_dir));
+        let target = Target {
+            url: format!("{}/v1/charges", forwarder.url),
+            body: processor_body(),
+            headers: direct_headers,
+        };
+        let total = count(forwarder, &target, calls, &bare_dir).await;
+        rows.push((super::BARE_STACK, total));
+    }
 
     let vault_dir = dir.join("vault");
     std::fs::create_dir(&vault_dir).expect("the vault's directory");
     let vault = start_vault_with(stub, &[], &callgrind(&vault_dir));
     let token = tokenize_one(&super::load::client(None), &vault).await;
     let target = proxy_target(&vault, proxy_body(&token, &processor));
-    rows.push((
-        "cardvault, SQLite + memory",
-        count(vault.server, &target, calls, &vault_dir).await,
-    ));
+    let total = count(vault.server, &target, calls, &vault_dir).await;
+    rows.push(("cardvault, SQLite + memory", total));
 
     println!(
         "| {calls} calls, one at a time, under callgrind | instructions a call | of nginx's |"
     );
     println!("|---|---:|---:|");
-    let nginx_count = rows[0].1;
+    let nginx_total = (!skip_nginx).then_some(rows[0].1);
     for (name, total) in &rows {
+        let of_nginx = nginx_total.map_or_else(
+            || "–".to_owned(),
+            |n| format!("{:.2}×", *total as f64 / n as f64),
+        );
         println!(
-            "| {name} | {:.0} | {:.2}× |",
-            *total as f64 / calls as f64,
-            *total as f64 / nginx_count as f64
+            "| {name} | {:.0} | {of_nginx} |",
+            *total as f64 / calls as f64
         );
     }
     println!(

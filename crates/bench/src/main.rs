@@ -637,7 +637,7 @@ async fn main() {
     let duration = Duration::from_secs(if args.quick { 3 } else { 10 });
     let stub = Stub::start_lean(Duration::from_millis(args.delay_ms));
     if let Some(calls) = args.instructions {
-        instructions::run(&stub, calls).await;
+        instructions::run(&stub, calls, args.skip_nginx, args.skip_bare).await;
         return;
     }
     let oha = oha::find(args.oha.as_deref());

@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cardvault_core::destination::DestinationRules;
+use cardvault_server::config::{LogFormat, LogLevel};
 use cardvault_server::destinations::{PolicyResolver, SystemLookup};
 use cardvault_server::http_server::{self, ConnectionLimits};
 use cardvault_server::upstream::{UpstreamClient, UpstreamSettings};
@@ -53,6 +54,10 @@ struct Forward {
 
 fn main() {
     let args = Args::parse();
+    // The vault's own subscriber and filter, so that the libraries' trace points cost here what
+    // they cost in the vault. With none installed, every span of h2's falls back to the `log`
+    // crate's checks (`Span::log`): 11 % of this stack's instructions, none of them the vault's.
+    cardvault_server::logging::init(LogFormat::Text, LogLevel::Info);
     let runtime = cardvault_server::runtime::build().expect("runtime");
     runtime.block_on(serve(args));
 }

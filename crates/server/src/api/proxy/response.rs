@@ -2,14 +2,11 @@
 
 use std::borrow::Cow;
 
-use axum::Json;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use cardvault_core::mask;
 use cardvault_core::scrub::{Echo, EchoKind, scrub_text};
 use cardvault_core::template::{Placeholder, Substitutions};
-use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::media_type::MediaType;
 use crate::upstream::UpstreamResponse;
@@ -34,47 +31,18 @@ const DROPPED_HEADERS: [&str; 10] = [
 const LONG_ACCOUNT_DIGITS: usize = 8;
 
 pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
-    let echoes = echoes(values);
-    let mut headers = Vec::with_capacity(upstream.headers.keys_len());
-    for name in upstream.headers.keys() {
-        if DROPPED_HEADERS.contains(&name.as_str()) {
-            continue;
-        }
-        // Each value is scrubbed on its own, so a value that is exactly a CVC is a whole value.
-        let scrubbed = upstream
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| {
-                let text = String::from_utf8_lossy(v.as_bytes());
-                scrub_text(&text, &echoes).unwrap_or_else(|| text.into_owned())
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        headers.push((name.as_str(), scrubbed));
-    }
-    let text = String::from_utf8_lossy(&upstream.body);
-    let text = scrub_text(&text, &echoes).map_or(text, Cow::Owned);
-    // A JSON answer is passed on as the (scrubbed) text it came as, once checked to be one JSON
-    // value as strictly as a `Value` would read it: rebuilt as a tree and written out again it
-    // cost ~5 µs a call at saturation, a tenth of the vault's own work (docs/benchmarks.md).
-    // Its keys stay as the processor sent them.
-    let json = MediaType::of(&upstream.headers) == Some(MediaType::Json)
-        && crate::api::body::is_one_json_value(&text);
-    let body = match json.then(|| serde_json::from_str::<&RawValue>(&text)) {
-        Some(Ok(raw)) => Body::Json(raw),
-        _ => Body::Text(&text),
-    };
     let status = upstream.status.as_u16();
-    let wrapped = Wrapped {
-        success: true,
-        proxy_response: ProxyResponse {
-            status_code: status,
-            headers: Headers(&headers),
-            body,
-        },
+    let mut response = match answer(&upstream, &echoes(values)) {
+        Ok(answer) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            answer,
+        )
+            .into_response(),
+        Err(e) => crate::api::ApiError::Internal(Box::new(e)).into_response(),
     };
-    let mut response = Json(wrapped).into_response();
     response.headers_mut().insert(
         HeaderName::from_static("x-upstream-status"),
         HeaderValue::from(status),
@@ -82,35 +50,72 @@ pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
     response
 }
 
-/// `{"success": true, "proxy_response": {…}}`, the caller's answer.
-#[derive(Serialize)]
-struct Wrapped<'a> {
-    success: bool,
-    proxy_response: ProxyResponse<'a>,
-}
-
-#[derive(Serialize)]
-struct ProxyResponse<'a> {
-    status_code: u16,
-    headers: Headers<'a>,
-    body: Body<'a>,
-}
-
-/// The processor's headers as a JSON object, in the order it sent them.
-struct Headers<'a>(&'a [(&'a str, String)]);
-
-impl Serialize for Headers<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(name, value)| (name, value)))
+/// `{"success":true,"proxy_response":{"status_code":…,"headers":{…},"body":…}}`, the caller's
+/// answer, written as `serde_json` would write it from a `Serialize` of that shape (compact,
+/// its fields in that order), without building one: a JSON body is copied in as the text it
+/// is once checked, not read a second time into a value that writes it back.
+///
+/// # Errors
+/// Writing a string into memory (none is expected).
+fn answer(upstream: &UpstreamResponse, echoes: &[Echo<'_>]) -> Result<Vec<u8>, serde_json::Error> {
+    let text = String::from_utf8_lossy(&upstream.body);
+    let text = scrub_text(&text, echoes).map_or(text, Cow::Owned);
+    let mut out = Vec::with_capacity(text.len() + 64 * upstream.headers.keys_len() + 96);
+    out.extend_from_slice(br#"{"success":true,"proxy_response":{"status_code":"#);
+    out.extend_from_slice(
+        itoa::Buffer::new()
+            .format(upstream.status.as_u16())
+            .as_bytes(),
+    );
+    out.extend_from_slice(br#","headers":{"#);
+    let mut first = true;
+    for name in upstream.headers.keys() {
+        if DROPPED_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut out, name.as_str())?;
+        out.push(b':');
+        // Each value is scrubbed on its own, so a value that is exactly a CVC is a whole value.
+        let mut header_values = upstream.headers.get_all(name).iter();
+        let mut value = header_values
+            .next()
+            .map(|v| scrubbed(v, echoes))
+            .unwrap_or_default();
+        for more in header_values {
+            let joined = value.to_mut();
+            joined.push_str(", ");
+            joined.push_str(&scrubbed(more, echoes));
+        }
+        serde_json::to_writer(&mut out, value.as_ref())?;
     }
+    out.extend_from_slice(br#"},"body":"#);
+    // A JSON answer is passed on as the (scrubbed) text it came as, once checked to be one JSON
+    // value as strictly as a `Value` would read it: rebuilt as a tree and written out again it
+    // cost ~5 µs a call at saturation, a tenth of the vault's own work (docs/benchmarks.md).
+    // Its keys stay as the processor sent them; the whitespace around it goes, as a
+    // `RawValue` would leave it.
+    if MediaType::of(&upstream.headers) == Some(MediaType::Json)
+        && crate::api::body::is_one_json_value(&text)
+    {
+        out.extend_from_slice(text.trim_matches(JSON_WHITESPACE).as_bytes());
+    } else {
+        serde_json::to_writer(&mut out, text.as_ref())?;
+    }
+    out.extend_from_slice(b"}}");
+    Ok(out)
 }
 
-/// A JSON answer as the JSON value it is, anything else as a string.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Body<'a> {
-    Json(&'a RawValue),
-    Text(&'a str),
+/// What JSON allows around a value (RFC 8259, section 2).
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// A header's value as text, the injected secrets in it masked.
+fn scrubbed<'a>(value: &'a HeaderValue, echoes: &[Echo<'_>]) -> Cow<'a, str> {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    scrub_text(&text, echoes).map_or(text, Cow::Owned)
 }
 
 /// The injected secrets to look for in the answer. Routing numbers are public bank
@@ -202,6 +207,86 @@ mod tests {
         assert_eq!(proxied["body"]["card"]["number"], "424242******4242");
         // A number the processor sent is passed on digit for digit.
         assert!(text.contains("12345678901234567890.10"), "{text}");
+    }
+
+    /// The answer's shape as a `Serialize`, as the vault wrote it before writing it by hand.
+    #[derive(serde::Serialize)]
+    struct Wrapped<'a> {
+        success: bool,
+        proxy_response: ProxyResponse<'a>,
+    }
+
+    #[derive(serde::Serialize)]
+    struct ProxyResponse<'a> {
+        status_code: u16,
+        headers: Headers<'a>,
+        body: &'a serde_json::value::RawValue,
+    }
+
+    struct Headers<'a>(&'a [(&'a str, &'a str)]);
+
+    impl serde::Serialize for Headers<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_map(self.0.iter().map(|(name, value)| (name, value)))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_answer_is_byte_for_byte_what_serde_json_writes_for_its_shape() {
+        for body in [
+            r#"{"id":"ch_1","card":{"number":"4242424242424242"}}"#,
+            " \t\r\n[1, 2.50, {\"a\": \"\\u00e9\\\"\"}] \n",
+            r#""a string""#,
+            "12345678901234567890.10",
+        ] {
+            let (_, _, text) = wrapped("application/json", body).await;
+            let scrubbed = body.replace(CARD, "424242******4242");
+            let raw = serde_json::from_str::<&serde_json::value::RawValue>(&scrubbed).unwrap();
+            let expected = serde_json::to_string(&Wrapped {
+                success: true,
+                proxy_response: ProxyResponse {
+                    status_code: 402,
+                    headers: Headers(&[("content-type", "application/json"), ("x-trace", "a, b")]),
+                    body: raw,
+                },
+            })
+            .unwrap();
+            assert_eq!(text, expected, "{body:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn header_values_are_escaped_and_scrubbed_one_by_one() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-quote", HeaderValue::from_static("say \"hi\" \\ bye"));
+        headers.append("x-card", HeaderValue::from_static("4242424242424242"));
+        headers.append(
+            "x-card",
+            HeaderValue::from_static("card 4242424242424242 ok"),
+        );
+        headers.insert("x-latin", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let mut values = Substitutions::default();
+        values.set(Placeholder::CardNumber, SecretString::new(CARD.to_owned()));
+        let response = wrap(
+            UpstreamResponse {
+                status: StatusCode::OK,
+                headers,
+                body: Bytes::from_static(b"ok"),
+            },
+            &values,
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap();
+        let headers = &answer["proxy_response"]["headers"];
+        assert_eq!(headers["x-quote"], r#"say "hi" \ bye"#);
+        assert_eq!(
+            headers["x-card"],
+            "424242******4242, card 424242******4242 ok"
+        );
+        assert_eq!(headers["x-latin"], "caf\u{fffd}");
+        assert_eq!(answer["proxy_response"]["body"], "ok");
     }
 
     #[tokio::test]
