@@ -29,9 +29,9 @@ const IDLE_READERS: usize = 8;
 /// A statement on the calling thread never waits for a lock: it gives up at once with [`Busy`].
 const INLINE_BUSY_TIMEOUT: Duration = Duration::ZERO;
 
-/// Prepared statements kept per connection: the token read, the token insert and an audit
-/// insert per group size.
-const STATEMENT_CACHE: usize = AUDIT_ROWS_PER_STATEMENT + 4;
+/// Prepared statements kept per connection: the token read, the token insert, an audit insert
+/// per group size, `BEGIN IMMEDIATE` and `COMMIT` ([`WriteTransaction`]), and room to spare.
+const STATEMENT_CACHE: usize = AUDIT_ROWS_PER_STATEMENT + 8;
 
 /// The statement met a lock it would have to wait for; nothing was done.
 #[derive(Debug)]
@@ -159,7 +159,7 @@ impl DirectSqlite {
     ) -> Vec<Result<Result<(), StoreError>, Busy>> {
         let mut each = Vec::with_capacity(group.len());
         let written = self.write(false, |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = WriteTransaction::begin(conn)?;
             for (token, now) in group {
                 match insert_token(&tx, token, *now) {
                     Ok(()) => each.push(Ok(())),
@@ -203,7 +203,8 @@ impl DirectSqlite {
             (&self.writer, INLINE_BUSY_TIMEOUT)
         };
         // A panic cannot leave the connection mid-transaction: the transaction rolls back
-        // when dropped, so a poisoned lock still guards a usable connection.
+        // when dropped ([`WriteTransaction`]), so a poisoned lock still guards a usable
+        // connection.
         let mut slot = connection
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -355,7 +356,7 @@ fn audit_insert_sql() -> &'static [String] {
 }
 
 fn insert_audit(conn: &mut Connection, rows: &[AuditRow]) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = WriteTransaction::begin(conn)?;
     for chunk in rows.chunks(AUDIT_ROWS_PER_STATEMENT) {
         let mut statement = tx.prepare_cached(&audit_insert_sql()[chunk.len() - 1])?;
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 12);
@@ -378,6 +379,48 @@ fn insert_audit(conn: &mut Connection, rows: &[AuditRow]) -> rusqlite::Result<()
         statement.execute(values.as_slice())?;
     }
     tx.commit()
+}
+
+/// A write transaction (`BEGIN IMMEDIATE` … `COMMIT`) run by cached statements: rusqlite's
+/// `Transaction` has SQLite parse both anew each time, ~3,500 instructions of an audit commit
+/// that the proxy's calls wait for (docs/benchmarks.md). Rolled back when dropped uncommitted
+/// (an error, a failed `COMMIT`, a panic), as a `Transaction` is.
+struct WriteTransaction<'c> {
+    conn: &'c Connection,
+    committed: bool,
+}
+
+impl<'c> WriteTransaction<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Self {
+            conn,
+            committed: false,
+        })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTransaction<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for WriteTransaction<'_> {
+    fn drop(&mut self) {
+        // SQLite may have ended the transaction itself (some I/O errors do).
+        if !self.committed && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -545,6 +588,39 @@ mod tests {
             "{error:?}"
         );
         assert_eq!(store.audit_head("c1").await.unwrap().unwrap().0, 40);
+        // The refused group's transaction was rolled back, not left open on the connection:
+        // the next group begins its own and lands.
+        store.append_audit(&[audit_row(41)]).await.unwrap();
+        assert_eq!(store.audit_head("c1").await.unwrap().unwrap().0, 41);
+    }
+
+    #[test]
+    fn a_write_transaction_not_committed_is_rolled_back_even_through_a_panic() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (n INTEGER)").unwrap();
+        let count = |conn: &rusqlite::Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap()
+        };
+        {
+            let tx = super::WriteTransaction::begin(&conn).unwrap();
+            tx.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        }
+        assert!(conn.is_autocommit());
+        assert_eq!(count(&conn), 0);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let tx = super::WriteTransaction::begin(&conn).unwrap();
+            tx.execute("INSERT INTO t VALUES (2)", []).unwrap();
+            panic!("mid-transaction");
+        }));
+        assert!(panicked.is_err());
+        assert!(conn.is_autocommit());
+        assert_eq!(count(&conn), 0);
+        let tx = super::WriteTransaction::begin(&conn).unwrap();
+        tx.execute("INSERT INTO t VALUES (3)", []).unwrap();
+        tx.commit().unwrap();
+        assert!(conn.is_autocommit());
+        assert_eq!(count(&conn), 1);
     }
 
     #[tokio::test]
