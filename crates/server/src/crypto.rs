@@ -427,9 +427,12 @@ impl Keyring {
 /// Associated data: what each ciphertext is bound to, so a ciphertext moved to another row,
 /// project or purpose no longer opens. Every format the vault uses is here, versioned.
 pub mod aad {
-    /// A token's sealed card or bank data, bound to its row.
+    /// A token's sealed card or bank data, bound to its row. (Joined, not `format!`ted: every
+    /// proxy call opens a token.)
     pub fn token(project_id: &str, token_id: &str) -> Vec<u8> {
-        format!("cardvault:token:v1:{project_id}:{token_id}").into_bytes()
+        ["cardvault:token:v1:", project_id, ":", token_id]
+            .concat()
+            .into_bytes()
     }
 
     /// A CVC session's sealed code, bound to the session and its project.

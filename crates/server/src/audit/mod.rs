@@ -273,7 +273,9 @@ impl Writer {
                 action: entry.action.to_owned(),
                 outcome: entry.outcome,
                 token: entry.token,
-                detail: entry.detail.to_string(),
+                // Written straight into a string: `to_string` goes through `Display`'s
+                // formatter, byte by byte.
+                detail: serde_json::to_string(&entry.detail).unwrap_or_else(|_| "{}".to_owned()),
                 prev_hash: prev,
                 hash: Vec::new(),
             };
