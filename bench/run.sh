@@ -4,6 +4,7 @@
 #   bench/run.sh                  full run (about 10 minutes)
 #   bench/run.sh --quick          3-second measurements, to check it works
 #   bench/run.sh --tokens 10000,1000000,10000000   add the 10 M stored-token case (slow to load)
+#   bench/run.sh --instructions 2000   instructions a call under callgrind (nginx, stack alone, vault)
 # Loopback only: the processor stub, nginx and the vault all listen on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,11 @@ if ! command -v nginx >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 \
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+# `--instructions N` serves each target under callgrind.
+if ! command -v valgrind >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 fi
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
