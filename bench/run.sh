@@ -15,7 +15,7 @@ if ! command -v nginx >/dev/null 2>&1; then
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
 fi
 # `--instructions N` serves each target under callgrind.
-if ! command -v valgrind >/dev/null 2>&1; then
+if [[ " $* " == *" --instructions"* ]] && ! command -v valgrind >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 fi

@@ -113,9 +113,9 @@ async fn count(mut server: Server, target: &Target, calls: u64, dir: &Path) -> u
     let pid = server.process.id();
     let client = super::load::client(None);
     calls_to(&client, target, WARM_UP).await;
-    callgrind_control(pid, "--instr=on");
+    instrumentation(pid, "on");
     calls_to(&client, target, calls).await;
-    callgrind_control(pid, "--instr=off");
+    instrumentation(pid, "off");
     drop(client);
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -136,14 +136,15 @@ async fn calls_to(client: &reqwest::Client, target: &Target, calls: u64) {
     }
 }
 
-/// Sends a command to the callgrind running as `pid` (through vgdb, which waits for it).
-fn callgrind_control(pid: u32, option: &str) {
-    let status = Command::new("callgrind_control")
-        .args([option, &pid.to_string()])
+/// Switches counting on or off in the callgrind running as `pid`, through vgdb, which waits
+/// for it (`callgrind_control` would do it too, but exits 0 when it cannot reach the process).
+fn instrumentation(pid: u32, state: &str) {
+    let status = Command::new("vgdb")
+        .args([&format!("--pid={pid}"), "instrumentation", state])
         .stdout(std::process::Stdio::null())
         .status()
-        .expect("callgrind_control (Debian's valgrind package)");
-    assert!(status.success(), "callgrind_control {option} failed");
+        .expect("vgdb (Debian's valgrind package)");
+    assert!(status.success(), "vgdb could not switch counting {state}");
 }
 
 /// The `totals:` line of a callgrind profile: every instruction it counted (its `summary:` line
@@ -151,8 +152,16 @@ fn callgrind_control(pid: u32, option: &str) {
 fn total_instructions(profile: &Path) -> u64 {
     let text =
         std::fs::read_to_string(profile).expect("a callgrind profile, written as the server exits");
-    text.lines()
+    let total = text
+        .lines()
         .find_map(|line| line.strip_prefix("totals:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("a totals line in the profile")
+        // The first event is the instructions (more follow if other events were asked for).
+        .and_then(|events| events.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a totals line in the profile");
+    assert!(
+        total > 0,
+        "callgrind counted nothing: was counting switched on?"
+    );
+    total
 }

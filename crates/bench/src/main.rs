@@ -64,7 +64,7 @@ struct Args {
     oha: Option<std::path::PathBuf>,
     /// Instead of the timed runs: count the instructions of this many proxy calls, made one
     /// after another, with the vault (SQLite + memory) served under callgrind (valgrind's).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     instructions: Option<u64>,
 }
 

@@ -256,6 +256,17 @@ fn a_text_without_a_placeholder_is_no_template_and_one_with_is_parsed_as_ever() 
         Template::parse_if_templated("ok ${nope}"),
         Err(UnknownPlaceholder)
     );
+    // Each alias is found, so none escapes the search for what every alias contains.
+    for (alias, placeholder) in ALIASES {
+        let template = Template::parse_if_templated(&format!("x {alias} y"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            template.placeholders().collect::<Vec<_>>(),
+            [placeholder],
+            "{alias}"
+        );
+    }
 }
 
 #[test]
