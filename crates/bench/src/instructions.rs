@@ -126,13 +126,8 @@ async fn count(mut server: Server, target: &Target, calls: u64, dir: &Path) -> u
 
 async fn calls_to(client: &reqwest::Client, target: &Target, calls: u64) {
     for _ in 0..calls {
-        let mut request = client.post(&target.url).body(target.body.clone());
-        for (name, value) in &target.headers {
-            request = request.header(name, value);
-        }
-        let response = request.send().await.expect("a call");
-        assert_eq!(response.status(), 200, "a call to {} failed", target.url);
-        response.bytes().await.expect("the answer");
+        let succeeded = super::load::send(client, target, target.body.clone()).await;
+        assert!(succeeded, "a call to {} failed", target.url);
     }
 }
 

@@ -49,7 +49,8 @@ pub fn client(extra_root: Option<&std::path::Path>) -> reqwest::Client {
     builder.build().expect("client")
 }
 
-async fn send(client: &reqwest::Client, target: &Target, body: bytes::Bytes) -> bool {
+/// One request; whether it succeeded (a 2xx, its body read whole).
+pub async fn send(client: &reqwest::Client, target: &Target, body: bytes::Bytes) -> bool {
     let mut req = client.post(&target.url).body(body);
     for (k, v) in &target.headers {
         req = req.header(k, v);

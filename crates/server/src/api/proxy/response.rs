@@ -58,8 +58,7 @@ pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
 /// # Errors
 /// Writing a string into memory (none is expected).
 fn answer(upstream: &UpstreamResponse, echoes: &[Echo<'_>]) -> Result<Vec<u8>, serde_json::Error> {
-    let text = String::from_utf8_lossy(&upstream.body);
-    let text = scrub_text(&text, echoes).map_or(text, Cow::Owned);
+    let text = scrubbed(&upstream.body, echoes);
     let mut out = Vec::with_capacity(text.len() + 64 * upstream.headers.keys_len() + 96);
     out.extend_from_slice(br#"{"success":true,"proxy_response":{"status_code":"#);
     out.extend_from_slice(
@@ -83,12 +82,12 @@ fn answer(upstream: &UpstreamResponse, echoes: &[Echo<'_>]) -> Result<Vec<u8>, s
         let mut header_values = upstream.headers.get_all(name).iter();
         let mut value = header_values
             .next()
-            .map(|v| scrubbed(v, echoes))
+            .map(|v| scrubbed(v.as_bytes(), echoes))
             .unwrap_or_default();
         for more in header_values {
             let joined = value.to_mut();
             joined.push_str(", ");
-            joined.push_str(&scrubbed(more, echoes));
+            joined.push_str(&scrubbed(more.as_bytes(), echoes));
         }
         serde_json::to_writer(&mut out, value.as_ref())?;
     }
@@ -112,9 +111,9 @@ fn answer(upstream: &UpstreamResponse, echoes: &[Echo<'_>]) -> Result<Vec<u8>, s
 /// What JSON allows around a value (RFC 8259, section 2).
 const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
-/// A header's value as text, the injected secrets in it masked.
-fn scrubbed<'a>(value: &'a HeaderValue, echoes: &[Echo<'_>]) -> Cow<'a, str> {
-    let text = String::from_utf8_lossy(value.as_bytes());
+/// The body or a header's value as text, the injected secrets in it masked.
+fn scrubbed<'a>(bytes: &'a [u8], echoes: &[Echo<'_>]) -> Cow<'a, str> {
+    let text = String::from_utf8_lossy(bytes);
     scrub_text(&text, echoes).map_or(text, Cow::Owned)
 }
 
