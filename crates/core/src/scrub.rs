@@ -33,15 +33,44 @@ pub enum EchoKind {
 /// The text with every echo replaced, or `None` when nothing was found (the common case, which
 /// then costs no allocation).
 pub fn scrub_text(text: &str, echoes: &[Echo<'_>]) -> Option<String> {
+    scrub_trying(text, echoes, first_bytes)
+}
+
+/// Where a match may start: at a byte of the set only, or (for tests to compare against)
+/// anywhere.
+#[derive(Clone, Copy)]
+enum Starts {
+    One(u8),
+    Three(u8, u8, u8),
+    #[cfg(test)]
+    Anywhere,
+}
+
+/// The bytes a match of a secret starting with `first` can start with: the byte itself, and
+/// for a number also the escapes its first digit may be written in (`%3…`, `\u003…`). A
+/// response is mostly bytes that can start nothing, which `memchr` skips many at a time.
+fn first_bytes(kind: EchoKind, first: u8) -> Starts {
+    match kind {
+        EchoKind::Number => Starts::Three(first, b'%', b'\\'),
+        EchoKind::Code => Starts::One(first),
+    }
+}
+
+fn scrub_trying(
+    text: &str,
+    echoes: &[Echo<'_>],
+    starts: fn(EchoKind, u8) -> Starts,
+) -> Option<String> {
     let mut current: Option<String> = None;
     for echo in echoes {
-        if echo.secret.is_empty() {
+        let Some(&first) = echo.secret.as_bytes().first() else {
             continue;
-        }
+        };
         let source = current.as_deref().unwrap_or(text);
+        let starts = starts(echo.kind, first);
         let replaced = match echo.kind {
-            EchoKind::Number => replace_numbers(source, echo),
-            EchoKind::Code => replace_codes(source, echo),
+            EchoKind::Number => replace_numbers(source, echo, starts),
+            EchoKind::Code => replace_codes(source, echo, starts),
         };
         if let Some(replaced) = replaced {
             current = Some(replaced);
@@ -50,18 +79,18 @@ pub fn scrub_text(text: &str, echoes: &[Echo<'_>]) -> Option<String> {
     current
 }
 
-fn replace_numbers(text: &str, echo: &Echo<'_>) -> Option<String> {
+fn replace_numbers(text: &str, echo: &Echo<'_>, starts: Starts) -> Option<String> {
     let bytes = text.as_bytes();
     let secret = echo.secret.as_bytes();
-    replace_matches(text, &echo.mask, |i| {
+    replace_matches(text, &echo.mask, starts, |i| {
         bytes.get(i..).and_then(|rest| match_number(rest, secret))
     })
 }
 
-fn replace_codes(text: &str, echo: &Echo<'_>) -> Option<String> {
+fn replace_codes(text: &str, echo: &Echo<'_>, starts: Starts) -> Option<String> {
     let bytes = text.as_bytes();
     let secret = echo.secret.as_bytes();
-    replace_matches(text, &echo.mask, |i| {
+    replace_matches(text, &echo.mask, starts, |i| {
         let end = i + secret.len();
         let whole_value = bytes.get(i..).is_some_and(|rest| rest.starts_with(secret))
             && opens_value(bytes, i)
@@ -244,12 +273,14 @@ fn hex_pair(pair: &[u8]) -> Option<u8> {
 fn replace_matches(
     text: &str,
     mask: &str,
+    starts: Starts,
     matcher: impl Fn(usize) -> Option<usize>,
 ) -> Option<String> {
     let mut out: Option<String> = None;
     let mut copied = 0;
     let mut i = 0;
-    while i < text.len() {
+    while let Some(at) = next_start(text.as_bytes(), i, starts) {
+        i = at;
         if !text.is_char_boundary(i) {
             i += 1;
             continue;
@@ -268,6 +299,18 @@ fn replace_matches(
     let mut out = out?;
     out.push_str(&text[copied..]);
     Some(out)
+}
+
+/// The first index from `from` on where a match may start.
+fn next_start(bytes: &[u8], from: usize, starts: Starts) -> Option<usize> {
+    let rest = bytes.get(from..)?;
+    let found = match starts {
+        Starts::One(a) => memchr::memchr(a, rest),
+        Starts::Three(a, b, c) => memchr::memchr3(a, b, c, rest),
+        #[cfg(test)]
+        Starts::Anywhere => (!rest.is_empty()).then_some(0),
+    };
+    found.map(|at| from + at)
 }
 
 /// Length of the match of `secret` (ASCII digits) at the start of `bytes`, in any printed form.
@@ -304,6 +347,8 @@ fn separator_len(bytes: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn echoes() -> Vec<Echo<'static>> {
@@ -443,5 +488,43 @@ mod tests {
             "424242******42421"
         );
         assert_eq!(scrub_text("nothing here, ünïcödé", &echoes), None);
+    }
+
+    /// Bodies made of the pieces an echo and its escapes are built from, non-ASCII included.
+    fn echo_like_text() -> impl Strategy<Value = String> {
+        let pieces = [
+            "4", "2", "7", "3", "9", "0", " ", "-", "+", "%", "3", "4", "%34", "%2520", "%20",
+            "\\", "\\u0034", "\\U0032", "u00", "\"", "'", "<", ">", "=", "&", ";", "&quot;",
+            "&#34;", "%22", "\\\"", "\n", "é", "ü", "x",
+        ];
+        proptest::collection::vec(proptest::sample::select(pieces.to_vec()), 0..64)
+            .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        /// Trying a match only where its first character can start finds exactly what trying
+        /// at every position finds.
+        #[test]
+        fn trying_only_where_a_match_can_start_finds_what_trying_everywhere_finds(
+            text in echo_like_text(),
+            number in "[0-9]{12,19}",
+            code in "[0-9]{3,4}",
+        ) {
+            let mask = "*".repeat(number.len());
+            let echoes = [
+                Echo { secret: &number, mask, kind: EchoKind::Number },
+                Echo { secret: &code, mask: "***".into(), kind: EchoKind::Code },
+            ];
+            let (first, rest) = number.split_at(1);
+            let with_echoes = format!(
+                "{text}{number}{text}%3{first}{rest}{text}\\u003{first}{rest}{text}\"{code}\"{text}"
+            );
+            for text in [text.as_str(), with_echoes.as_str()] {
+                prop_assert_eq!(
+                    scrub_text(text, &echoes),
+                    scrub_trying(text, &echoes, |_, _| Starts::Anywhere)
+                );
+            }
+        }
     }
 }
