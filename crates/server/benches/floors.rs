@@ -72,8 +72,9 @@ fn entry(i: usize) -> Entry {
     entry.project_id = "proj_1".into();
     entry.application_id = "app_0193a1b2c3d47e5f".into();
     entry.token = token(i % TOKENS).id;
-    entry.detail =
-        serde_json::json!({"host": "api.processor.example", "status": 200, "latency_ms": 1});
+    entry.detail.set("host", "api.processor.example");
+    entry.detail.set("status", 200);
+    entry.detail.set("latency_ms", 1);
     entry
 }
 
@@ -91,7 +92,7 @@ fn row(keyring: &Keyring, seq: i64, prev_hash: Vec<u8>) -> AuditRow {
         action: entry.action.into(),
         outcome: entry.outcome,
         token: entry.token,
-        detail: entry.detail.to_string(),
+        detail: serde_json::to_string(&entry.detail).expect("a detail is JSON"),
         prev_hash,
         hash: Vec::new(),
     };

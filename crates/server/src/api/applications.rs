@@ -121,7 +121,7 @@ async fn create_application(
     .await
     .map_err(admin_error)?;
     let mut entry = caller.audit("application.create");
-    entry.detail["target"] = created.application_id.clone().into();
+    entry.detail.set("target", created.application_id.clone());
     state.audit(entry).await?;
     let record = state
         .store
@@ -242,8 +242,8 @@ pub async fn update(
     .await
     .map_err(admin_error)?;
     let mut entry = caller.audit("application.update");
-    entry.detail["target"] = record.app.id.clone().into();
-    entry.detail["permissions"] = permissions.to_list().into();
+    entry.detail.set("target", record.app.id.clone());
+    entry.detail.set("permissions", permissions.to_list());
     state.audit(entry).await?;
     // A narrowed permission must not outlive this instance's key cache.
     state.caches.callers.clear();
@@ -296,7 +296,7 @@ pub async fn delete(
         Err(e) => return Err(e.into()),
     }
     let mut entry = caller.audit("application.delete");
-    entry.detail["target"] = record.app.id.clone().into();
+    entry.detail.set("target", record.app.id.clone());
     state.audit(entry).await?;
     state.caches.callers.clear();
     Ok(Json(
@@ -364,8 +364,10 @@ pub async fn roll_key(
     .await
     .map_err(admin_error)?;
     let mut entry = caller.audit("application.roll_key");
-    entry.detail["target"] = record.app.id.clone().into();
-    entry.detail["old_keys_expire_at"] = rfc3339(old_expire_at).into();
+    entry.detail.set("target", record.app.id.clone());
+    entry
+        .detail
+        .set("old_keys_expire_at", rfc3339(old_expire_at));
     state.audit(entry).await?;
     state.caches.callers.clear();
     let mut data = application_json(&record);

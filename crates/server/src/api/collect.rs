@@ -72,7 +72,9 @@ pub async fn mint(
             crate::collect::MintError::Crypto(e) => ApiError::Internal(Box::new(e)),
         })?;
     let mut entry = caller.audit("collect_session.create");
-    entry.detail["tokenization_session_id"] = session_id.clone().into();
+    entry
+        .detail
+        .set("tokenization_session_id", session_id.clone());
     state.audit(entry).await?;
     Ok((
         StatusCode::CREATED,
@@ -116,7 +118,7 @@ pub async fn revoke(
     };
     let revoked = state.collect.revoke(&caller.project.id, &id).await;
     let mut entry = caller.audit("collect_session.revoke");
-    entry.detail["tokenization_session_id"] = id.clone().into();
+    entry.detail.set("tokenization_session_id", id.clone());
     if let Err(StoreError::NotFound) = &revoked {
         entry.outcome = ApiError::ClientSessionNotFound.code().to_owned();
     }

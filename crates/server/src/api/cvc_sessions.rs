@@ -92,7 +92,7 @@ async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<Json<Valu
     let id = Uuid::parse_str(id.trim()).map_err(|_| ApiError::CvcSessionNotFound)?;
     let deleted = state.cvc.delete(id, &caller.project.id).await?;
     let mut entry = caller.audit("cvc_session.delete");
-    entry.detail["cvc_session_id"] = id.to_string().into();
+    entry.detail.set("cvc_session_id", id.to_string());
     if !deleted {
         entry.outcome = ApiError::CvcSessionNotFound.code().to_owned();
     }

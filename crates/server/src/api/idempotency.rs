@@ -112,7 +112,7 @@ where
         Begin::Run(request) => request,
         Begin::Replay(answer) => {
             refused.outcome = "idempotent_replay".to_owned();
-            refused.detail["status"] = answer.status.into();
+            refused.detail.set("status", answer.status);
             state.audit(refused).await?;
             return Ok(answer.into_response(true));
         }

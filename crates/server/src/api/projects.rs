@@ -140,7 +140,9 @@ pub async fn update(
         }
     }
     let mut entry = caller.audit("project.update");
-    entry.detail["fields"] = body.keys().cloned().collect::<Vec<_>>().into();
+    entry
+        .detail
+        .set("fields", body.keys().cloned().collect::<Vec<_>>());
     state.audit(entry).await?;
     // This instance sees the change at once; others within the cache period.
     state.caches.callers.clear();
@@ -235,7 +237,7 @@ async fn provision_project(
         .await
         .map_err(admin_error)?;
     let mut entry = caller.audit("project.provision");
-    entry.detail["target"] = created.project_id.clone().into();
+    entry.detail.set("target", created.project_id.clone());
     state.audit(entry).await?;
     Ok((
         StatusCode::CREATED,

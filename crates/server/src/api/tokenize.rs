@@ -69,7 +69,7 @@ pub async fn tokenize(
     let (project, browser) =
         if headers.contains_key("x-wax-key") && !headers.contains_key("x-api-key") {
             let (project, grant) = super::collect::authorize_browser(&state, &headers).await?;
-            entry.detail["by"] = "browser".into();
+            entry.detail.set("by", "browser");
             (project, Some(grant))
         } else {
             let caller = Caller::authenticate(&state, &headers).await?;
@@ -194,7 +194,7 @@ pub async fn test_token(
     response["expires_in"] = json!("1 year (test session)");
     let mut entry = caller.audit("tokenize");
     entry.token = response["token"].as_str().unwrap_or("").to_owned();
-    entry.detail["by"] = "test-tokens".into();
+    entry.detail.set("by", "test-tokens");
     state.audit(entry).await?;
     Ok((StatusCode::CREATED, Json(response)))
 }

@@ -125,7 +125,7 @@ pub(super) async fn record(
     .map_err(StartError::from)?;
     let mut entry = crate::audit::Entry::new(action);
     entry.project_id = project_id.to_owned();
-    entry.detail = detail;
+    entry.detail = crate::audit::Detail::from_json(detail);
     log.record(entry)
         .await
         .map_err(|e| CliError::Usage(format!("{e}: the change was made but not recorded")))

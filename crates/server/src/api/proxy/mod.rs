@@ -135,11 +135,13 @@ async fn proxy_and_audit(
     entry.outcome = match &result {
         // A dry run that passed every check sent nothing: never an `ok` a reader could count
         // as a charge.
-        Ok(_) if entry.detail["dry_run"] == true => "dry_run".to_owned(),
+        Ok(_) if entry.detail.get("dry_run") == Some(&true.into()) => "dry_run".to_owned(),
         Ok(_) => "ok".to_owned(),
         Err(e) => e.code().to_owned(),
     };
-    entry.detail["latency_ms"] = started.elapsed().as_millis().into();
+    entry
+        .detail
+        .set("latency_ms", started.elapsed().as_millis());
     timed(Stage::Audit, state.audit(entry)).await?;
     result
 }
@@ -171,9 +173,11 @@ async fn forward(
     let request = parse(state, headers, uri, body)?;
     // The host only: a path or query could carry anything the caller put there.
     entry.token.clone_from(&request.token);
-    entry.detail["host"] = request.url.host_str().unwrap_or("").into();
+    entry
+        .detail
+        .set("host", request.url.host_str().unwrap_or(""));
     if request.dry_run {
-        entry.detail["dry_run"] = true.into();
+        entry.detail.set("dry_run", true);
     }
     let project_id = caller.project.id.as_str();
 
@@ -215,7 +219,7 @@ async fn forward(
     if request.dry_run {
         // Nothing is sent: the session is given back, as after any call that sent nothing.
         finish_lease(lease, false).await;
-        entry.detail["request_sent"] = false.into();
+        entry.detail.set("request_sent", false);
         let timer = StageTimer::start();
         let answer = dry_run::answer(
             &request.method,
@@ -240,9 +244,9 @@ async fn forward(
     .await;
     crate::metrics::processor_answer(&destination, &sent);
     let request_sent = sent.as_ref().map_or_else(|e| e.request_sent(), |_| true);
-    entry.detail["request_sent"] = request_sent.into();
+    entry.detail.set("request_sent", request_sent);
     if let Ok(answer) = &sent {
-        entry.detail["upstream_status"] = answer.status.as_u16().into();
+        entry.detail.set("upstream_status", answer.status.as_u16());
     }
     finish_lease(lease, request_sent).await;
     let answer = sent?;

@@ -113,7 +113,9 @@ const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
 /// The body or a header's value as text, the injected secrets in it masked.
 fn scrubbed<'a>(bytes: &'a [u8], echoes: &[Echo<'_>]) -> Cow<'a, str> {
-    let text = String::from_utf8_lossy(bytes);
+    // `from_utf8` first: it checks ASCII a word at a time, `from_utf8_lossy` a byte at a time.
+    let text =
+        std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed);
     scrub_text(&text, echoes).map_or(text, Cow::Owned)
 }
 
