@@ -16,10 +16,15 @@ use crate::idempotency::{Begin, KeptAnswer, key_of};
 
 /// A request about to run `call`: its idempotency key checked, scoped to its project.
 pub struct Once {
-    request: Option<crate::idempotency::IdempotentRequest>,
+    /// The keyed request, and the record audited (its outcome filled in) if the call does not
+    /// run: a replay, a key in use or reused.
+    request: Option<(crate::idempotency::IdempotentRequest, crate::audit::Entry)>,
 }
 
 impl Once {
+    /// `refused` builds the record of a call the key keeps from running; it is called only
+    /// when there is a key (most calls have none).
+    ///
     /// # Errors
     /// `400 Invalid value for Idempotency-Key` for a key that is not one.
     pub fn new(
@@ -29,19 +34,20 @@ impl Once {
         uri: &Uri,
         headers: &HeaderMap,
         body: &[u8],
+        refused: impl FnOnce() -> crate::audit::Entry,
     ) -> Result<Self, ApiError> {
         let key = key_of(headers).map_err(|_| ApiError::invalid("Idempotency-Key"))?;
         Ok(Self {
             request: key.map(|key| {
-                state
+                let request = state
                     .idempotency
-                    .request(project_id, key, method, uri, headers, body)
+                    .request(project_id, key, method, uri, headers, body);
+                (request, refused())
             }),
         })
     }
 
-    /// Runs `call` unless the key says otherwise; `refused` is audited (its outcome filled in)
-    /// when the call does not run: a replay, a key in use or reused.
+    /// Runs `call` unless the key says otherwise.
     ///
     /// With a key, the call runs to its end in a task of its own even if the caller hangs up:
     /// its answer is what the caller's retry gets.
@@ -49,18 +55,13 @@ impl Once {
     /// # Errors
     /// `409 Idempotency key in use`, `422 Idempotency key reused with a different request`,
     /// the store's errors; and `call`'s when there is no key.
-    pub fn run<'a, F>(
-        self,
-        state: &'a AppState,
-        refused: crate::audit::Entry,
-        call: F,
-    ) -> Running<'a, F>
+    pub fn run<'a, F>(self, state: &'a AppState, call: F) -> Running<'a, F>
     where
         F: Future<Output = Result<Response, ApiError>> + Send + 'static,
     {
         match self.request {
             None => Running::Plain { call },
-            Some(request) => Running::Keyed {
+            Some((request, refused)) => Running::Keyed {
                 keyed: Box::pin(run_keyed(state, request, refused, call)),
             },
         }
@@ -161,15 +162,15 @@ where
         uri,
         headers,
         &body,
+        || caller.audit(action),
     )?;
-    let refused = caller.audit(action);
     let work_state = state.clone();
     let work = async move {
         call(work_state, caller, body)
             .await
             .map(IntoResponse::into_response)
     };
-    once.run(&state, refused, work).await
+    once.run(&state, work).await
 }
 
 async fn refuse(

@@ -82,8 +82,15 @@ pub async fn tokenize(
             (caller.project, None)
         };
     entry.project_id.clone_from(&project.id);
-    let once = Once::new(&state, &project.id, &Method::POST, &uri, &headers, &body)?;
-    let refused = entry.clone();
+    let once = Once::new(
+        &state,
+        &project.id,
+        &Method::POST,
+        &uri,
+        &headers,
+        &body,
+        || entry.clone(),
+    )?;
     let call_state = state.clone();
     let call = async move {
         let result = tokenize_for(&call_state, &project, browser, &body).await;
@@ -97,7 +104,7 @@ pub async fn tokenize(
         call_state.audit(entry).await?;
         result.map(IntoResponse::into_response)
     };
-    once.run(&state, refused, call).await
+    once.run(&state, call).await
 }
 
 async fn tokenize_for(

@@ -243,8 +243,29 @@ async fn tokenize_and_create_calls_are_kept_sealed_and_replayed() {
         post_once_as(&vault, &admin_keys, "/api/applications", "app-2", &app).await;
     assert_eq!((status, replayed), (409, false));
 
-    // What is kept is sealed: no card number, CVC, API key or idempotency key in the clear.
+    // Each replay is audited as one, with the status it replayed; nothing else is.
     let mut conn = vault.database().await;
+    let replays: Vec<(String, String)> = sqlx::query(
+        "SELECT action, detail FROM audit_log WHERE outcome = 'idempotent_replay' ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect();
+    assert_eq!(
+        replays,
+        [
+            ("tokenize".to_owned(), r#"{"status":201}"#.to_owned()),
+            (
+                "application.create".to_owned(),
+                r#"{"status":201}"#.to_owned()
+            ),
+        ]
+    );
+
+    // What is kept is sealed: no card number, CVC, API key or idempotency key in the clear.
     let rows = sqlx::query("SELECT key_hash, request_hash, answer FROM idempotency_keys")
         .fetch_all(&mut conn)
         .await

@@ -114,11 +114,11 @@ pub async fn transaction(
         &uri,
         &headers,
         &body,
+        || caller.audit("proxy"),
     )?;
-    let refused = caller.audit("proxy");
     let call_state = state.clone();
     let call = async move { proxy_and_audit(&call_state, &caller, &uri, &headers, &body).await };
-    once.run(&state, refused, call).await
+    once.run(&state, call).await
 }
 
 /// Stages 1–6, and the call's audit record.
