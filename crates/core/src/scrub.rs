@@ -281,6 +281,8 @@ fn replace_matches(
     let mut i = 0;
     while let Some(at) = next_start(text.as_bytes(), i, starts) {
         i = at;
+        // A start byte is ASCII or a secret's first byte, always a character's start; only
+        // the tests' every-position scan lands inside one.
         if !text.is_char_boundary(i) {
             i += 1;
             continue;
