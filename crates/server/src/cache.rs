@@ -2,18 +2,28 @@
 //! key belongs to, a project's destination settings, checked DNS answers, per-profile HTTP
 //! clients). Entries live for the configured time; a revoked key or a changed allowlist takes
 //! effect on every instance within it (`cache_ttl_ms`; 0 turns caching off). Past its size
-//! bound a cache evicts its oldest entries first (every entry lives the same time, so the
-//! oldest are the nearest to expiring anyway), one for each entry added, never all at once.
+//! bound a cache evicts its oldest entry for each one added (every entry lives the same time,
+//! so the oldest is the nearest to expiring anyway), never all at once; expired entries are
+//! dropped as new ones arrive.
 //!
-//! A map behind a read-write lock: a proxy call looks up three of these caches, and a
-//! general-purpose concurrent cache (moka's, with its access buffers, frequency sketch and
-//! clock) cost ~3,000 instructions a call for those three lookups (docs/benchmarks.md,
-//! issue 17). A lookup here takes the read lock, hashes the key and reads the clock once.
+//! An insertion-ordered map behind a read-write lock: a proxy call looks up three of these
+//! caches, and a general-purpose concurrent cache (moka's, with its access buffers, frequency
+//! sketch and clock) cost 3,030 instructions a call for those three lookups
+//! (docs/benchmarks.md, issue 17). A lookup here takes the read lock, hashes the key
+//! (SipHash, randomly keyed: some keys come from callers) and reads the clock once. Every
+//! change holds the write lock for a bounded amount of work, and what it removes is dropped
+//! after the lock is released.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::hash_map::RandomState;
 use std::hash::Hash;
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
+
+use hashlink::LinkedHashMap;
+
+/// Expired entries an insertion drops at most, besides the one a full cache evicts: expired
+/// entries go at twice the rate new ones come, without one insertion clearing a backlog.
+const EXPIRED_DROPPED_PER_INSERT: usize = 2;
 
 /// A cache whose entries expire `ttl` after insertion, holding at most `capacity` of them.
 pub struct TtlCache<K, V> {
@@ -23,39 +33,26 @@ pub struct TtlCache<K, V> {
 struct Inner<K, V> {
     ttl: Duration,
     capacity: usize,
-    state: RwLock<State<K, V>>,
-}
-
-struct State<K, V> {
-    entries: HashMap<K, Stored<V>>,
-    /// Each insertion's number and key, oldest first. A key inserted again (or removed) leaves
-    /// its older records behind; they are skipped when they come up, and dropped in one pass
-    /// once they outnumber the entries (so the queue stays within about twice the map).
-    order: VecDeque<(u64, K)>,
-    insertions: u64,
+    /// Oldest insertion first; all entries live the same time, so also soonest to expire.
+    entries: RwLock<LinkedHashMap<K, Stored<V>, RandomState>>,
 }
 
 struct Stored<V> {
     value: V,
     expires: Instant,
-    insertion: u64,
 }
 
 impl<K, V> TtlCache<K, V>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// A zero `ttl` keeps nothing.
+    /// A zero `ttl` or `capacity` keeps nothing.
     pub fn new(ttl: Duration, capacity: u64) -> Self {
-        let inner = (!ttl.is_zero()).then(|| Inner {
+        let inner = (!ttl.is_zero() && capacity > 0).then(|| Inner {
             ttl,
-            capacity: usize::try_from(capacity).unwrap_or(usize::MAX).max(1),
-            state: RwLock::new(State {
-                entries: HashMap::new(),
-                order: VecDeque::new(),
-                insertions: 0,
-            }),
+            capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
+            entries: RwLock::new(LinkedHashMap::with_hasher(RandomState::new())),
         });
         Self { inner }
     }
@@ -67,49 +64,44 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let inner = self.inner.as_ref()?;
-        let state = inner.state.read().unwrap_or_else(PoisonError::into_inner);
-        let stored = state.entries.get(key)?;
+        let entries = inner.entries.read().unwrap_or_else(PoisonError::into_inner);
+        let stored = entries.get(key)?;
         (stored.expires > Instant::now()).then(|| stored.value.clone())
     }
 
+    /// Adds or replaces `key` (a replaced key counts as the newest).
     pub fn insert(&self, key: K, value: V) {
         let Some(inner) = &self.inner else {
             return;
         };
-        let expires = Instant::now() + inner.ttl;
-        let mut state = inner.state.write().unwrap_or_else(PoisonError::into_inner);
-        let state = &mut *state;
-        state.insertions += 1;
-        let insertion = state.insertions;
-        state.order.push_back((insertion, key.clone()));
-        state.entries.insert(
-            key,
-            Stored {
-                value,
-                expires,
-                insertion,
-            },
-        );
-        while state.entries.len() > inner.capacity {
-            let Some((insertion, key)) = state.order.pop_front() else {
-                break;
-            };
-            if state
+        let now = Instant::now();
+        let stored = Stored {
+            value,
+            expires: now + inner.ttl,
+        };
+        let mut dropped = Vec::new();
+        {
+            let mut entries = inner
                 .entries
-                .get(&key)
-                .is_some_and(|stored| stored.insertion == insertion)
-            {
-                state.entries.remove(&key);
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(old) = entries.insert(key, stored) {
+                dropped.push(old);
+            }
+            if entries.len() > inner.capacity {
+                dropped.extend(entries.pop_front().map(|(_, stored)| stored));
+            }
+            for _ in 0..EXPIRED_DROPPED_PER_INSERT {
+                if entries
+                    .front()
+                    .is_none_or(|(_, stored)| stored.expires > now)
+                {
+                    break;
+                }
+                dropped.extend(entries.pop_front().map(|(_, stored)| stored));
             }
         }
-        if state.order.len() > 2 * state.entries.len() + 64 {
-            let entries = &state.entries;
-            state.order.retain(|(insertion, key)| {
-                entries
-                    .get(key)
-                    .is_some_and(|stored| stored.insertion == *insertion)
-            });
-        }
+        drop(dropped);
     }
 
     /// Forgets one entry (on this instance), e.g. after its settings changed here.
@@ -119,17 +111,26 @@ where
         Q: Hash + Eq + ?Sized,
     {
         if let Some(inner) = &self.inner {
-            let mut state = inner.state.write().unwrap_or_else(PoisonError::into_inner);
-            state.entries.remove(key);
+            let removed = inner
+                .entries
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(key);
+            drop(removed);
         }
     }
 
     /// Forgets every entry (on this instance), e.g. after a key is revoked here.
     pub fn clear(&self) {
         if let Some(inner) = &self.inner {
-            let mut state = inner.state.write().unwrap_or_else(PoisonError::into_inner);
-            state.entries.clear();
-            state.order.clear();
+            let emptied = std::mem::replace(
+                &mut *inner
+                    .entries
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner),
+                LinkedHashMap::with_hasher(RandomState::new()),
+            );
+            drop(emptied);
         }
     }
 }
@@ -138,19 +139,32 @@ where
 mod tests {
     use super::*;
 
-    /// How many entries and insertion records the cache holds.
-    fn sizes<K, V>(cache: &TtlCache<K, V>) -> (usize, usize) {
-        let state = cache.inner.as_ref().unwrap().state.read().unwrap();
-        (state.entries.len(), state.order.len())
+    fn len<K, V>(cache: &TtlCache<K, V>) -> usize {
+        cache.inner.as_ref().unwrap().entries.read().unwrap().len()
     }
 
     #[test]
     fn entries_expire() {
-        let cache = TtlCache::new(Duration::from_millis(30), 10);
+        let cache = TtlCache::new(Duration::from_millis(500), 10);
         cache.insert("k", 1);
         assert_eq!(cache.get(&"k"), Some(1));
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(600));
         assert_eq!(cache.get(&"k"), None);
+    }
+
+    #[test]
+    fn expired_entries_are_dropped_as_new_ones_arrive() {
+        let cache = TtlCache::new(Duration::from_millis(300), 100);
+        for i in 0..10 {
+            cache.insert(i, i);
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        for i in 100..106 {
+            cache.insert(i, i);
+        }
+        // Two expired entries go with each insertion: all ten after five.
+        assert_eq!(len(&cache), 6);
+        assert_eq!(cache.get(&105), Some(105));
     }
 
     #[test]
@@ -158,7 +172,7 @@ mod tests {
         let cache = TtlCache::new(Duration::from_secs(60), 100);
         for i in 0..1000 {
             cache.insert(i, i);
-            assert_eq!(sizes(&cache).0, (i + 1).min(100));
+            assert_eq!(len(&cache), (i + 1).min(100));
         }
         assert_eq!(cache.get(&899), None);
         for i in 900..1000 {
@@ -174,28 +188,11 @@ mod tests {
         cache.insert("a", 3);
         cache.insert("c", 4);
         cache.insert("d", 5);
-        // `b` was the oldest; `a`'s first record no longer stood for it.
+        // `b` was the oldest once `a` came again.
         assert_eq!(cache.get(&"b"), None);
         assert_eq!(cache.get(&"a"), Some(3));
         assert_eq!(cache.get(&"c"), Some(4));
         assert_eq!(cache.get(&"d"), Some(5));
-    }
-
-    #[test]
-    fn the_insertion_records_stay_bounded_when_the_same_keys_come_back() {
-        let cache = TtlCache::new(Duration::from_secs(60), 1000);
-        for i in 0..100_000 {
-            cache.insert(i % 10, i);
-            cache.remove(&((i + 5) % 10));
-        }
-        let (entries, records) = sizes(&cache);
-        assert!(entries <= 10, "{entries}");
-        // Stale records are dropped once they outnumber the entries: never more than
-        // twice the ten keys and the slack.
-        assert!(
-            records <= 2 * 10 + 66,
-            "{records} records for {entries} entries"
-        );
     }
 
     #[test]
@@ -208,11 +205,11 @@ mod tests {
         assert_eq!(cache.get("j"), Some(2));
         cache.clear();
         assert_eq!(cache.get("j"), None);
-        assert_eq!(sizes(&cache), (0, 0));
+        assert_eq!(len(&cache), 0);
     }
 
     #[test]
-    fn readers_and_writers_on_several_threads_see_whole_entries() {
+    fn readers_and_writers_on_several_threads_keep_the_bound() {
         let cache = std::sync::Arc::new(TtlCache::new(Duration::from_secs(60), 64));
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -231,13 +228,17 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
-        assert!(sizes(&cache).0 <= 64);
+        assert!(len(&cache) <= 64);
     }
 
     #[test]
-    fn a_zero_ttl_keeps_nothing() {
-        let cache = TtlCache::new(Duration::ZERO, 10);
-        cache.insert("k", 1);
-        assert_eq!(cache.get(&"k"), None);
+    fn a_zero_ttl_or_capacity_keeps_nothing() {
+        for cache in [
+            TtlCache::new(Duration::ZERO, 10),
+            TtlCache::new(Duration::from_secs(60), 0),
+        ] {
+            cache.insert("k", 1);
+            assert_eq!(cache.get(&"k"), None);
+        }
     }
 }

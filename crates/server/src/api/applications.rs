@@ -244,9 +244,10 @@ pub async fn update(
     let mut entry = caller.audit("application.update");
     entry.detail.set("target", record.app.id.clone());
     entry.detail.set("permissions", permissions.to_list());
-    state.audit(entry).await?;
-    // A narrowed permission must not outlive this instance's key cache.
+    // A narrowed permission must not outlive this instance's key cache, even when the
+    // record below cannot be written.
     state.caches.callers.clear();
+    state.audit(entry).await?;
     let record = state
         .store
         .application(&caller.project.id, &record.app.id)
@@ -297,8 +298,9 @@ pub async fn delete(
     }
     let mut entry = caller.audit("application.delete");
     entry.detail.set("target", record.app.id.clone());
-    state.audit(entry).await?;
+    // Before the record: the change is made, whether or not it can be audited.
     state.caches.callers.clear();
+    state.audit(entry).await?;
     Ok(Json(
         json!({"success": true, "message": "Application deleted"}),
     ))
@@ -368,8 +370,9 @@ pub async fn roll_key(
     entry
         .detail
         .set("old_keys_expire_at", rfc3339(old_expire_at));
-    state.audit(entry).await?;
+    // Before the record: the change is made, whether or not it can be audited.
     state.caches.callers.clear();
+    state.audit(entry).await?;
     let mut data = application_json(&record);
     data["api_key"] = json!(api_key.expose_secret());
     data["old_keys_expire_at"] = json!(rfc3339(old_expire_at));

@@ -143,12 +143,13 @@ pub async fn update(
     entry
         .detail
         .set("fields", body.keys().cloned().collect::<Vec<_>>());
-    state.audit(entry).await?;
-    // This instance sees the change at once; others within the cache period.
+    // This instance sees the change at once (the record below failing or not); others within
+    // the cache period.
     state.caches.callers.clear();
     state.caches.publishable_keys.clear();
     state.destinations.forget(&project.id);
     state.collect.forget_origins(&project.id);
+    state.audit(entry).await?;
     let project = state.store.project(&caller.project.id).await?;
     Ok(Json(
         json!({"success": true, "data": settings_json(&state, &project).await?}),
