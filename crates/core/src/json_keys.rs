@@ -1,6 +1,7 @@
 //! Reading a JSON object's keys as the proxy reads its JSON requests: borrowed from the body
 //! where it has no escapes, and never the same key twice (parsers disagree on which of two wins, so a
 //! front proxy that reads the first would check a different request from the one the vault runs).
+//! And JSON read from bytes with their UTF-8 checked once ([`from_utf8_json`]).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -70,6 +71,15 @@ impl<'de> KeySet<'de> {
         }
         self.many.insert(key)
     }
+}
+
+/// Reads `T` from JSON bytes, checking them as UTF-8 once: read from bytes, `serde_json`
+/// checks each string it meets again (18 strings in a proxy call's body). `None` when the
+/// bytes are not UTF-8 or not a `T`.
+pub fn from_utf8_json<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Option<T> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| serde_json::from_str(text).ok())
 }
 
 #[cfg(test)]

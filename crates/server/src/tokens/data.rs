@@ -179,10 +179,8 @@ impl TokenData {
         token_id: &str,
     ) -> Result<(Self, Option<AllowedDestinations>), CryptoError> {
         let plain = keyring.open(sealed, &aad::token(project_id, token_id))?;
-        let stored: Stored = std::str::from_utf8(&plain)
-            .ok()
-            .and_then(|text| serde_json::from_str(text).ok())
-            .ok_or(CryptoError::Decrypt)?;
+        let stored: Stored =
+            cardvault_core::json_keys::from_utf8_json(&plain).ok_or(CryptoError::Decrypt)?;
         let allowed = match &stored {
             Stored::Card {
                 allowed_destinations,

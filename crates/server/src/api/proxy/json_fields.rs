@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use cardvault_core::json_keys::{Key, KeySet, NUMBER_KEY};
+use cardvault_core::json_keys::{Key, KeySet, NUMBER_KEY, from_utf8_json};
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -43,12 +43,7 @@ impl<'a> ProxyFields<'a> {
     /// `400 Invalid JSON`: not a JSON object, or a key given twice anywhere outside
     /// `request_data` (whose text is only captured here, and read later).
     pub fn read(bytes: &'a [u8]) -> Result<Self, ApiError> {
-        // UTF-8 checked once for the whole body: read from bytes, `serde_json` checks each
-        // string it meets again (18 a call).
-        std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|text| serde_json::from_str(text).ok())
-            .ok_or(ApiError::InvalidBody(BodyKind::Json))
+        from_utf8_json(bytes).ok_or(ApiError::InvalidBody(BodyKind::Json))
     }
 }
 
