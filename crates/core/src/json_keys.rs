@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde::de::{Deserialize, Deserializer, Visitor};
+use smallvec::SmallVec;
 
 /// How `serde_json` with `arbitrary_precision` (which the templates need, to send amounts
 /// digit for digit) hands a number to a visitor: as a one-entry map under this key, whose
@@ -46,15 +47,18 @@ impl<'de> Visitor<'de> for KeyVisitor {
 }
 
 /// The keys of one object seen so far. A short list while the object is small (most are):
-/// cheaper than hashing; a set past that, so an object of many keys costs linear time.
+/// cheaper than hashing, and up to [`INLINE`] keys no allocation (a proxy call's body has five
+/// objects); a set past [`FEW`], so an object of many keys costs linear time.
 #[derive(Default)]
 pub struct KeySet<'de> {
-    few: Vec<Cow<'de, str>>,
+    few: SmallVec<[Cow<'de, str>; INLINE]>,
     many: HashSet<Cow<'de, str>>,
 }
 
 /// Objects up to this many keys are checked by comparing with each.
 const FEW: usize = 16;
+/// Keys held without an allocation.
+const INLINE: usize = 8;
 
 impl<'de> KeySet<'de> {
     /// Adds a key; false when the object already has it.

@@ -1,8 +1,8 @@
 //! Who is calling: the application behind `X-API-Key`, and its project.
 
 use axum::extract::{FromRequestParts, MatchedPath};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName};
 
 use super::{ApiError, AppState};
 use crate::limits::rate::Budget;
@@ -10,6 +10,10 @@ use crate::store::{Application, Project, StoreError};
 
 /// Longer than any key we issue; refusing early keeps junk out of the hash and the database.
 const MAX_KEY_LEN: usize = 256;
+
+// Names made once, not parsed from text at each lookup (as a `&str` name is).
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const PUB_KEY: HeaderName = HeaderName::from_static("x-pub-key");
 
 /// An authenticated caller.
 pub struct Caller {
@@ -68,7 +72,7 @@ impl Caller {
         state: &AppState,
         headers: &HeaderMap,
     ) -> Result<(), ApiError> {
-        let key = header_key(headers, "x-pub-key")
+        let key = header_key(headers, &PUB_KEY)
             .ok_or_else(|| ApiError::InvalidApiKey.because("the X-Pub-Key header is missing"))?;
         match project_by_pub_key(state, key).await? {
             Some(project) if project.id == self.project.id => Ok(()),
@@ -104,7 +108,7 @@ fn allowed(permission: bool) -> Result<(), ApiError> {
     }
 }
 
-fn header_key<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_key<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -138,7 +142,7 @@ impl FromRequestParts<AppState> for Caller {
 impl Caller {
     /// The application behind `X-API-Key`.
     pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Self, ApiError> {
-        let key = header_key(headers, "x-api-key")
+        let key = header_key(headers, &API_KEY)
             .ok_or_else(|| ApiError::InvalidApiKey.because("the X-API-Key header is missing"))?;
         // Keys are looked up by their keyed hash: an attacker cannot steer the hash, so the index
         // lookup's timing says nothing about any stored key.

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::OwnedSemaphorePermit;
 use tower::{Layer, Service};
@@ -26,7 +26,8 @@ use super::ApiError;
 use crate::http_server::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES};
 use crate::limits::InFlightLimit;
 
-const REQUEST_ID: &str = "x-request-id";
+/// A name made once, not parsed from text at each use (as a `&str` name is).
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id (the caller's `X-Request-Id` when safe, else a new one), for handlers that
 /// record it (the audit log).

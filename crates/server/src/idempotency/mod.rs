@@ -23,7 +23,7 @@ use crate::clock::now_unix_ms;
 use crate::crypto::{CryptoError, Keyring, aad};
 use crate::store::{IdempotencyClaim, Store, StoreError};
 
-pub const KEY_HEADER: &str = "idempotency-key";
+pub const KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// The longest key accepted (Stripe's limit).
 pub const MAX_KEY_LEN: usize = 255;

@@ -3,7 +3,7 @@
 //! the same names, which are then removed), the method from `X-Proxy-Method`, a dry run from
 //! `X-Dry-Run`, and the forwarded headers are the request's own minus the vault's.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use cardvault_core::destination::DestinationRules;
 use cardvault_core::template::{Encoding, Template};
 
@@ -14,9 +14,11 @@ use super::request::{
 };
 use crate::api::{ApiError, BodyKind};
 
+const PROXY_URL: HeaderName = HeaderName::from_static("x-proxy-url");
+
 /// True when the request describes a raw-mode call.
 pub fn applies(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> bool {
-    if headers.contains_key("x-proxy-url") || query_value(query, "proxy_url").is_some() {
+    if headers.contains_key(PROXY_URL) || query_value(query, "proxy_url").is_some() {
         return true;
     }
     match MediaType::of(headers) {

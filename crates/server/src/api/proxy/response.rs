@@ -30,6 +30,8 @@ const DROPPED_HEADERS: [&str; 10] = [
 /// ones are masked where they are a whole value (templates may only place them there).
 const LONG_ACCOUNT_DIGITS: usize = 8;
 
+const UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-upstream-status");
+
 pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
     let status = upstream.status.as_u16();
     let mut response = match answer(&upstream, &echoes(values)) {
@@ -43,10 +45,9 @@ pub fn wrap(upstream: UpstreamResponse, values: &Substitutions) -> Response {
             .into_response(),
         Err(e) => crate::api::ApiError::Internal(Box::new(e)).into_response(),
     };
-    response.headers_mut().insert(
-        HeaderName::from_static("x-upstream-status"),
-        HeaderValue::from(status),
-    );
+    response
+        .headers_mut()
+        .insert(UPSTREAM_STATUS, HeaderValue::from(status));
     response
 }
 

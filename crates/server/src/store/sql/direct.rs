@@ -159,7 +159,7 @@ impl DirectSqlite {
     ) -> Vec<Result<Result<(), StoreError>, Busy>> {
         let mut each = Vec::with_capacity(group.len());
         let written = self.write(false, |conn| {
-            let tx = WriteTransaction::begin(conn)?;
+            let tx = WriteTransaction::begin_for(conn, group.len())?;
             for (token, now) in group {
                 match insert_token(&tx, token, *now) {
                     Ok(()) => each.push(Ok(())),
@@ -356,7 +356,7 @@ fn audit_insert_sql() -> &'static [String] {
 }
 
 fn insert_audit(conn: &mut Connection, rows: &[AuditRow]) -> rusqlite::Result<()> {
-    let tx = WriteTransaction::begin(conn)?;
+    let tx = WriteTransaction::begin_for(conn, rows.len().div_ceil(AUDIT_ROWS_PER_STATEMENT))?;
     for chunk in rows.chunks(AUDIT_ROWS_PER_STATEMENT) {
         let mut statement = tx.prepare_cached(&audit_insert_sql()[chunk.len() - 1])?;
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 12);
@@ -387,6 +387,8 @@ fn insert_audit(conn: &mut Connection, rows: &[AuditRow]) -> rusqlite::Result<()
 /// (an error, a failed `COMMIT`, a panic), as a `Transaction` is.
 struct WriteTransaction<'c> {
     conn: &'c Connection,
+    /// False for a single statement run as its own transaction ([`Self::begin_for`]).
+    explicit: bool,
     committed: bool,
 }
 
@@ -395,12 +397,34 @@ impl<'c> WriteTransaction<'c> {
         conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         Ok(Self {
             conn,
+            explicit: true,
             committed: false,
         })
     }
 
+    /// The transaction of `statements` writing statements. For one, none is opened: SQLite
+    /// runs a statement outside a transaction as a transaction of its own, taking the write
+    /// lock before anything else as `BEGIN IMMEDIATE` does (a busy file refuses it with
+    /// nothing done), committing at its end, and undoing all of it if it fails. That spares
+    /// the two statements around it, the cost of a whole statement each (docs/benchmarks.md,
+    /// issue 17's nineteenth step): every proxy call's audit record is such a group of one
+    /// when calls come one at a time. Only from outside a transaction: inside one, the
+    /// statement would not commit, so `BEGIN` is tried and refused instead.
+    fn begin_for(conn: &'c Connection, statements: usize) -> rusqlite::Result<Self> {
+        if statements == 1 && conn.is_autocommit() {
+            return Ok(Self {
+                conn,
+                explicit: false,
+                committed: false,
+            });
+        }
+        Self::begin(conn)
+    }
+
     fn commit(mut self) -> rusqlite::Result<()> {
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        if self.explicit {
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+        }
         self.committed = true;
         Ok(())
     }
@@ -592,6 +616,67 @@ mod tests {
         // the next group begins its own and lands.
         store.append_audit(&[audit_row(41)]).await.unwrap();
         assert_eq!(store.audit_head("c1").await.unwrap().unwrap().0, 41);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_or_token_alone_is_a_transaction_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        // Another writer holds the file: the one record waits for it, then lands.
+        let lock = hold_write_lock(&dir);
+        let writing = tokio::spawn({
+            let store = store.clone();
+            async move { store.append_audit(&[audit_row(1)]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!writing.is_finished(), "the write waits for the lock");
+        drop(lock);
+        writing.await.unwrap().unwrap();
+        assert_eq!(store.audit_head("c1").await.unwrap().unwrap().0, 1);
+        // A record refused alone lands nothing and leaves no transaction open.
+        let conn = rusqlite::Connection::open(dir.path().join("vault.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER refuse_2 BEFORE INSERT ON audit_log WHEN NEW.seq = 2 \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+        let error = store.append_audit(&[audit_row(2)]).await.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Sqlite(e) if e.to_string().contains("refused by the test")),
+            "{error:?}"
+        );
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT count(*) FROM audit_log"), 1);
+        store.append_audit(&[audit_row(3)]).await.unwrap();
+        assert_eq!(count("SELECT count(*) FROM audit_log"), 2);
+        // A token alone: stored and seen by another connection at once; its id again is a
+        // conflict of its own, after which the next token lands.
+        store.insert_token(&token("tok_a", None)).await.unwrap();
+        assert_eq!(count("SELECT count(*) FROM tokens WHERE id = 'tok_a'"), 1);
+        assert!(matches!(
+            store.insert_token(&token("tok_a", None)).await,
+            Err(StoreError::Conflict)
+        ));
+        store.insert_token(&token("tok_b", None)).await.unwrap();
+        assert_eq!(count("SELECT count(*) FROM tokens"), 2);
+    }
+
+    #[test]
+    fn a_statement_alone_inside_an_open_transaction_is_refused_not_left_uncommitted() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (n INTEGER); BEGIN")
+            .unwrap();
+        assert!(super::WriteTransaction::begin_for(&conn, 1).is_err());
+        conn.execute_batch("ROLLBACK").unwrap();
+        let tx = super::WriteTransaction::begin_for(&conn, 1).unwrap();
+        tx.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        // Committed by the statement itself, before `commit`.
+        assert!(conn.is_autocommit());
+        tx.commit().unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]
