@@ -215,6 +215,11 @@ impl DirectSqlite {
                 Err(e) => return busy_or(e),
             },
         };
+        // A transaction left open (a `ROLLBACK` that failed as one was dropped) ends here: it
+        // would swallow this write uncommitted, or refuse this and every later one.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         match conn.busy_timeout(timeout).and_then(|()| statements(conn)) {
             Ok(()) => Ok(Ok(())),
             Err(e) => busy_or(e),
@@ -383,8 +388,9 @@ fn insert_audit(conn: &mut Connection, rows: &[AuditRow]) -> rusqlite::Result<()
 
 /// A write transaction (`BEGIN IMMEDIATE` … `COMMIT`) run by cached statements: rusqlite's
 /// `Transaction` has SQLite parse both anew each time, ~3,500 instructions of an audit commit
-/// that the proxy's calls wait for (docs/benchmarks.md). Rolled back when dropped uncommitted
-/// (an error, a failed `COMMIT`, a panic), as a `Transaction` is.
+/// that the proxy's calls wait for (docs/benchmarks.md); or, for a single statement, the
+/// statement's own ([`Self::begin_for`]). Rolled back when dropped uncommitted (an error, a
+/// failed `COMMIT`, a panic), as a `Transaction` is.
 struct WriteTransaction<'c> {
     conn: &'c Connection,
     /// False for a single statement run as its own transaction ([`Self::begin_for`]).
@@ -407,9 +413,15 @@ impl<'c> WriteTransaction<'c> {
     /// lock before anything else as `BEGIN IMMEDIATE` does (a busy file refuses it with
     /// nothing done), committing at its end, and undoing all of it if it fails. That spares
     /// the two statements around it, the cost of a whole statement each (docs/benchmarks.md,
-    /// issue 17's nineteenth step): every proxy call's audit record is such a group of one
-    /// when calls come one at a time. Only from outside a transaction: inside one, the
-    /// statement would not commit, so `BEGIN` is tried and refused instead.
+    /// issue 17's nineteenth step): an audit group of up to `AUDIT_ROWS_PER_STATEMENT`
+    /// records is one statement, and so is a group of one new token.
+    ///
+    /// "Undoing all of it" holds for a plain `INSERT`, which these are: a statement with the
+    /// `FAIL` conflict action (`OR FAIL`, `RAISE(FAIL)`, `ON CONFLICT FAIL` in the schema)
+    /// keeps the rows it wrote before failing, and one with `RETURNING` commits when reset;
+    /// neither may be written through a transaction of its own. Only from outside a
+    /// transaction: inside one, the statement would not commit, so `BEGIN` is tried and
+    /// refused instead.
     fn begin_for(conn: &'c Connection, statements: usize) -> rusqlite::Result<Self> {
         if statements == 1 && conn.is_autocommit() {
             return Ok(Self {
@@ -663,18 +675,44 @@ mod tests {
 
     #[test]
     fn a_statement_alone_inside_an_open_transaction_is_refused_not_left_uncommitted() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch("CREATE TABLE t (n INTEGER); BEGIN")
             .unwrap();
         assert!(super::WriteTransaction::begin_for(&conn, 1).is_err());
         conn.execute_batch("ROLLBACK").unwrap();
         let tx = super::WriteTransaction::begin_for(&conn, 1).unwrap();
         tx.execute("INSERT INTO t VALUES (1)", []).unwrap();
-        // Committed by the statement itself, before `commit`.
-        assert!(conn.is_autocommit());
+        // Committed by the statement itself, before `commit`: another connection sees it.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        let count = || -> i64 {
+            other
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(count(), 1);
         tx.commit().unwrap();
-        let n: i64 = conn
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        assert_eq!(count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_left_open_on_the_writer_neither_swallows_nor_refuses_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = store(&dir).await;
+        let direct = super::DirectSqlite::new(&dir.path().join("vault.db"));
+        // As if a dropped transaction's `ROLLBACK` had failed: the writer is left inside one.
+        direct
+            .write(false, |conn| conn.execute_batch("BEGIN"))
+            .unwrap()
+            .unwrap();
+        direct
+            .append_audit(&[audit_row(1)], false)
+            .unwrap()
+            .unwrap();
+        let other = rusqlite::Connection::open(dir.path().join("vault.db")).unwrap();
+        let n: i64 = other
+            .query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
     }
