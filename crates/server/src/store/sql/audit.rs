@@ -141,16 +141,20 @@ fn audit_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
     })
 }
 
+/// The audit `INSERT` of `rows` records, in numbered marks (both engines take them: the
+/// embedded database's own statements, and PostgreSQL's).
+pub(super) static INSERT_AUDIT: super::marks::TextBySize = super::marks::TextBySize::new(|rows| {
+    format!(
+        "INSERT INTO audit_log ({INSERTED_COLUMNS}) VALUES {}",
+        super::marks::Marks::Numbered.rows(rows, 12)
+    )
+});
+
 fn insert_audit_rows(
     rows: &[AuditRow],
 ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
-    const COLUMNS: usize = 12;
-    let sql = format!(
-        "INSERT INTO audit_log ({INSERTED_COLUMNS}) VALUES {}",
-        super::marks::Marks::Numbered.rows(rows.len(), COLUMNS)
-    );
     // Built from numbered placeholders only; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(INSERT_AUDIT.get(rows.len())));
     for row in rows {
         query = query
             .bind(row.chain.clone())

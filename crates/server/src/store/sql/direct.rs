@@ -344,26 +344,10 @@ fn insert_token(conn: &Connection, token: &TokenRecord, now: i64) -> rusqlite::R
 /// so many short statements in one transaction beat one long one.
 const AUDIT_ROWS_PER_STATEMENT: usize = 16;
 
-/// The audit `INSERT` of 1 to [`AUDIT_ROWS_PER_STATEMENT`] rows, built once.
-fn audit_insert_sql() -> &'static [String] {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        (1..=AUDIT_ROWS_PER_STATEMENT)
-            .map(|rows| {
-                format!(
-                    "INSERT INTO audit_log ({}) VALUES {}",
-                    super::audit::INSERTED_COLUMNS,
-                    super::marks::Marks::Numbered.rows(rows, 12)
-                )
-            })
-            .collect()
-    })
-}
-
 fn insert_audit(conn: &mut Connection, rows: &[AuditRow]) -> rusqlite::Result<()> {
     let tx = WriteTransaction::begin_for(conn, rows.len().div_ceil(AUDIT_ROWS_PER_STATEMENT))?;
     for chunk in rows.chunks(AUDIT_ROWS_PER_STATEMENT) {
-        let mut statement = tx.prepare_cached(&audit_insert_sql()[chunk.len() - 1])?;
+        let mut statement = tx.prepare_cached(&super::audit::INSERT_AUDIT.get(chunk.len()))?;
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 12);
         for row in chunk {
             values.extend_from_slice(&[

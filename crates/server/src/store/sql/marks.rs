@@ -1,4 +1,7 @@
-//! How a statement's values are marked, on each engine.
+//! How a statement's values are marked, on each engine; and the texts of statements whose
+//! size varies with their group, each built once.
+
+use std::sync::{Arc, OnceLock};
 
 use super::SqlStore;
 
@@ -40,9 +43,59 @@ impl Marks {
     }
 }
 
+/// Group sizes whose statement text is kept once built; a larger group's is built each time.
+const KEPT_SIZES: usize = 64;
+
+/// A statement's text for each size of group it is written for (rows inserted, ids read),
+/// built the first time a size is used and kept for the process's life: building the text of
+/// one audit record's `INSERT` took ~8,000 instructions, on every PostgreSQL call
+/// (docs/benchmarks.md, issue 17's nineteenth step). At most [`KEPT_SIZES`] texts a statement.
+pub(in crate::store) struct TextBySize {
+    kept: [OnceLock<Arc<str>>; KEPT_SIZES],
+    build: fn(usize) -> String,
+}
+
+impl TextBySize {
+    /// `build(n)` is the text for a group of `n` (from 1).
+    pub(in crate::store) const fn new(build: fn(usize) -> String) -> Self {
+        Self {
+            kept: [const { OnceLock::new() }; KEPT_SIZES],
+            build,
+        }
+    }
+
+    /// The text for a group of `size`.
+    pub(in crate::store) fn get(&self, size: usize) -> Arc<str> {
+        match size.checked_sub(1).and_then(|i| self.kept.get(i)) {
+            Some(slot) => slot.get_or_init(|| (self.build)(size).into()).clone(),
+            None => (self.build)(size).into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Marks;
+    use std::sync::Arc;
+
+    use super::{KEPT_SIZES, Marks, TextBySize};
+
+    #[test]
+    fn a_size_s_text_is_built_once_and_is_the_text_built_for_it() {
+        static TEXTS: TextBySize = TextBySize::new(|n| Marks::Numbered.rows(n, 2));
+        for size in [1, 2, 7, KEPT_SIZES, KEPT_SIZES + 1, 300] {
+            let first = TEXTS.get(size);
+            assert_eq!(&*first, Marks::Numbered.rows(size, 2), "size {size}");
+            let again = TEXTS.get(size);
+            assert_eq!(first, again);
+            // Kept sizes hand out the one text built; larger ones are built each time.
+            assert_eq!(
+                Arc::ptr_eq(&first, &again),
+                size <= KEPT_SIZES,
+                "size {size}"
+            );
+        }
+        assert_eq!(&*TEXTS.get(0), "");
+    }
 
     #[test]
     fn marks_are_anonymous_or_numbered_in_order() {

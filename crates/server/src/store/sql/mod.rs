@@ -271,7 +271,8 @@ fn postgres_pool_options(max_connections: u32) -> AnyPoolOptions {
     // round trip a statement (~10 % of the throughput on PostgreSQL, docs/benchmarks.md,
     // issue 17). Without it, the first statement on a connection the server dropped (a
     // restart, a failover, an idle timeout) fails its call with a 503 instead of being
-    // replaced unseen.
+    // replaced unseen (`scale_out::dropped_database_connections_are_replaced`); pinging only
+    // connections idle for a second or more was tried and fails that test (nineteenth step).
 }
 
 /// With serving threads, `max_connections` is shared out: each serving thread's pool and the

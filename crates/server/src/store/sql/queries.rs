@@ -687,12 +687,14 @@ async fn insert_token_group(
     pool: sqlx::AnyPool,
     group: Vec<(TokenRecord, i64)>,
 ) -> Vec<Result<(), StoreError>> {
-    let sql = format!(
-        "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-        super::marks::Marks::Numbered.rows(group.len(), 13)
-    );
+    static TEXT: super::marks::TextBySize = super::marks::TextBySize::new(|tokens| {
+        format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            super::marks::Marks::Numbered.rows(tokens, 13)
+        )
+    });
     // Built from marks only; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(TEXT.get(group.len())));
     for (token, now) in &group {
         query = super::portability::bind_token(query, token, *now);
     }
@@ -728,14 +730,19 @@ async fn read_token_group(
     // Sized up to a power of two, the last item repeated: a few statement texts for sqlx to
     // prepare and keep, not one for every size.
     let slots = group.len().next_power_of_two();
-    let sql = format!(
-        "{}(project_id, id) IN ({}) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ${})",
-        select_token!(""),
-        super::marks::Marks::Numbered.rows(slots, 2),
-        slots * 2 + 1
-    );
+    // By the power of two (`1 << (n - 1)` slots for n).
+    static TEXT: super::marks::TextBySize = super::marks::TextBySize::new(|n| {
+        let slots = 1_usize << (n - 1);
+        format!(
+            "{}(project_id, id) IN ({}) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ${})",
+            select_token!(""),
+            super::marks::Marks::Numbered.rows(slots, 2),
+            slots * 2 + 1
+        )
+    });
     // Built from marks only; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let power = usize::try_from(slots.trailing_zeros()).unwrap_or(0);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(TEXT.get(power + 1)));
     let last = group.len().saturating_sub(1);
     for slot in 0..slots {
         let Some((project_id, id)) = group.get(slot.min(last)) else {
