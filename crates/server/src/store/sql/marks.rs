@@ -47,9 +47,10 @@ impl Marks {
 const KEPT_SIZES: usize = 64;
 
 /// A statement's text for each size of group it is written for (rows inserted, ids read),
-/// built the first time a size is used and kept for the process's life: building the text of
-/// one audit record's `INSERT` took ~8,000 instructions, on every PostgreSQL call
-/// (docs/benchmarks.md, issue 17's nineteenth step). At most [`KEPT_SIZES`] texts a statement.
+/// built the first time a size is used and kept for the process's life: on PostgreSQL every
+/// call built its audit `INSERT`'s text anew and its grouped token read's (the profile put
+/// ~10,500 instructions a call there; the count fell by 4,300: docs/benchmarks.md, issue 17's
+/// nineteenth step). At most [`KEPT_SIZES`] texts a statement.
 pub(in crate::store) struct TextBySize {
     kept: [OnceLock<Arc<str>>; KEPT_SIZES],
     build: fn(usize) -> String,

@@ -730,19 +730,8 @@ async fn read_token_group(
     // Sized up to a power of two, the last item repeated: a few statement texts for sqlx to
     // prepare and keep, not one for every size.
     let slots = group.len().next_power_of_two();
-    // By the power of two (`1 << (n - 1)` slots for n).
-    static TEXT: super::marks::TextBySize = super::marks::TextBySize::new(|n| {
-        let slots = 1_usize << (n - 1);
-        format!(
-            "{}(project_id, id) IN ({}) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ${})",
-            select_token!(""),
-            super::marks::Marks::Numbered.rows(slots, 2),
-            slots * 2 + 1
-        )
-    });
     // Built from marks only; every value is bound.
-    let power = usize::try_from(slots.trailing_zeros()).unwrap_or(0);
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(TEXT.get(power + 1)));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(token_read_text(slots)));
     let last = group.len().saturating_sub(1);
     for slot in 0..slots {
         let Some((project_id, id)) = group.get(slot.min(last)) else {
@@ -763,6 +752,23 @@ async fn read_token_group(
             .collect(),
         Err(e) => each_hears(&e, group.len()),
     }
+}
+
+/// The grouped token read's text for `slots` (a power of two) pairs of marks, kept by its
+/// power: `1 << (n - 1)` slots for the n-th (a group holds at most 256 items: 9 texts).
+fn token_read_text(slots: usize) -> std::sync::Arc<str> {
+    static TEXT: super::marks::TextBySize = super::marks::TextBySize::new(|n| {
+        debug_assert!((1..=64).contains(&n), "a power of two of slots");
+        let slots = 1_usize << (n - 1);
+        format!(
+            "{}(project_id, id) IN ({}) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ${})",
+            select_token!(""),
+            super::marks::Marks::Numbered.rows(slots, 2),
+            slots * 2 + 1
+        )
+    });
+    debug_assert!(slots.is_power_of_two(), "{slots} slots");
+    TEXT.get(slots.trailing_zeros() as usize + 1)
 }
 
 /// A group's statement failed: each of its `n` calls hears why (`sqlx::Error` cannot be
@@ -869,5 +875,40 @@ impl SqlStore {
         }
         tx.commit().await?;
         self.after_write()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::audit::INSERT_AUDIT;
+    use super::super::marks::Marks;
+    use super::{select_token, token_read_text};
+
+    #[test]
+    fn kept_statement_texts_are_the_texts_built_for_each_size() {
+        for power in 0..=8 {
+            let slots = 1_usize << power;
+            let built = format!(
+                "{}(project_id, id) IN ({}) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ${})",
+                select_token!(""),
+                Marks::Numbered.rows(slots, 2),
+                slots * 2 + 1
+            );
+            assert_eq!(*token_read_text(slots), built, "{slots} slots");
+            assert_eq!(*token_read_text(slots), built, "{slots} slots, kept");
+        }
+        assert!(token_read_text(4).ends_with(
+            "($7, $8)) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $9)"
+        ));
+        assert_eq!(
+            &*INSERT_AUDIT.get(1),
+            "INSERT INTO audit_log (chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        assert!(
+            INSERT_AUDIT
+                .get(2)
+                .ends_with("($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)")
+        );
     }
 }
