@@ -880,22 +880,26 @@ impl SqlStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::super::audit::INSERT_AUDIT;
-    use super::super::marks::Marks;
-    use super::{select_token, token_read_text};
+    use super::token_read_text;
 
     #[test]
     fn kept_statement_texts_are_the_texts_built_for_each_size() {
         for power in 0..=8 {
             let slots = 1_usize << power;
-            let built = format!(
-                "{}(project_id, id) IN ({}) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ${})",
-                select_token!(""),
-                Marks::Numbered.rows(slots, 2),
-                slots * 2 + 1
+            let text = token_read_text(slots);
+            // A pair of marks for each slot, and the time last.
+            assert_eq!(text.matches('$').count(), 2 * slots + 1, "{slots} slots");
+            assert!(
+                text.ends_with(&format!("(${}, ${})) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ${})", 2 * slots - 1, 2 * slots, 2 * slots + 1)),
+                "{slots} slots: {text}"
             );
-            assert_eq!(*token_read_text(slots), built, "{slots} slots");
-            assert_eq!(*token_read_text(slots), built, "{slots} slots, kept");
+            assert!(
+                Arc::ptr_eq(&text, &token_read_text(slots)),
+                "{slots} slots, kept"
+            );
         }
         assert!(token_read_text(4).ends_with(
             "($7, $8)) AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $9)"
