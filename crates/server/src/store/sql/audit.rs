@@ -28,6 +28,66 @@ const HEAD_BY_SEQ: &str =
 
 const COLUMNS: &str = "id, chain, seq, at_ms, request_id, project_id, application_id, action, outcome, token, detail, prev_hash, hash";
 
+impl SqlStore {
+    /// `rows` in one statement (PostgreSQL), on a kept connection when one is free (see
+    /// `kept`). If that connection fails, whether the statement landed is unknown: the rows
+    /// are written again on the pool (see [`Self::insert_audit_rows_again`]).
+    async fn insert_audit_rows_on_kept(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        let Some(mut kept) = self.kept().take().await? else {
+            insert_audit_rows(rows).execute(self.pool()).await?;
+            return Ok(());
+        };
+        match insert_audit_rows(rows).execute(kept.conn()).await {
+            Ok(_) => {
+                kept.put_back();
+                Ok(())
+            }
+            Err(e) if super::kept::connection_failed(&e) => {
+                kept.close();
+                tracing::warn!(error = %e, "a kept database connection failed: the audit records are written again on another");
+                self.insert_audit_rows_again(rows).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `rows` written again after a statement whose outcome is unknown. A record already there
+    /// by its unique `(chain, seq)` is skipped, if it is this one: the first statement landed.
+    /// One numbered the same but different (the writer numbered a group from a head it read
+    /// back while an earlier group's outcome was still unknown, and that group landed) fails
+    /// the write, and nothing of it is stored: the writer then reads its head back again.
+    async fn insert_audit_rows_again(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        static STORED: super::marks::TextBySize = super::marks::TextBySize::new(|rows| {
+            format!(
+                "SELECT count(*) AS n FROM audit_log WHERE (chain, seq, hash) IN ({})",
+                super::marks::Marks::Numbered.rows(rows, 3)
+            )
+        });
+        let again = format!(
+            "{} ON CONFLICT (chain, seq) DO NOTHING",
+            INSERT_AUDIT.get(rows.len())
+        );
+        let mut tx = self.pool().begin().await?;
+        bind_audit_rows(again, rows).execute(&mut *tx).await?;
+        let mut stored = sqlx::query(sqlx::AssertSqlSafe(STORED.get(rows.len())));
+        for row in rows {
+            stored = stored
+                .bind(row.chain.clone())
+                .bind(row.seq)
+                .bind(row.hash.clone());
+        }
+        let stored: i64 = stored.fetch_one(&mut *tx).await?.try_get("n")?;
+        if usize::try_from(stored) == Ok(rows.len()) {
+            tx.commit().await?;
+            Ok(())
+        } else {
+            // Not committed: the transaction rolls back as it is dropped.
+            // As the first try's unique index would have answered.
+            Err(StoreError::Conflict)
+        }
+    }
+}
+
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
@@ -50,7 +110,7 @@ impl AuditStore for SqlStore {
         }
         if rows.len() <= ROWS_PER_STATEMENT {
             // One statement is atomic on its own: no transaction, one round trip.
-            insert_audit_rows(rows).execute(self.pool()).await?;
+            self.insert_audit_rows_on_kept(rows).await?;
         } else {
             let mut tx = self.pool().begin().await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -153,8 +213,16 @@ pub(super) static INSERT_AUDIT: super::marks::TextBySize = super::marks::TextByS
 fn insert_audit_rows(
     rows: &[AuditRow],
 ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    bind_audit_rows(INSERT_AUDIT.get(rows.len()), rows)
+}
+
+/// `sql`, an audit `INSERT` of `rows.len()` records, with `rows` bound to it.
+fn bind_audit_rows(
+    sql: impl Into<std::sync::Arc<str>>,
+    rows: &[AuditRow],
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
     // Built from numbered placeholders only; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(INSERT_AUDIT.get(rows.len())));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.into()));
     for row in rows {
         query = query
             .bind(row.chain.clone())
@@ -171,4 +239,96 @@ fn insert_audit_rows(
             .bind(row.hash.clone());
     }
     query
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::super::scratch_postgres::ScratchDatabase;
+    use crate::audit::AuditRow;
+    use crate::store::{AuditStore, StoreError};
+
+    /// Records `seqs` of one chain (the store checks no hash: any bytes do).
+    fn rows(seqs: std::ops::RangeInclusive<i64>) -> Vec<AuditRow> {
+        seqs.map(|seq| AuditRow {
+            id: 0,
+            chain: "chain_a".to_owned(),
+            seq,
+            at_ms: 1_000 + seq,
+            request_id: format!("req_{seq}"),
+            project_id: "proj_1".to_owned(),
+            application_id: "app_1".to_owned(),
+            action: "proxy".to_owned(),
+            outcome: "ok".to_owned(),
+            token: "tok_a".to_owned(),
+            detail: "{}".to_owned(),
+            prev_hash: vec![0; 32],
+            hash: vec![u8::try_from(seq).unwrap(); 32],
+        })
+        .collect()
+    }
+
+    const STORED: &str = "SELECT count(*) FROM audit_log";
+    const DISTINCT: &str = "SELECT count(DISTINCT seq) FROM audit_log";
+
+    #[tokio::test]
+    async fn an_audit_group_whose_kept_connection_the_server_ended_is_written_once_on_another() {
+        let database = ScratchDatabase::new().await;
+        let store = database.store(4).await;
+        store.append_audit(&rows(1..=2)).await.unwrap();
+        assert_eq!(
+            store.kept().idle(),
+            1,
+            "the first group's connection is kept"
+        );
+        database.end_connections().await;
+        store.append_audit(&rows(3..=5)).await.unwrap();
+        // The kept connection failed, was closed, and the group went on the pool.
+        assert_eq!(store.kept().idle(), 0);
+        assert_eq!(database.number(STORED).await, 5);
+        assert_eq!(database.number(DISTINCT).await, 5);
+        // The next group goes on a kept connection again, a live one.
+        store.append_audit(&rows(6..=6)).await.unwrap();
+        assert_eq!(store.kept().idle(), 1);
+        assert_eq!(database.number(STORED).await, 6);
+    }
+
+    #[tokio::test]
+    async fn a_group_written_again_after_it_landed_is_not_stored_twice() {
+        let database = ScratchDatabase::new().await;
+        let store = database.store(4).await;
+        store.append_audit(&rows(1..=3)).await.unwrap();
+        // The first statement landed, its answer was lost: written again, nothing is added.
+        store.insert_audit_rows_again(&rows(1..=3)).await.unwrap();
+        assert_eq!(database.number(STORED).await, 3);
+        // It did not land: written again, it is all there.
+        store.insert_audit_rows_again(&rows(4..=5)).await.unwrap();
+        assert_eq!(database.number(STORED).await, 5);
+        // Part of it there, the same records: the rest is added.
+        store.insert_audit_rows_again(&rows(5..=6)).await.unwrap();
+        assert_eq!(database.number(STORED).await, 6);
+        assert_eq!(database.number(DISTINCT).await, 6);
+    }
+
+    #[tokio::test]
+    async fn records_numbered_as_others_already_stored_are_refused_when_written_again() {
+        let database = ScratchDatabase::new().await;
+        let store = database.store(4).await;
+        store.append_audit(&rows(1..=3)).await.unwrap();
+        // The writer numbered a group from a head read back too early: the same numbers,
+        // other records. Skipping them would answer calls whose records are not stored.
+        let mut others = rows(2..=4);
+        for row in &mut others {
+            row.request_id.push_str("_other");
+            row.hash = vec![0xee; 32];
+        }
+        let written = store.insert_audit_rows_again(&others).await;
+        assert!(matches!(written, Err(StoreError::Conflict)), "{written:?}");
+        assert_eq!(
+            database.number(STORED).await,
+            3,
+            "seq 4 was not added either"
+        );
+    }
 }

@@ -16,11 +16,14 @@ mod audit;
 mod direct;
 mod group;
 mod idempotency;
+mod kept;
 mod keys;
 mod marks;
 mod portability;
 mod queries;
 mod rows;
+#[cfg(test)]
+mod scratch_postgres;
 mod stats;
 
 use super::StoreError;
@@ -102,8 +105,9 @@ impl std::fmt::Debug for Database {
 }
 
 pub struct SqlStore {
-    /// On PostgreSQL with serving threads, one pool for each (see [`Self::pool`]).
-    pools: OnePerServingThread<AnyPool>,
+    /// On PostgreSQL with serving threads, one pool for each (see [`Self::pool`]), with the
+    /// connections kept out of it for the statements every call makes (see `kept`).
+    pools: OnePerServingThread<Connections>,
     /// The most connections all the pools together open.
     max_connections_total: u32,
     /// The embedded database's file watch and log bound; none on PostgreSQL.
@@ -117,6 +121,53 @@ pub struct SqlStore {
     /// queue of each for each serving thread (so a group's calls and its statement stay on
     /// one thread).
     groups: OnePerServingThread<Groups>,
+}
+
+/// A thread's (or the process's) pool, and the connections kept out of it on PostgreSQL for
+/// the statements every call makes.
+struct Connections {
+    pool: AnyPool,
+    kept: Arc<kept::KeptConnections>,
+}
+
+impl Connections {
+    /// On PostgreSQL, some of the pool's connections kept (see [`kept_for`]).
+    fn postgres(pool: AnyPool) -> Self {
+        let max_kept = kept_for(pool.options().get_max_connections());
+        Self {
+            kept: kept::KeptConnections::new(pool.clone(), max_kept),
+            pool,
+        }
+    }
+
+    /// On SQLite, whose statements on the serving threads go on connections of their own
+    /// (see `direct`), none kept.
+    fn sqlite(pool: AnyPool) -> Self {
+        Self {
+            kept: kept::KeptConnections::new(pool.clone(), 0),
+            pool,
+        }
+    }
+}
+
+/// Kept connections for a pool of `pool_size`, for the groups' leaders (see [`leaders_for`])
+/// and the audit log's appends, whichever takes one first: a proxy call's two token-read
+/// leaders and the audit log need three. The pool keeps two for its other statements
+/// (idempotency keys, deletions, the fallbacks), one if it has only two; a pool of one keeps
+/// none.
+fn kept_for(pool_size: u32) -> usize {
+    match usize::try_from(pool_size).unwrap_or(usize::MAX) {
+        0 | 1 => 0,
+        size => size.saturating_sub(2).clamp(1, GROUPS_IN_FLIGHT),
+    }
+}
+
+/// The groups' leaders for a pool of `pool_size` connections (see [`GROUPS_IN_FLIGHT`]): they
+/// leave the pool one connection for its other statements.
+fn leaders_for(pool_size: u32) -> usize {
+    usize::try_from(pool_size.saturating_sub(1))
+        .unwrap_or(1)
+        .clamp(1, GROUPS_IN_FLIGHT)
 }
 
 /// A thread's (or the process's) groups on PostgreSQL. New tokens and token reads take turns
@@ -193,30 +244,31 @@ impl SqlStore {
                 let connect =
                     AnyConnectOptions::from_str(secrecy::ExposeSecret::expose_secret(url))?;
                 let pool = options.clone().connect_with(connect.clone()).await?;
-                let per_thread = each.map(|each| (options, connect, each));
+                let per_thread = each.map(|_| (options, connect));
                 (pool, &POSTGRES_MIGRATIONS, None, None, per_thread)
             }
         };
         migrator.run(&pool).await?;
+        let leaders = leaders_for(pool.options().get_max_connections());
         let (pools, groups) = match per_thread {
-            Some((options, connect, each)) => {
-                // A thread's groups leave a connection of its pool to its other statements.
-                let leaders = usize::try_from(each - 1)
-                    .unwrap_or(1)
-                    .clamp(1, GROUPS_IN_FLIGHT);
+            Some((options, connect)) => (
+                OnePerServingThread::per_thread(Connections::postgres(pool), move || {
+                    Connections::postgres(options.clone().connect_lazy_with(connect.clone()))
+                }),
+                // Every pool has the same size.
+                OnePerServingThread::per_thread(Groups::new(leaders), move || Groups::new(leaders)),
+            ),
+            None => {
+                let connections = if sqlite.is_some() {
+                    Connections::sqlite(pool)
+                } else {
+                    Connections::postgres(pool)
+                };
                 (
-                    OnePerServingThread::per_thread(pool, move || {
-                        options.clone().connect_lazy_with(connect.clone())
-                    }),
-                    OnePerServingThread::per_thread(Groups::new(GROUPS_IN_FLIGHT), move || {
-                        Groups::new(leaders)
-                    }),
+                    OnePerServingThread::shared(connections),
+                    OnePerServingThread::shared(Groups::new(leaders)),
                 )
             }
-            None => (
-                OnePerServingThread::shared(pool),
-                OnePerServingThread::shared(Groups::new(GROUPS_IN_FLIGHT)),
-            ),
         };
         Ok(Self {
             pools,
@@ -231,7 +283,12 @@ impl SqlStore {
     /// The pool the calling thread uses: on a serving thread (PostgreSQL) its own, opened on
     /// first use; elsewhere the shared one.
     fn pool(&self) -> &AnyPool {
-        self.pools.get()
+        &self.pools.get().pool
+    }
+
+    /// The calling thread's kept connections (see `kept`).
+    fn kept(&self) -> &Arc<kept::KeptConnections> {
+        &self.pools.get().kept
     }
 
     /// Before a read: on SQLite, the files were right at the last check.
@@ -302,7 +359,7 @@ fn sqlite_url(path: &Path, create: bool) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::{SQLITE_MIGRATIONS, connections_per_pool};
+    use super::{SQLITE_MIGRATIONS, connections_per_pool, kept_for, leaders_for};
 
     /// Migration 16 rebuilds the audit log without its `(chain, seq)` index: every record is
     /// kept as it was (its id too), and the by-project index is back.
@@ -373,6 +430,15 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(indexes, vec!["audit_log_by_project".to_owned()]);
+    }
+
+    #[test]
+    fn a_pool_keeps_connections_for_its_other_statements() {
+        // (pool size, groups' leaders, kept connections)
+        for (size, leaders, kept) in [(1, 1, 0), (2, 1, 1), (3, 2, 1), (5, 4, 3), (16, 4, 4)] {
+            assert_eq!(leaders_for(size), leaders, "a pool of {size}");
+            assert_eq!(kept_for(size), kept, "a pool of {size}");
+        }
     }
 
     #[test]

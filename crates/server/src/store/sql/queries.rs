@@ -211,7 +211,7 @@ impl Store for SqlStore {
                 .get()
                 .token_reads
                 .run_async((project_id.to_owned(), id.to_owned()), |group| {
-                    read_token_group(self.pool().clone(), group)
+                    read_token_group(self.pool().clone(), self.kept().clone(), group)
                 })
                 .await;
             match grouped {
@@ -682,28 +682,32 @@ impl Store for SqlStore {
 }
 
 /// Inserts a group of new tokens in one statement; a token whose id or card is already held
-/// is refused alone (`Conflict`), the others stored.
+/// is refused alone (`Conflict`), the others stored. On a kept connection (see `kept`) when
+/// one is free; if that connection fails, inserted again on the pool.
 async fn insert_token_group(
     pool: sqlx::AnyPool,
+    kept: std::sync::Arc<super::kept::KeptConnections>,
     group: Vec<(TokenRecord, i64)>,
 ) -> Vec<Result<(), StoreError>> {
-    static TEXT: super::marks::TextBySize = super::marks::TextBySize::new(|tokens| {
-        format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-            super::marks::Marks::Numbered.rows(tokens, 13)
-        )
-    });
-    // Built from marks only; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(TEXT.get(group.len())));
-    for (token, now) in &group {
-        query = super::portability::bind_token(query, token, *now);
-    }
-    match query.fetch_all(&pool).await {
+    let inserted = match kept.take().await {
+        Ok(Some(mut conn)) => match token_group_insert(&group).fetch_all(conn.conn()).await {
+            Ok(rows) => {
+                conn.put_back();
+                Ok(rows)
+            }
+            Err(e) if super::kept::connection_failed(&e) => {
+                conn.close();
+                tracing::warn!(error = %e, "a kept database connection failed: the new tokens are inserted again on another");
+                return insert_token_group_again(&pool, &group).await;
+            }
+            Err(e) => Err(e),
+        },
+        Ok(None) => token_group_insert(&group).fetch_all(&pool).await,
+        Err(e) => Err(e),
+    };
+    match inserted {
         Ok(rows) => {
-            let stored: std::collections::HashSet<String> = rows
-                .iter()
-                .filter_map(|row| row.try_get::<String, _>("id").ok())
-                .collect();
+            let stored = returned_ids(&rows);
             group
                 .iter()
                 .map(|(token, _)| {
@@ -720,26 +724,96 @@ async fn insert_token_group(
     }
 }
 
+/// `group` inserted again after a statement whose outcome is unknown. A token this statement
+/// does not store is this one if its id's row holds this token's nonce (drawn at random for
+/// each sealing: no other record has it): the first statement landed. Otherwise its id or its
+/// card is another token's, a conflict as on the first try. (A token the first statement
+/// stored and something sealed anew since, in the milliseconds between, a key rotation's
+/// rewrap or a refresh of the same card, would be answered a conflict: a failed call, no
+/// record lost or given to another.)
+async fn insert_token_group_again(
+    pool: &sqlx::AnyPool,
+    group: &[(TokenRecord, i64)],
+) -> Vec<Result<(), StoreError>> {
+    let stored = match token_group_insert(group).fetch_all(pool).await {
+        Ok(rows) => returned_ids(&rows),
+        Err(e) => return each_hears(&e, group.len()),
+    };
+    let mut results = Vec::with_capacity(group.len());
+    for (token, _) in group {
+        if stored.contains(&token.id) {
+            results.push(Ok(()));
+            continue;
+        }
+        let found = sqlx::query("SELECT nonce FROM tokens WHERE id = $1")
+            .bind(token.id.as_str())
+            .fetch_optional(pool)
+            .await;
+        results.push(match found {
+            Ok(Some(row))
+                if row.try_get::<Vec<u8>, _>("nonce").ok() == Some(token.sealed.nonce.clone()) =>
+            {
+                Ok(())
+            }
+            Ok(_) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+        });
+    }
+    results
+}
+
+/// The statement that inserts `group`'s tokens, answering the ids it stored.
+fn token_group_insert(
+    group: &[(TokenRecord, i64)],
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    static TEXT: super::marks::TextBySize = super::marks::TextBySize::new(|tokens| {
+        format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            super::marks::Marks::Numbered.rows(tokens, 13)
+        )
+    });
+    // Built from marks only; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(TEXT.get(group.len())));
+    for (token, now) in group {
+        query = super::portability::bind_token(query, token, *now);
+    }
+    query
+}
+
+fn returned_ids(rows: &[sqlx::any::AnyRow]) -> std::collections::HashSet<String> {
+    rows.iter()
+        .filter_map(|row| row.try_get::<String, _>("id").ok())
+        .collect()
+}
+
 /// The live tokens of `group` (project and id each) as of now, read in one statement: each
-/// item's record, or `NotFound`; every item hears the statement's error if it failed.
+/// item's record, or `NotFound`; every item hears the statement's error if it failed. On a
+/// kept connection (see `kept`) when one is free; if that connection fails, read again on the
+/// pool.
 async fn read_token_group(
     pool: sqlx::AnyPool,
+    kept: std::sync::Arc<super::kept::KeptConnections>,
     group: Vec<(String, String)>,
 ) -> Vec<Result<TokenRecord, StoreError>> {
     use super::rows::token_column as at;
-    // Sized up to a power of two, the last item repeated: a few statement texts for sqlx to
-    // prepare and keep, not one for every size.
-    let slots = group.len().next_power_of_two();
-    // Built from marks only; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(token_read_text(slots)));
-    let last = group.len().saturating_sub(1);
-    for slot in 0..slots {
-        let Some((project_id, id)) = group.get(slot.min(last)) else {
-            break;
-        };
-        query = query.bind(project_id.as_str()).bind(id.as_str());
-    }
-    match query.bind(now_unix()).fetch_all(&pool).await {
+    let now = now_unix();
+    let read = match kept.take().await {
+        Ok(Some(mut conn)) => match token_group_read(&group, now).fetch_all(conn.conn()).await {
+            Ok(rows) => {
+                conn.put_back();
+                Ok(rows)
+            }
+            Err(e) if super::kept::connection_failed(&e) => {
+                conn.close();
+                tracing::warn!(error = %e, "a kept database connection failed: the tokens are read again on another");
+                token_group_read(&group, now).fetch_all(&pool).await
+            }
+            Err(e) => Err(e),
+        },
+        Ok(None) => token_group_read(&group, now).fetch_all(&pool).await,
+        Err(e) => Err(e),
+    };
+    match read {
         Ok(rows) => group
             .iter()
             .map(|(project_id, id)| {
@@ -752,6 +826,26 @@ async fn read_token_group(
             .collect(),
         Err(e) => each_hears(&e, group.len()),
     }
+}
+
+/// The statement that reads `group`'s live tokens as of `now`.
+fn token_group_read(
+    group: &[(String, String)],
+    now: i64,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    // Sized up to a power of two, the last item repeated: a few statement texts for sqlx to
+    // prepare and keep, not one for every size.
+    let slots = group.len().next_power_of_two();
+    // Built from marks only; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(token_read_text(slots)));
+    let last = group.len().saturating_sub(1);
+    for slot in 0..slots {
+        let Some((project_id, id)) = group.get(slot.min(last)) else {
+            break;
+        };
+        query = query.bind(project_id.as_str()).bind(id.as_str());
+    }
+    query.bind(now)
 }
 
 /// The grouped token read's text for `slots` (a power of two) pairs of marks, kept by its
@@ -817,7 +911,7 @@ impl SqlStore {
             .get()
             .new_tokens
             .run_async((token.clone(), now), |group| {
-                insert_token_group(self.pool().clone(), group)
+                insert_token_group(self.pool().clone(), self.kept().clone(), group)
             })
             .await
             .unwrap_or(Err(StoreError::Corrupt(
@@ -914,5 +1008,116 @@ mod tests {
                 .get(2)
                 .ends_with("($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)")
         );
+    }
+
+    mod on_postgres {
+        #![allow(clippy::unwrap_used)]
+
+        use super::super::super::scratch_postgres::ScratchDatabase;
+        use super::super::{SqlStore, insert_token_group_again, read_token_group};
+        use crate::crypto::Sealed;
+        use crate::store::{Mode, Project, Store, StoreError, TokenKind, TokenRecord};
+
+        fn token(id: &str, nonce: u8) -> TokenRecord {
+            TokenRecord {
+                id: id.into(),
+                project_id: "proj_1".into(),
+                kind: TokenKind::Card,
+                sealed: Sealed {
+                    key_version: 1,
+                    nonce: vec![nonce; 12],
+                    ciphertext: vec![2; 40],
+                },
+                fingerprint: None,
+                bin: Some("424242".into()),
+                last4: "4242".into(),
+                brand: Some("visa".into()),
+                created_at: 1,
+                expires_at: None,
+            }
+        }
+
+        async fn store_with_a_project(database: &ScratchDatabase) -> SqlStore {
+            let store = database.store(4).await;
+            let project = Project {
+                id: "proj_1".into(),
+                name: "one".into(),
+                mode: Mode::Test,
+                deduplicate: false,
+            };
+            store.insert_project(&project, b"pub").await.unwrap();
+            store
+        }
+
+        #[tokio::test]
+        async fn tokens_are_read_and_inserted_on_kept_connections_and_again_after_they_end() {
+            let database = ScratchDatabase::new().await;
+            let store = store_with_a_project(&database).await;
+            store.insert_token(&token("tok_a", 1)).await.unwrap();
+            assert_eq!(store.token("proj_1", "tok_a").await.unwrap().id, "tok_a");
+            assert_eq!(store.kept().idle(), 1, "one connection kept for both");
+            database.end_connections().await;
+            assert_eq!(store.token("proj_1", "tok_a").await.unwrap().id, "tok_a");
+            assert_eq!(
+                store.kept().idle(),
+                0,
+                "the ended one was closed, the read went on the pool"
+            );
+            store.insert_token(&token("tok_b", 2)).await.unwrap();
+            assert_eq!(store.kept().idle(), 1);
+            database.end_connections().await;
+            store.insert_token(&token("tok_c", 3)).await.unwrap();
+            assert_eq!(store.kept().idle(), 0, "the insert went on the pool");
+            assert_eq!(database.number("SELECT count(*) FROM tokens").await, 3);
+        }
+
+        #[tokio::test]
+        async fn a_group_read_on_a_kept_connection_the_server_ended_is_read_again_on_the_pool() {
+            let database = ScratchDatabase::new().await;
+            let store = store_with_a_project(&database).await;
+            store.insert_token(&token("tok_a", 1)).await.unwrap();
+            assert_eq!(store.kept().idle(), 1);
+            database.end_connections().await;
+            let group = vec![
+                ("proj_1".to_owned(), "tok_a".to_owned()),
+                ("proj_1".to_owned(), "tok_none".to_owned()),
+            ];
+            let read = read_token_group(store.pool().clone(), store.kept().clone(), group).await;
+            assert!(
+                matches!(&read[0], Ok(t) if t.id == "tok_a"),
+                "{:?}",
+                read[0].as_ref().err()
+            );
+            assert!(matches!(read[1], Err(StoreError::NotFound)));
+            assert_eq!(store.kept().idle(), 0, "the ended connection was closed");
+        }
+
+        #[tokio::test]
+        async fn a_token_inserted_again_after_it_landed_is_stored_and_another_with_its_id_is_not() {
+            let database = ScratchDatabase::new().await;
+            let store = store_with_a_project(&database).await;
+            store.insert_token(&token("tok_a", 1)).await.unwrap();
+            let results = insert_token_group_again(
+                store.pool(),
+                &[
+                    (token("tok_a", 1), 5),
+                    (token("tok_new", 4), 5),
+                    (token("tok_a", 9), 5),
+                ],
+            )
+            .await;
+            assert!(
+                results[0].is_ok(),
+                "the first statement landed: {:?}",
+                results[0]
+            );
+            assert!(results[1].is_ok(), "{:?}", results[1]);
+            assert!(
+                matches!(results[2], Err(StoreError::Conflict)),
+                "another sealing under a held id: {:?}",
+                results[2]
+            );
+            assert_eq!(database.number("SELECT count(*) FROM tokens").await, 2);
+        }
     }
 }

@@ -12,9 +12,11 @@ use crate::store::{PoolUsage, Store, StoreError, StoreStats};
 impl StoreStats for SqlStore {
     fn pool_usage(&self) -> PoolUsage {
         // Summed over the pools (one for each serving thread on PostgreSQL, see `SqlStore`).
-        let (open, idle) = self.pools.all().fold((0, 0_u32), |(open, idle), pool| {
-            let pool_idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
-            (open + pool.size(), idle.saturating_add(pool_idle))
+        // A kept connection (see `kept`) not in use is idle too: the pool counts it in use.
+        let (open, idle) = self.pools.all().fold((0, 0_u32), |(open, idle), each| {
+            let pool_idle = each.pool.num_idle() + each.kept.idle();
+            let pool_idle = u32::try_from(pool_idle).unwrap_or(u32::MAX);
+            (open + each.pool.size(), idle.saturating_add(pool_idle))
         });
         PoolUsage {
             open,
