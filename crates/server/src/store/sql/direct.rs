@@ -444,7 +444,7 @@ impl Drop for WriteTransaction<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::sync::Arc;
@@ -472,7 +472,8 @@ mod tests {
         Arc::new(store)
     }
 
-    fn token(id: &str, expires_at: Option<i64>) -> TokenRecord {
+    /// A card token of project `proj_1`.
+    pub(in crate::store::sql) fn token(id: &str, expires_at: Option<i64>) -> TokenRecord {
         TokenRecord {
             id: id.into(),
             project_id: "proj_1".into(),

@@ -1015,26 +1015,13 @@ mod tests {
 
         use super::super::super::scratch_postgres::ScratchDatabase;
         use super::super::{SqlStore, insert_token_group_again, read_token_group};
-        use crate::crypto::Sealed;
-        use crate::store::{Mode, Project, Store, StoreError, TokenKind, TokenRecord};
+        use crate::store::{Mode, Project, Store, StoreError, TokenRecord};
 
+        /// A card token sealed with `nonce` (its every byte).
         fn token(id: &str, nonce: u8) -> TokenRecord {
-            TokenRecord {
-                id: id.into(),
-                project_id: "proj_1".into(),
-                kind: TokenKind::Card,
-                sealed: Sealed {
-                    key_version: 1,
-                    nonce: vec![nonce; 12],
-                    ciphertext: vec![2; 40],
-                },
-                fingerprint: None,
-                bin: Some("424242".into()),
-                last4: "4242".into(),
-                brand: Some("visa".into()),
-                created_at: 1,
-                expires_at: None,
-            }
+            let mut token = super::super::super::direct::tests::token(id, None);
+            token.sealed.nonce = vec![nonce; 12];
+            token
         }
 
         async fn store_with_a_project(database: &ScratchDatabase) -> SqlStore {
