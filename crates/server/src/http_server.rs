@@ -44,6 +44,12 @@ const HARD_MAX_HEADERS: usize = 4 * MAX_HEADERS;
 const HARD_MAX_HEADER_BYTES: usize = 4 * MAX_HEADER_BYTES;
 /// In-flight requests get this long to finish after shutdown is requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long the serving threads get, once their connections are done, to drop what is left on
+/// them (processor connections, audit writers, their blocking work) before the server reports
+/// it stopped: the process's exit handlers (a PKCS#11 module's among them) must not run under a
+/// thread still dropping its tasks. Longer than SQLite's busy timeout (5 s), which an audit
+/// write waiting for the file's lock may still be sitting out.
+const SERVING_THREADS_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Refusals at the connection cap in progress at once; beyond that a connection is just closed.
 const MAX_PENDING_REFUSALS: usize = 256;
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -98,7 +104,8 @@ pub fn raise_open_file_limit() -> Option<u64> {
     }
 }
 
-/// Serves `app` until `shutdown` completes; over TLS when `tls` is given.
+/// Serves `app` until `shutdown` completes; over TLS when `tls` is given. Returns once the
+/// connections are done (or [`SHUTDOWN_GRACE`] is over) and the serving threads are gone.
 pub async fn run(
     listener: TcpListener,
     app: Router,
@@ -202,6 +209,11 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("shutdown grace period over: closing the remaining connections");
+    }
+    if let Some(threads) = serving
+        && !threads.stop(SERVING_THREADS_STOP_TIMEOUT).await
+    {
+        tracing::warn!("a serving thread was still dropping its tasks when the server stopped");
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use thread_local::ThreadLocal;
 use tokio::runtime::Handle;
@@ -41,7 +42,7 @@ pub fn on_serving_thread() -> bool {
 ///
 /// It must not outlive the serving threads it was used on: a later thread given a finished
 /// one's id would find that thread's connection, driven by a runtime that is gone. In `serve`
-/// both last as long as the process.
+/// the serving threads are stopped last, once the server stops, and none starts after them.
 pub struct OnePerServingThread<T: Send> {
     elsewhere: T,
     /// `None`: every thread uses `elsewhere`.
@@ -83,12 +84,15 @@ impl<T: Send + Sync> OnePerServingThread<T> {
     }
 }
 
-/// The serving threads; dropping this stops them (their tasks are dropped with them).
+/// The serving threads; dropping this stops them (their tasks are dropped with them), and
+/// [`ServingThreads::stop`] waits until they have.
 pub struct ServingThreads {
     threads: Vec<ServingThread>,
     /// Where the search for the least busy thread starts, so ties are dealt in turn.
     next: AtomicUsize,
     stops: Vec<oneshot::Sender<()>>,
+    /// One for each thread, closed once its runtime and every task left on it are dropped.
+    gone: Vec<oneshot::Receiver<()>>,
 }
 
 struct ServingThread {
@@ -114,6 +118,7 @@ impl ServingThreads {
     pub fn start(count: usize) -> std::io::Result<Self> {
         let mut threads = Vec::new();
         let mut stops = Vec::new();
+        let mut gone = Vec::new();
         for n in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -124,19 +129,45 @@ impl ServingThreads {
             });
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);
+            let (alive, thread_gone) = oneshot::channel::<()>();
+            gone.push(thread_gone);
             std::thread::Builder::new()
                 .name(format!("cardvault-serve-{n}"))
                 .spawn(move || {
                     SERVING.with(|serving| serving.set(true));
                     // Runs the thread's tasks until told to stop (or the sender is gone).
                     let _ = runtime.block_on(stopped);
+                    // The tasks still here (a processor connection's driver, an audit writer)
+                    // go with the runtime, before anyone waiting in `stop` hears of it.
+                    drop(runtime);
+                    drop(alive);
                 })?;
         }
         Ok(Self {
             threads,
             next: AtomicUsize::new(0),
             stops,
+            gone,
         })
+    }
+
+    /// Stops the threads and waits, up to `within`, until each has dropped its runtime and
+    /// every task on it; returns whether all did. A process that exits while a serving thread
+    /// is still dropping its tasks runs its exit handlers (a PKCS#11 module's among them) under
+    /// that thread's feet.
+    pub async fn stop(mut self, within: Duration) -> bool {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        let gone = std::mem::take(&mut self.gone);
+        tokio::time::timeout(within, async {
+            for thread in gone {
+                // Closed, never sent: the error is the signal.
+                let _ = thread.await;
+            }
+        })
+        .await
+        .is_ok()
     }
 
     /// Runs `task` on the thread with the fewest unfinished tasks (ties in turn).
@@ -201,6 +232,75 @@ mod tests {
         let distinct: HashSet<_> = seen.iter().collect();
         assert_eq!(distinct.len(), 3, "every thread served: {seen:?}");
         assert!(!distinct.contains(&std::thread::current().id()));
+    }
+
+    /// Counts its drop, which first waits for `gate` (or gives up waiting after a while): a
+    /// stop that did not wait for the threads would return before the count moves.
+    struct SlowToDrop {
+        dropped: Arc<AtomicUsize>,
+        gate: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl Drop for SlowToDrop {
+        fn drop(&mut self) {
+            let gate = self.gate.lock().unwrap();
+            let _ = gate.recv_timeout(Duration::from_secs(10));
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Spawns `count` tasks that never finish, each holding a [`SlowToDrop`] behind `gate`,
+    /// and waits until all have started.
+    async fn park_tasks(
+        threads: &ServingThreads,
+        count: usize,
+        gate: std::sync::mpsc::Receiver<()>,
+    ) -> Arc<AtomicUsize> {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(std::sync::Mutex::new(gate));
+        let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..count {
+            let held = SlowToDrop {
+                dropped: dropped.clone(),
+                gate: gate.clone(),
+            };
+            let started = started.clone();
+            threads.spawn(async move {
+                let _held = held;
+                started.send(()).unwrap();
+                std::future::pending::<()>().await;
+            });
+        }
+        for _ in 0..count {
+            starts.recv().await.unwrap();
+        }
+        dropped
+    }
+
+    #[tokio::test]
+    async fn stopping_returns_once_every_task_left_on_the_threads_is_dropped() {
+        let threads = ServingThreads::start(2).unwrap();
+        let (open, gate) = std::sync::mpsc::channel();
+        let dropped = park_tasks(&threads, 4, gate).await;
+        // Opened a little later, from elsewhere: the drops wait for it, and `stop` for them.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            for _ in 0..4 {
+                let _ = open.send(());
+            }
+        });
+        assert!(threads.stop(Duration::from_secs(30)).await);
+        assert_eq!(dropped.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn stopping_says_so_when_a_thread_is_still_dropping_its_tasks_at_the_deadline() {
+        let threads = ServingThreads::start(1).unwrap();
+        let (open, gate) = std::sync::mpsc::channel();
+        let dropped = park_tasks(&threads, 1, gate).await;
+        assert!(!threads.stop(Duration::from_millis(20)).await);
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        open.send(()).unwrap();
     }
 
     #[tokio::test]

@@ -113,6 +113,10 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .unwrap()
         .expect("the in-flight call was answered");
     assert_eq!(resp.status(), 200);
-    assert!(exited_cleanly.0, "the server exited with an error");
+    assert!(
+        exited_cleanly.0,
+        "the server exited with an error; its log:\n{}",
+        exited_cleanly.1.logs()
+    );
     assert!(exited_cleanly.1.logs().contains("cardvault stopped"));
 }
