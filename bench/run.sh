@@ -4,7 +4,7 @@
 #   bench/run.sh                  full run (about 10 minutes)
 #   bench/run.sh --quick          3-second measurements, to check it works
 #   bench/run.sh --tokens 10000,1000000,10000000   add the 10 M stored-token case (slow to load)
-#   bench/run.sh --instructions 2000   instructions a call under callgrind (nginx, stack alone, vault)
+#   bench/run.sh --instructions 2000   instructions a call under callgrind (nginx, stack alone, vault on both backends)
 # Loopback only: the processor stub, nginx and the vault all listen on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."

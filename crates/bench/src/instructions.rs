@@ -24,9 +24,16 @@ use super::{processor_body, proxy_body, proxy_target, start_vault_with, tokenize
 /// Calls made before counting starts: the caches, pools and the runtime's threads settled.
 const WARM_UP: u64 = 200;
 
-/// Counts `calls` calls through each server (nginx and the stack alone unless skipped) and
-/// prints the instructions a call.
-pub async fn run(stub: &Stub, calls: u64, skip_nginx: bool, skip_bare: bool) {
+/// Which servers [`run`] counts.
+pub struct Servers {
+    pub nginx: bool,
+    pub bare: bool,
+    pub sqlite: bool,
+    pub postgres: bool,
+}
+
+/// Counts `calls` calls through each of `servers` and prints the instructions a call.
+pub async fn run(stub: &Stub, calls: u64, servers: Servers) {
     let dir = tempfile::Builder::new()
         .prefix("cardvault-instructions-")
         .tempdir()
@@ -36,7 +43,7 @@ pub async fn run(stub: &Stub, calls: u64, skip_nginx: bool, skip_bare: bool) {
     let processor = stub.url("/v1/charges");
     let mut rows = Vec::new();
 
-    if !skip_nginx {
+    if servers.nginx {
         let nginx_dir = dir.join("nginx");
         std::fs::create_dir(&nginx_dir).expect("nginx's directory");
         let launcher = callgrind(&nginx_dir);
@@ -49,7 +56,7 @@ pub async fn run(stub: &Stub, calls: u64, skip_nginx: bool, skip_bare: bool) {
         let total = count(nginx, &target, calls, &nginx_dir).await;
         rows.push(("nginx proxy_pass", total));
     }
-    if !skip_bare {
+    if servers.bare {
         let bare_dir = dir.join("bare");
         std::fs::create_dir(&bare_dir).expect("the forwarder's directory");
         let forwarder = procs::bare_forwarder(&processor, &stub.ca_file, &callgrind(&bare_dir));
@@ -62,19 +69,21 @@ pub async fn run(stub: &Stub, calls: u64, skip_nginx: bool, skip_bare: bool) {
         rows.push((super::BARE_STACK, total));
     }
 
-    let vault_dir = dir.join("vault");
-    std::fs::create_dir(&vault_dir).expect("the vault's directory");
-    let vault = start_vault_with(stub, &[], &callgrind(&vault_dir));
-    let token = tokenize_one(&super::load::client(None), &vault).await;
-    let target = proxy_target(&vault, proxy_body(&token, &processor));
-    let total = count(vault.server, &target, calls, &vault_dir).await;
-    rows.push(("cardvault, SQLite + memory", total));
+    if servers.sqlite {
+        let total = count_vault(stub, &[], &dir.join("vault"), calls).await;
+        rows.push(("cardvault, SQLite + memory", total));
+    }
+    if servers.postgres {
+        let backend = super::PostgresBackend::create();
+        let total = count_vault(stub, &backend.env, &dir.join("vault-postgres"), calls).await;
+        rows.push(("cardvault, PostgreSQL + Redis", total));
+    }
 
     println!(
         "| {calls} calls, one at a time, under callgrind | instructions a call | of nginx's |"
     );
     println!("|---|---:|---:|");
-    let nginx_total = (!skip_nginx).then_some(rows[0].1);
+    let nginx_total = servers.nginx.then_some(rows[0].1);
     for (name, total) in &rows {
         let of_nginx = nginx_total.map_or_else(
             || "–".to_owned(),
@@ -89,6 +98,15 @@ pub async fn run(stub: &Stub, calls: u64, skip_nginx: bool, skip_bare: bool) {
         "profiles: {}/*/callgrind.out (callgrind_annotate --inclusive=yes FILE)",
         dir.display()
     );
+}
+
+/// Counts `calls` proxy calls through a vault on `backend_env`'s storage, its profile in `dir`.
+async fn count_vault(stub: &Stub, backend_env: &[(String, String)], dir: &Path, calls: u64) -> u64 {
+    std::fs::create_dir(dir).expect("the vault's directory");
+    let vault = start_vault_with(stub, backend_env, &callgrind(dir));
+    let token = tokenize_one(&super::load::client(None), &vault).await;
+    let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
+    count(vault.server, &target, calls, dir).await
 }
 
 /// valgrind's command line for a server whose profile goes to `dir`, counting switched off

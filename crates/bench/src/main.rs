@@ -63,7 +63,8 @@ struct Args {
     #[arg(long)]
     oha: Option<std::path::PathBuf>,
     /// Instead of the timed runs: count the instructions of this many proxy calls, made one
-    /// after another, with the vault (SQLite + memory) served under callgrind (valgrind's).
+    /// after another, each server (nginx, the stack alone, the vault on SQLite + memory and on
+    /// PostgreSQL + Redis, less those skipped) served under callgrind (valgrind's).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     instructions: Option<u64>,
 }
@@ -369,6 +370,45 @@ fn tokenize_target_with(vault: &VaultUnderTest, with_cvc: bool) -> (Target, Body
     (target, bodies)
 }
 
+/// A fresh PostgreSQL database and Redis key prefix for one vault, and the settings that point
+/// it at them; the database is dropped with this.
+struct PostgresBackend {
+    database: String,
+    env: Vec<(String, String)>,
+}
+
+impl PostgresBackend {
+    fn create() -> Self {
+        let database = format!("cardvault_bench_{}", std::process::id());
+        psql(&format!("DROP DATABASE IF EXISTS {database}"));
+        psql(&format!("CREATE DATABASE {database}"));
+        let env = vec![
+            (
+                "CARDVAULT_DATABASE_URL".to_owned(),
+                format!("postgres://postgres@127.0.0.1:5432/{database}"),
+            ),
+            (
+                "CARDVAULT_REDIS_URL".to_owned(),
+                "redis://127.0.0.1:6379/".to_owned(),
+            ),
+            (
+                "CARDVAULT_REDIS_KEY_PREFIX".to_owned(),
+                format!("cardvault-bench-{}:", std::process::id()),
+            ),
+        ];
+        Self { database, env }
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        psql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.database
+        ));
+    }
+}
+
 fn psql(sql: &str) {
     let status = std::process::Command::new("psql")
         .args([POSTGRES_ADMIN, "-qc", sql])
@@ -637,7 +677,17 @@ async fn main() {
     let duration = Duration::from_secs(if args.quick { 3 } else { 10 });
     let stub = Stub::start_lean(Duration::from_millis(args.delay_ms));
     if let Some(calls) = args.instructions {
-        instructions::run(&stub, calls, args.skip_nginx, args.skip_bare).await;
+        instructions::run(
+            &stub,
+            calls,
+            instructions::Servers {
+                nginx: !args.skip_nginx,
+                bare: !args.skip_bare,
+                sqlite: !args.skip_sqlite,
+                postgres: !args.skip_postgres,
+            },
+        )
+        .await;
         return;
     }
     let oha = oha::find(args.oha.as_deref());
@@ -726,29 +776,18 @@ async fn main() {
         }
 
         if !bench.args.skip_postgres {
-            let database = format!("cardvault_bench_{}", std::process::id());
-            psql(&format!("DROP DATABASE IF EXISTS {database}"));
-            psql(&format!("CREATE DATABASE {database}"));
-            let env = vec![
-                (
-                    "CARDVAULT_DATABASE_URL".to_owned(),
-                    format!("postgres://postgres@127.0.0.1:5432/{database}"),
-                ),
-                (
-                    "CARDVAULT_REDIS_URL".to_owned(),
-                    "redis://127.0.0.1:6379/".to_owned(),
-                ),
-                (
-                    "CARDVAULT_REDIS_KEY_PREFIX".to_owned(),
-                    format!("cardvault-bench-{}:", std::process::id()),
-                ),
-            ];
+            let backend = PostgresBackend::create();
             let (proxy, tokenize) = bench
-                .measure_vault(&stub, &client, "PostgreSQL + Redis", "PostgreSQL", &env)
+                .measure_vault(
+                    &stub,
+                    &client,
+                    "PostgreSQL + Redis",
+                    "PostgreSQL",
+                    &backend.env,
+                )
                 .await;
             proxy_rows.push(proxy);
             tokenize_rows.push(tokenize);
-            psql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
         }
     }
 

@@ -12,9 +12,10 @@ use std::str::FromStr;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection, Executor};
 
+use crate::group;
+
 mod audit;
 mod direct;
-mod group;
 mod idempotency;
 mod kept;
 mod keys;
