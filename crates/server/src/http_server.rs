@@ -8,8 +8,9 @@
 //! Header limits come in two tiers. The API's own (at most [`MAX_HEADERS`] headers and
 //! [`MAX_HEADER_BYTES`], a request target of at most [`MAX_URI_BYTES`]) are checked per request
 //! in the router, so the answer is the API's JSON envelope (`414`, `431`) on both protocols.
-//! The protocol libraries' hard limits sit a few times above them, as a backstop against
-//! requests too large to parse at all; past those the connection gets a bare status line.
+//! The protocol libraries' hard limits sit above them, as a backstop against requests too
+//! large to parse at all (HTTP/1's header count at hyper's default, the bytes a few times the
+//! API's); past those the connection gets a bare status line.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -39,8 +40,11 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Longest request target (path and query) accepted (API answer: 414).
 pub const MAX_URI_BYTES: usize = 16 * 1024;
-/// The protocol libraries' own limits, beyond which a request cannot even be parsed.
-const HARD_MAX_HEADERS: usize = 4 * MAX_HEADERS;
+/// The protocol libraries' own limits, beyond which a request cannot even be parsed. HTTP/1's
+/// count of headers is hyper's default (100), left unset: set, hyper fills a table of that many
+/// entries anew for each request (on the heap above 100), ~3,000 instructions a request at 256
+/// (docs/benchmarks.md, issue 17's twenty-second step), where at its default the table is on
+/// the stack and not filled.
 const HARD_MAX_HEADER_BYTES: usize = 4 * MAX_HEADER_BYTES;
 /// In-flight requests get this long to finish after shutdown is requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -118,7 +122,6 @@ pub async fn run(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_headers(HARD_MAX_HEADERS)
         .max_buf_size(HARD_MAX_HEADER_BYTES);
     builder
         .http2()

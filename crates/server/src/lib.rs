@@ -16,7 +16,6 @@ pub mod crypto;
 pub mod cvc;
 pub mod destinations;
 pub mod error_chain;
-pub(crate) mod group;
 pub mod http_server;
 pub mod idempotency;
 pub mod keys;

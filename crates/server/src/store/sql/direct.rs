@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
+use super::group::Group;
 use crate::audit::AuditRow;
 use crate::crypto::Sealed;
-use crate::group::Group;
 use crate::store::{StoreError, TokenKind, TokenRecord};
 
 /// Idle read connections kept; more may be open at once under a burst, and are then closed.

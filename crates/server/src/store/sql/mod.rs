@@ -12,10 +12,9 @@ use std::str::FromStr;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection, Executor};
 
-use crate::group;
-
 mod audit;
 mod direct;
+mod group;
 mod idempotency;
 mod kept;
 mod keys;

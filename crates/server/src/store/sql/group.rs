@@ -1,5 +1,4 @@
-//! Group commit: calls that write at the same moment share one transaction (or one round
-//! trip: the rate limits' Redis script).
+//! Group commit: calls that write at the same moment share one transaction.
 //!
 //! Each call queues its item; whichever call gets the turn first (the leader) takes every
 //! queued item and writes them together, on its own thread, then hands each call its result.
@@ -15,7 +14,7 @@ use tokio::sync::oneshot;
 /// Items written together at most.
 const MAX_GROUP: usize = 256;
 
-pub(crate) struct Group<T, R> {
+pub(super) struct Group<T, R> {
     /// Items not yet taken by a leader, oldest first, each with its caller's answer channel.
     queued: Mutex<Vec<(T, oneshot::Sender<R>)>>,
     /// A permit is held by each leader while it writes its group.
@@ -28,12 +27,12 @@ pub(crate) struct Group<T, R> {
 impl<T, R> Group<T, R> {
     /// Groups are written by at most `leaders` calls at once.
     #[cfg(test)]
-    pub(crate) fn new(leaders: usize) -> Self {
+    pub(super) fn new(leaders: usize) -> Self {
         Self::sharing_turn(Arc::new(tokio::sync::Semaphore::new(leaders)))
     }
 
     /// Groups are written while holding a permit of `turn`, which other writers may hold too.
-    pub(crate) fn sharing_turn(turn: Arc<tokio::sync::Semaphore>) -> Self {
+    pub(super) fn sharing_turn(turn: Arc<tokio::sync::Semaphore>) -> Self {
         Self {
             queued: Mutex::new(Vec::new()),
             turn,
@@ -43,7 +42,7 @@ impl<T, R> Group<T, R> {
 
     /// Of the shared turn, this group's leaders hold at most `leaders` (at least one) permits
     /// at once.
-    pub(crate) fn at_most(mut self, leaders: usize) -> Self {
+    pub(super) fn at_most(mut self, leaders: usize) -> Self {
         self.own_share = Some(tokio::sync::Semaphore::new(leaders.max(1)));
         self
     }
@@ -66,7 +65,7 @@ impl<T, R> Group<T, R> {
     /// then, the transaction rolls back when dropped). `write` answers one result per item, in order; it runs
     /// synchronously, so a leader dropped mid-way (its client gone) never leaves a group half
     /// answered. An item whose caller is gone before a leader takes it is not written.
-    pub(crate) async fn run(&self, item: T, write: impl Fn(&[T]) -> Vec<R>) -> Option<R> {
+    pub(super) async fn run(&self, item: T, write: impl Fn(&[T]) -> Vec<R>) -> Option<R> {
         let mut result = self.queue(item);
         loop {
             tokio::select! {
@@ -123,7 +122,7 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
     /// writes its group in a task of its own: a leader dropped mid-way (its client gone)
     /// cannot leave the others unanswered, nor stop a write whose outcome they would then not
     /// know. `None`: the write panicked, and whether it landed is unknown.
-    pub(crate) async fn run_async<W>(&self, item: T, write: impl Fn(Vec<T>) -> W) -> Option<R>
+    pub(super) async fn run_async<W>(&self, item: T, write: impl Fn(Vec<T>) -> W) -> Option<R>
     where
         W: Future<Output = Vec<R>> + Send + 'static,
     {
