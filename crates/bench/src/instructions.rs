@@ -70,12 +70,19 @@ pub async fn run(stub: &Stub, calls: u64, servers: Servers) {
     }
 
     if servers.sqlite {
-        let total = count_vault(stub, &[], &dir.join("vault"), calls).await;
+        let total = count_vault(stub, &processor, &[], &dir.join("vault"), calls).await;
         rows.push(("cardvault, SQLite + memory", total));
     }
     if servers.postgres {
         let backend = super::PostgresBackend::create();
-        let total = count_vault(stub, &backend.env, &dir.join("vault-postgres"), calls).await;
+        let total = count_vault(
+            stub,
+            &processor,
+            &backend.env,
+            &dir.join("vault-postgres"),
+            calls,
+        )
+        .await;
         rows.push(("cardvault, PostgreSQL + Redis", total));
     }
 
@@ -100,12 +107,19 @@ pub async fn run(stub: &Stub, calls: u64, servers: Servers) {
     );
 }
 
-/// Counts `calls` proxy calls through a vault on `backend_env`'s storage, its profile in `dir`.
-async fn count_vault(stub: &Stub, backend_env: &[(String, String)], dir: &Path, calls: u64) -> u64 {
+/// Counts `calls` proxy calls to `processor` through a vault on `backend_env`'s storage, its
+/// profile in `dir`.
+async fn count_vault(
+    stub: &Stub,
+    processor: &str,
+    backend_env: &[(String, String)],
+    dir: &Path,
+    calls: u64,
+) -> u64 {
     std::fs::create_dir(dir).expect("the vault's directory");
     let vault = start_vault_with(stub, backend_env, &callgrind(dir));
     let token = tokenize_one(&super::load::client(None), &vault).await;
-    let target = proxy_target(&vault, proxy_body(&token, &stub.url("/v1/charges")));
+    let target = proxy_target(&vault, proxy_body(&token, processor));
     count(vault.server, &target, calls, dir).await
 }
 
