@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # The load benchmark, one command on a fresh machine: installs nginx (the ceiling), makes sure
-# PostgreSQL and Redis are up, builds the binaries (Cargo.toml's production profile), and prints
-# the table of figures.
-#   bench/run.sh                  full run (about 10 minutes)
+# PostgreSQL and Redis are up, builds the binaries (Cargo.toml's production profile, the vault
+# then profile-guided by bench/pgo-build.sh), and prints the table of figures.
+#   bench/run.sh                  full run (about 15 minutes, 40 cold: three builds of the vault)
 #   bench/run.sh --quick          3-second measurements, to check it works
 #   bench/run.sh --tokens 10000,1000000,10000000   add the 10 M stored-token case (slow to load)
 #   bench/run.sh --instructions 2000   instructions a call under callgrind (nginx, stack alone, vault on both backends)
+#   bench/run.sh --no-pgo         the production profile's vault without the profile-guided pass (~25 minutes less cold)
 # Loopback only: the processor stub, nginx and the vault all listen on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+pgo=true
+args=()
+for arg in "$@"; do
+  if [ "$arg" = --no-pgo ]; then pgo=false; else args+=("$arg"); fi
+done
 
 if ! command -v nginx >/dev/null 2>&1; then
   apt-get update -qq
@@ -16,7 +23,7 @@ if ! command -v nginx >/dev/null 2>&1; then
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
 fi
 # `--instructions N` serves each target under callgrind.
-if [[ " $* " == *" --instructions"* ]] && ! command -v valgrind >/dev/null 2>&1; then
+if [[ " ${args[*]} " == *" --instructions"* ]] && ! command -v valgrind >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 fi
@@ -37,9 +44,15 @@ if [ ! -x target/tools/bin/inferno-flamegraph ]; then
   cargo install --quiet --locked --root target/tools inferno --version 0.12.8
 fi
 
-# The production profile (Cargo.toml): what a deployment runs, link-time optimized. The vault,
-# the stack alone and the generator are all built with it.
+# The production profile (Cargo.toml), link-time optimized: the stack alone and the generator
+# are built with it, and so is the vault, which bench/pgo-build.sh then builds again guided by a
+# training run's profile (as the README's deployment does).
 cargo build --profile production --locked -p cardvault-server -p cardvault-bench
+if $pgo && [ -z "${CARDVAULT_BIN:-}" ]; then
+  bench/pgo-build.sh
+  export CARDVAULT_BIN="${CARDVAULT_BIN:-$PWD/target/pgo/cardvault}"
+fi
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)" >&2
 export CARDVAULT_BIN="${CARDVAULT_BIN:-$PWD/target/production/cardvault}"
-exec target/production/cardvault-bench "$@"
+echo "vault: $CARDVAULT_BIN" >&2
+exec target/production/cardvault-bench "${args[@]}"

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cardvault_testkit::cardvault::{self, Keys, Listening};
 use cardvault_testkit::process::{self, Process};
@@ -44,12 +44,33 @@ impl Server {
     }
 }
 
+/// How long a server gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
 impl Drop for Server {
-    /// The children first: nginx's workers outlive a killed master, and would keep the port,
-    /// CPU and any file lock the benchmark was started under.
+    /// SIGTERM first, as an operator stops a server: a build instrumented for profile-guided
+    /// optimization (`bench/pgo-build.sh`) writes its profile only as it exits. Then SIGKILL
+    /// for what is left, the children included: nginx's workers outlive a killed master, and
+    /// would keep the port, CPU and any file lock the benchmark was started under.
     fn drop(&mut self) {
+        // Listed while they are still its children.
         let children: Vec<String> = self.pids().iter().skip(1).map(u32::to_string).collect();
-        if !children.is_empty() {
+        // Not signalled again once reaped (`instructions::count` stops its own): the id may
+        // belong to another process by now.
+        let mut exited = self.process.exit_status().is_some();
+        if !exited {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.process.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while !exited && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            exited = self.process.exit_status().is_some();
+        }
+        // A server that exited has stopped its children itself (their ids may be reused now).
+        if !exited && !children.is_empty() {
             let _ = Command::new("kill")
                 .arg("-9")
                 .args(children)
