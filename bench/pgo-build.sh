@@ -9,9 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 host=$(rustc -vV | sed -n 's/^host: //p')
-profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
+# The llvm-profdata of the compiler's own LLVM version: the profiles' format is versioned.
+# LLVM_PROFDATA names another (e.g. a distribution's rustc with its matching LLVM).
+profdata="${LLVM_PROFDATA:-$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata}"
 if [ ! -x "$profdata" ]; then
-  # The llvm-profdata of the compiler's own LLVM version: its profiles' format is versioned.
+  if ! command -v rustup >/dev/null 2>&1; then
+    echo "no llvm-profdata at $profdata: install rustup's llvm-tools, or set LLVM_PROFDATA" >&2
+    exit 1
+  fi
   rustup component add llvm-tools
 fi
 out="$PWD/target/pgo"
