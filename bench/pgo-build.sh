@@ -22,7 +22,8 @@ fi
 out="$PWD/target/pgo"
 mkdir -p "$out"
 
-# The generator (not instrumented: its own counts would be noise in the vault's profile).
+# The generator and the stack alone (not instrumented: their counts would be noise in the
+# vault's profile).
 cargo build --profile production --locked -p cardvault-bench
 
 # `--target` keeps RUSTFLAGS off the build scripts and procedural macros; each build has a

@@ -2,11 +2,11 @@
 # The load benchmark, one command on a fresh machine: installs nginx (the ceiling), makes sure
 # PostgreSQL and Redis are up, builds the binaries (Cargo.toml's production profile, the vault
 # then profile-guided by bench/pgo-build.sh), and prints the table of figures.
-#   bench/run.sh                  full run (about 15 minutes, 40 cold: three builds of the vault)
+#   bench/run.sh                  full run (about 15 minutes, 35–40 cold: two builds of the vault)
 #   bench/run.sh --quick          3-second measurements, to check it works
 #   bench/run.sh --tokens 10000,1000000,10000000   add the 10 M stored-token case (slow to load)
 #   bench/run.sh --instructions 2000   instructions a call under callgrind (nginx, stack alone, vault on both backends)
-#   bench/run.sh --no-pgo         the production profile's vault without the profile-guided pass (~25 minutes less cold)
+#   bench/run.sh --no-pgo         the production profile's vault without the profile-guided pass (~12 minutes less cold)
 # Loopback only: the processor stub, nginx and the vault all listen on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,12 +45,13 @@ if [ ! -x target/tools/bin/inferno-flamegraph ]; then
 fi
 
 # The production profile (Cargo.toml), link-time optimized: the stack alone and the generator
-# are built with it, and so is the vault, which bench/pgo-build.sh then builds again guided by a
-# training run's profile (as the README's deployment does).
-cargo build --profile production --locked -p cardvault-server -p cardvault-bench
+# are built with it, and the vault is built by bench/pgo-build.sh, guided by a training run's
+# profile (as the README's deployment does; with `--no-pgo` or a CARDVAULT_BIN, not).
 if $pgo && [ -z "${CARDVAULT_BIN:-}" ]; then
-  bench/pgo-build.sh
-  export CARDVAULT_BIN="${CARDVAULT_BIN:-$PWD/target/pgo/cardvault}"
+  bench/pgo-build.sh  # builds the generator and the stack alone too
+  export CARDVAULT_BIN="$PWD/target/pgo/cardvault"
+else
+  cargo build --profile production --locked -p cardvault-server -p cardvault-bench
 fi
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)" >&2
 export CARDVAULT_BIN="${CARDVAULT_BIN:-$PWD/target/production/cardvault}"

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cardvault_testkit::cardvault::{self, Keys, Listening};
 use cardvault_testkit::process::{self, Process};
@@ -55,20 +55,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         // Listed while they are still its children.
         let children: Vec<String> = self.pids().iter().skip(1).map(u32::to_string).collect();
-        // Not signalled again once reaped (`instructions::count` stops its own): the id may
-        // belong to another process by now.
-        let mut exited = self.process.exit_status().is_some();
-        if !exited {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.process.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        while !exited && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-            exited = self.process.exit_status().is_some();
-        }
+        let exited = self.process.stop_within(STOP_GRACE);
         // A server that exited has stopped its children itself (their ids may be reused now).
         if !exited && !children.is_empty() {
             let _ = Command::new("kill")

@@ -47,6 +47,27 @@ impl Process {
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
+    /// Sends SIGTERM unless the process has already exited, and waits up to `grace` for it to
+    /// exit; returns whether it did. A process already reaped is not signalled: its id may
+    /// belong to another process by now.
+    pub fn stop_within(&mut self, grace: Duration) -> bool {
+        if self.exit_status().is_some() {
+            return true;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exit_status().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.exit_status().is_some()
+    }
+
     /// Kills the process (SIGKILL: nothing may depend on a clean exit) and reaps it.
     pub fn kill(self) {
         drop(self);
