@@ -113,9 +113,9 @@ struct Row {
     peak_rss_mib: Option<f64>,
     /// The independent generator at 1,000 req/s (proxy targets only).
     oha: Option<oha::OhaRun>,
-    /// A vault's own account of the 1,000 req/s run: mean µs per call by stage, then the whole
-    /// request (empty for the others).
-    stages: Vec<(String, f64)>,
+    /// A vault's own account of the 1,000 req/s run by stage, then the whole request (empty
+    /// for the others).
+    stages: Vec<stages::StageTime>,
     /// The host's CPU per call by process group: at saturation, and at 1,000 req/s.
     host_cpu: Option<(host_cpu::PerCall, host_cpu::PerCall)>,
 }
@@ -189,7 +189,7 @@ impl Bench {
                 && let Some(after) = stages::Scrape::take(client, &server.url).await
             {
                 let route = reqwest::Url::parse(&target.url).expect("a URL");
-                stages = stages::means(before, &after, route.path());
+                stages = stages::between(before, &after, route.path());
             }
             if let (true, Some(before), Some(server)) =
                 (rate == 1000 || cpu_per_1000.is_none(), cpu_before, server)
@@ -547,15 +547,15 @@ fn stage_table(rows: &[Row]) -> String {
     for name in names {
         let _ = write!(out, "| {name} |");
         for row in &vaults {
-            let find = |n: &str| row.stages.iter().find(|(s, _)| s == n).map(|(_, us)| *us);
+            let find = |n: &str| row.stages.iter().find(|s| s.name == n).map(|s| s.mean_us);
             let value = if name.starts_with("outside") {
                 find("request").map(|total| {
                     total
                         - row
                             .stages
                             .iter()
-                            .filter(|(s, _)| s != "request")
-                            .map(|(_, us)| us)
+                            .filter(|s| s.name != "request")
+                            .map(|s| s.mean_us)
                             .sum::<f64>()
                 })
             } else {
@@ -579,7 +579,34 @@ fn stage_table(rows: &[Row]) -> String {
         );
     }
     let _ = writeln!(out);
+    // The tail: which stages the slowest calls spent their time in.
+    let _ = write!(
+        out,
+        "| calls over {} ms: the request, then each stage that had any |",
+        stages::SLOW_BOUND.parse::<f64>().unwrap_or_default() * 1e3
+    );
+    for row in &vaults {
+        let _ = write!(out, " {} |", slow_calls(&row.stages));
+    }
+    let _ = writeln!(out);
     out
+}
+
+/// `12 of 10,000: upstream 5, audit 3`, the request's count first.
+fn slow_calls(stages: &[stages::StageTime]) -> String {
+    let Some(request) = stages.iter().find(|s| s.name == "request") else {
+        return "–".to_owned();
+    };
+    let by_stage: Vec<String> = stages
+        .iter()
+        .filter(|s| s.name != "request" && s.slow_calls > 0)
+        .map(|s| format!("{} {}", s.name, s.slow_calls))
+        .collect();
+    let mut text = format!("{} of {}", request.slow_calls, request.calls);
+    if !by_stage.is_empty() {
+        text = format!("{text}: {}", by_stage.join(", "));
+    }
+    text
 }
 
 /// Where the host's CPU went per call, by process, at saturation and at 1,000 req/s.
