@@ -53,14 +53,19 @@ impl Scrape {
 /// The bucket bound (seconds, as the exposition writes it) above which a call counts as slow
 /// in a stage: at 1,000 req/s for 10 s, p99.9 is the tenth slowest call, and the target for it
 /// is 3 ms, so the calls past this bound are the ones the tail is made of.
-pub const SLOW_BOUND: &str = "0.0025";
+pub const SLOW_BOUND_MICROS: u64 = 2_500;
+
+/// [`SLOW_BOUND_MICROS`] as the exposition writes a bucket's bound (`le="0.0025"`).
+fn slow_bound_label() -> String {
+    (SLOW_BOUND_MICROS as f64 / 1e6).to_string()
+}
 
 /// One stage (or the whole request) between two scrapes.
 pub struct StageTime {
     pub name: String,
     pub mean_us: f64,
     pub calls: u64,
-    /// Calls in which this stage alone took longer than [`SLOW_BOUND`].
+    /// Calls in which this stage alone took longer than [`SLOW_BOUND_MICROS`].
     pub slow_calls: u64,
 }
 
@@ -73,7 +78,8 @@ pub fn between(before: &Scrape, after: &Scrape, route: &str) -> Vec<StageTime> {
         let delta = |sample: String| after.get(&sample) - before.get(&sample);
         let count = delta(format!("{name}_count{{{labels}}}"));
         (count > 0.0).then(|| {
-            let fast = delta(format!("{name}_bucket{{{labels},le=\"{SLOW_BOUND}\"}}"));
+            let bound = slow_bound_label();
+            let fast = delta(format!("{name}_bucket{{{labels},le=\"{bound}\"}}"));
             StageTime {
                 name: stage.to_owned(),
                 mean_us: delta(format!("{name}_sum{{{labels}}}")) / count * 1e6,
@@ -119,7 +125,7 @@ mod tests {
     fn series(name: &str, labels: &str, fast: u64, count: u64, sum: f64) -> String {
         format!(
             "{name}_bucket{{{labels},le=\"0.001\"}} {fast}\n\
-             {name}_bucket{{{labels},le=\"{SLOW_BOUND}\"}} {fast}\n\
+             {name}_bucket{{{labels},le=\"0.0025\"}} {fast}\n\
              {name}_bucket{{{labels},le=\"+Inf\"}} {count}\n\
              {name}_sum{{{labels}}} {sum}\n\
              {name}_count{{{labels}}} {count}\n"
