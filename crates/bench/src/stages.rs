@@ -50,9 +50,9 @@ impl Scrape {
     }
 }
 
-/// The bucket bound (seconds, as the exposition writes it) above which a call counts as slow
-/// in a stage: at 1,000 req/s for 10 s, p99.9 is the tenth slowest call, and the target for it
-/// is 3 ms, so the calls past this bound are the ones the tail is made of.
+/// The bound above which a call counts as slow (one of the histograms' bucket bounds): at
+/// 1,000 req/s for 10 s, p99.9 is the tenth slowest call and its target is 3 ms, so the calls
+/// past this bound are the ones the tail is made of.
 pub const SLOW_BOUND_MICROS: u64 = 2_500;
 
 /// [`SLOW_BOUND_MICROS`] as the exposition writes a bucket's bound (`le="0.0025"`).
