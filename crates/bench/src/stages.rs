@@ -74,11 +74,11 @@ pub struct StageTime {
 pub fn between(before: &Scrape, after: &Scrape, route: &str) -> Vec<StageTime> {
     // `name_count{labels}`, `name_sum{labels}` and `name_bucket{labels,le="…"}`, as Prometheus
     // writes a histogram; `labels` comes without its braces.
+    let bound = slow_bound_label();
     let time = |stage: &str, name: &str, labels: &str| {
         let delta = |sample: String| after.get(&sample) - before.get(&sample);
         let count = delta(format!("{name}_count{{{labels}}}"));
         (count > 0.0).then(|| {
-            let bound = slow_bound_label();
             let fast = delta(format!("{name}_bucket{{{labels},le=\"{bound}\"}}"));
             StageTime {
                 name: stage.to_owned(),
