@@ -1,6 +1,7 @@
 //! Durable storage of projects, applications, tokens and data keys, behind one trait so the
 //! handlers never know which database runs underneath.
 
+mod name_watch;
 mod sql;
 mod sqlite_files;
 mod sqlite_upkeep;

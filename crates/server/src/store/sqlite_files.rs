@@ -13,12 +13,16 @@
 //!
 //! A background watch keeps [`SqliteFiles::reads_ok`] and [`SqliteFiles::writes_ok`] current;
 //! every write also checks synchronously, before (writable) and after (identity: the commit
-//! went into the file a restart will open).
+//! went into the file a restart will open). The identity after a write is asked of the
+//! kernel's inotify ([`NameWatch`]: one `read`) and the files are looked up only when it
+//! reports a change; what inotify cannot see (mounts) is the background watch's to find.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use super::name_watch::NameWatch;
 
 /// Below this much free space writes are refused before SQLite fails halfway through one.
 pub const MIN_FREE_BYTES: u64 = 8 * 1024 * 1024;
@@ -56,6 +60,16 @@ pub struct SqliteFiles {
     writes_ok: AtomicBool,
     /// The last problem seen, logged once when it appears.
     last_problem: Mutex<Option<FileProblem>>,
+    names: Mutex<Names>,
+}
+
+/// What the identity check after a write goes by.
+struct Names {
+    /// `None` where the paths cannot be watched: every check looks the files up.
+    watch: Option<NameWatch>,
+    /// A change was reported and the files have not been found right since: every check
+    /// looks them up until they are.
+    suspect: bool,
 }
 
 impl SqliteFiles {
@@ -65,12 +79,23 @@ impl SqliteFiles {
     /// # Errors
     /// The database file cannot be read.
     pub fn record(database: &Path) -> std::io::Result<Self> {
-        let mut files = Vec::new();
-        for (name, path) in [
+        let paths = [
             ("the database file", database.to_path_buf()),
             (WAL, with_suffix(database, "-wal")),
             ("the shared-memory index", with_suffix(database, "-shm")),
-        ] {
+        ];
+        // Watched before the files are looked up: a change in between is reported.
+        let watched: Vec<&Path> = paths.iter().map(|(_, path)| path.as_path()).collect();
+        let watch = NameWatch::new(&watched)
+            .inspect_err(|error| {
+                tracing::info!(
+                    %error,
+                    "database files: their names cannot be watched; every write looks them up"
+                );
+            })
+            .ok();
+        let mut files = Vec::new();
+        for (name, path) in paths {
             match std::fs::metadata(&path) {
                 Ok(meta) => files.push(WatchedFile {
                     name,
@@ -87,6 +112,10 @@ impl SqliteFiles {
             reads_ok: AtomicBool::new(true),
             writes_ok: AtomicBool::new(true),
             last_problem: Mutex::new(None),
+            names: Mutex::new(Names {
+                watch,
+                suspect: false,
+            }),
         })
     }
 
@@ -151,7 +180,27 @@ impl SqliteFiles {
     /// # Errors
     /// [`FileProblem::Replaced`]: the write may be lost.
     pub fn after_write(&self) -> Result<(), FileProblem> {
-        self.check_identity().inspect_err(|p| self.fail(*p))
+        self.identity_after_write().inspect_err(|p| self.fail(*p))
+    }
+
+    /// The files' identity, looked up only when a name on the way changed since the last
+    /// look (or could not be watched). One check at a time: a check that drained the report
+    /// of a change leaves `suspect` for the ones after it.
+    fn identity_after_write(&self) -> Result<(), FileProblem> {
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let Names { watch, suspect } = &mut *names;
+        let Some(watch) = watch else {
+            return self.check_identity();
+        };
+        if !watch.changed() && !*suspect {
+            return Ok(());
+        }
+        // The directories now on the way are watched before the files are looked up, so a
+        // change after the look is reported to the next check.
+        let rewatched = watch.rewatch();
+        let identity = self.check_identity();
+        *suspect = rewatched.is_err() || identity.is_err();
+        identity
     }
 
     fn check_identity(&self) -> Result<(), FileProblem> {
@@ -200,7 +249,9 @@ impl SqliteFiles {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<FileProblem>> {
-        self.last_problem.lock().unwrap_or_else(|e| e.into_inner())
+        self.last_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Logs a problem when it appears and when it clears, not on every check.
@@ -271,5 +322,57 @@ mod tests {
             Err(FileProblem::Replaced("the database file"))
         );
         assert!(files.before_write().is_err() && files.before_read().is_err());
+    }
+
+    /// `v.db` and `v.db-wal` in `dir`, recorded, and held open as SQLite holds them (so their
+    /// inodes are not reused for new files).
+    fn recorded(db: &Path) -> (SqliteFiles, [std::fs::File; 2]) {
+        std::fs::write(db, b"x").unwrap();
+        std::fs::write(with_suffix(db, "-wal"), b"x").unwrap();
+        let files = SqliteFiles::record(db).unwrap();
+        let held = [
+            std::fs::File::open(db).unwrap(),
+            std::fs::File::open(with_suffix(db, "-wal")).unwrap(),
+        ];
+        (files, held)
+    }
+
+    #[test]
+    fn every_write_after_a_replacement_is_refused_not_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("v.db");
+        let (files, _held) = recorded(&db);
+        assert!(
+            files.names.lock().unwrap().watch.is_some(),
+            "inotify watches"
+        );
+        assert_eq!(files.after_write(), Ok(()));
+        std::fs::write(dir.path().join("unrelated"), b"x").unwrap();
+        std::fs::remove_file(dir.path().join("unrelated")).unwrap();
+        assert_eq!(files.after_write(), Ok(()), "other names are no change");
+
+        std::fs::write(dir.path().join("new"), b"y").unwrap();
+        std::fs::rename(dir.path().join("new"), with_suffix(&db, "-wal")).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                files.after_write(),
+                Err(FileProblem::Replaced("the write-ahead log"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_path_inotify_cannot_follow_is_looked_up_at_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let db = dir.path().join("sub").join("..").join("v.db");
+        let (files, _held) = recorded(&db);
+        assert!(files.names.lock().unwrap().watch.is_none());
+        assert_eq!(files.after_write(), Ok(()));
+        std::fs::remove_file(&db).unwrap();
+        assert_eq!(
+            files.after_write(),
+            Err(FileProblem::Replaced("the database file"))
+        );
     }
 }
