@@ -10,8 +10,8 @@
 //! the target of a symbolic link on the way being moved. `sqlite_files` leaves those to its
 //! periodic full check; the files a mount covers are still on disk.
 
-use std::collections::HashMap;
-use std::ffi::OsString;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -35,9 +35,9 @@ const READ_BUFFER: usize = 4096;
 pub struct NameWatch {
     inotify: OwnedFd,
     /// The directories on the way, with the entry names in each that lead to the files.
-    ways: Vec<(PathBuf, Vec<OsString>)>,
+    ways: BTreeMap<PathBuf, BTreeSet<OsString>>,
     /// Per watch descriptor, the names that matter in its directory.
-    names: HashMap<i32, Vec<OsString>>,
+    names: HashMap<i32, BTreeSet<OsString>>,
 }
 
 impl NameWatch {
@@ -48,14 +48,10 @@ impl NameWatch {
     /// (`..`) on the way, which would make "the next name" ambiguous.
     pub fn new(files: &[&Path]) -> std::io::Result<Self> {
         let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
-        let mut ways: Vec<(PathBuf, Vec<OsString>)> = Vec::new();
+        let mut ways: BTreeMap<PathBuf, BTreeSet<OsString>> = BTreeMap::new();
         for file in files {
             for (dir, name) in steps(file)? {
-                match ways.iter_mut().find(|(known, _)| *known == dir) {
-                    Some((_, names)) if names.contains(&name) => {}
-                    Some((_, names)) => names.push(name),
-                    None => ways.push((dir, vec![name])),
-                }
+                ways.entry(dir).or_default().insert(name);
             }
         }
         let mut watch = Self {
@@ -76,12 +72,10 @@ impl NameWatch {
     pub fn rewatch(&mut self) -> std::io::Result<()> {
         for (dir, names) in &self.ways {
             let descriptor = inotify::add_watch(&self.inotify, dir.as_path(), WATCHED)?;
-            let known = self.names.entry(descriptor).or_default();
-            for name in names {
-                if !known.contains(name) {
-                    known.push(name.clone());
-                }
-            }
+            self.names
+                .entry(descriptor)
+                .or_default()
+                .extend(names.iter().cloned());
         }
         Ok(())
     }
@@ -108,11 +102,10 @@ impl NameWatch {
         }
         match event.file_name() {
             // An entry of a watched directory: only the names on the way matter.
-            Some(name) => self.names.get(&event.wd()).is_some_and(|names| {
-                names
-                    .iter()
-                    .any(|known| known.as_bytes() == name.to_bytes())
-            }),
+            Some(name) => self
+                .names
+                .get(&event.wd())
+                .is_some_and(|names| names.contains(OsStr::from_bytes(name.to_bytes()))),
             // The directory itself moved, removed, unmounted, or its watch dropped.
             None => true,
         }
