@@ -464,7 +464,7 @@ async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String>
                 .step_by(((count / 10_000).max(1)) as usize)
                 .map(|r| r.id.clone()),
         );
-        store.insert_tokens(&records).await.expect("bulk insert");
+        insert_with_retries(store.as_ref(), &records).await;
         loaded += n;
     }
     eprintln!(
@@ -472,6 +472,43 @@ async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String>
         started.elapsed().as_secs_f64()
     );
     sample
+}
+
+/// A batch of the bulk load, inserted again after a busy database: the vault's checkpoint of
+/// the load's log can hold the write lock longer than a writer's 5-s wait on a slow disk, and a
+/// batch is all or none, so a retry stores it once.
+async fn insert_with_retries(
+    store: &dyn cardvault_server::store::Store,
+    records: &[cardvault_server::store::TokenRecord],
+) {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    let inserted = loop {
+        match store.insert_tokens(records).await {
+            Err(cardvault_server::store::StoreError::Unavailable(e)) if attempt < ATTEMPTS => {
+                eprintln!("   a batch met a busy database ({e}); inserting it again");
+                attempt += 1;
+            }
+            done => break done,
+        }
+    };
+    inserted.expect("bulk insert");
+}
+
+/// Writes every dirty page on the host to disk (`sync`), so that a measurement right after a
+/// bulk load times the lookups, not the disk's write-back of the load (gigabytes at 10 M
+/// tokens, which stalls every writer on a slow disk meanwhile).
+fn settle_disk() {
+    let started = Instant::now();
+    let synced = std::process::Command::new("sync").status();
+    eprintln!(
+        "   dirty pages written back ({}) in {:.1} s",
+        match synced {
+            Ok(status) if status.success() => "sync",
+            _ => "sync failed",
+        },
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn latency_cells(row: &Row, rate: u64) -> String {
@@ -858,6 +895,7 @@ async fn main() {
             .await;
             eprintln!("   {sessions} live CVC sessions created");
         }
+        settle_disk();
         let url = stub.url("/v1/charges");
         let bodies: BodyFn =
             Arc::new(move |n| proxy_body(&sample[(n as usize * 7919) % sample.len()], &url));
