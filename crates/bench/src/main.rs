@@ -49,6 +49,10 @@ struct Args {
     /// stored-token run, whose peak RSS then covers both.
     #[arg(long, default_value_t = 100_000)]
     cvc_sessions: u64,
+    /// Connections of the closed-loop (saturation) runs: with too few, a server that is not
+    /// CPU-bound waits on the round trips and leaves cores idle.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    connections: u64,
     /// Processor stub delay in milliseconds.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
@@ -73,6 +77,7 @@ struct Args {
 /// nothing.
 const BARE_STACK: &str = "vault's stack, no vault work (bare forwarder)";
 const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Connections of the closed-loop runs besides the measured saturation (loads, the rotation).
 const CONNECTIONS: usize = 64;
 /// The rate the added-latency targets are stated at.
 const ONE_THOUSAND: u64 = 1000;
@@ -129,6 +134,11 @@ struct Bench {
 }
 
 impl Bench {
+    /// The saturation runs' connections (`--connections`).
+    fn connections(&self) -> usize {
+        usize::try_from(self.args.connections).unwrap_or(CONNECTIONS)
+    }
+
     async fn measure(
         &self,
         name: &str,
@@ -143,14 +153,20 @@ impl Bench {
             client,
             target,
             bodies.clone(),
-            CONNECTIONS,
+            self.connections(),
             Duration::from_secs(1),
         )
         .await;
         let server_pids = server.map(procs::Server::pids).unwrap_or_default();
         let host_before = host_cpu::Snapshot::take(&server_pids);
-        let saturation =
-            load::saturate(client, target, bodies.clone(), CONNECTIONS, self.duration).await;
+        let saturation = load::saturate(
+            client,
+            target,
+            bodies.clone(),
+            self.connections(),
+            self.duration,
+        )
+        .await;
         let host_saturation = host_cpu::PerCall::between(
             &host_before,
             &host_cpu::Snapshot::take(&server_pids),
