@@ -49,8 +49,8 @@ struct Args {
     /// stored-token run, whose peak RSS then covers both.
     #[arg(long, default_value_t = 100_000)]
     cvc_sessions: u64,
-    /// Connections of the closed-loop (saturation) runs: with too few, a server that is not
-    /// CPU-bound waits on the round trips and leaves cores idle.
+    /// Connections of the closed-loop (saturation) runs; every run docs/benchmarks.md reports
+    /// used 64 unless it says otherwise.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     connections: u64,
     /// Processor stub delay in milliseconds.
@@ -490,8 +490,9 @@ async fn bulk_load(data_dir: &Path, project_id: &str, count: u64) -> Vec<String>
     sample
 }
 
-/// A batch of the bulk load, inserted again after a busy database: the vault's checkpoint of
-/// the load's log can hold the write lock longer than a writer's 5-s wait on a slow disk, and a
+/// A batch of the bulk load, inserted again after a busy database: another connection (the
+/// likeliest, the vault's truncating checkpoint of the load's log, which holds the write lock
+/// through its sync) can hold the lock longer than a writer's 5-s wait on a slow disk, and a
 /// batch is all or none, so a retry stores it once.
 async fn insert_with_retries(
     store: &dyn cardvault_server::store::Store,
@@ -512,8 +513,8 @@ async fn insert_with_retries(
 }
 
 /// Writes every dirty page on the host to disk (`sync`), so that a measurement right after a
-/// bulk load times the lookups, not the disk's write-back of the load (gigabytes at 10 M
-/// tokens, which stalls every writer on a slow disk meanwhile).
+/// bulk load times the lookups, not the disk's write-back of the load (gigabytes written at
+/// 10 M tokens).
 fn settle_disk() {
     let started = Instant::now();
     let synced = std::process::Command::new("sync").status();
