@@ -47,7 +47,7 @@ pub async fn run(stub: &Stub, calls: u64, servers: Servers) {
         let nginx_dir = dir.join("nginx");
         std::fs::create_dir(&nginx_dir).expect("nginx's directory");
         let launcher = callgrind(&nginx_dir);
-        let nginx = procs::nginx(&nginx_dir, stub.addr.port(), &stub.ca_file, &launcher);
+        let nginx = procs::nginx(&nginx_dir, stub.addr.port(), &stub.ca_file, &launcher, 1);
         let target = Target {
             url: format!("{}/v1/charges", nginx.url),
             body: processor_body(),

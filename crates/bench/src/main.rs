@@ -53,6 +53,9 @@ struct Args {
     /// used 64 unless it says otherwise.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     connections: u64,
+    /// nginx's worker processes (2, one per core, unless said).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    nginx_workers: u64,
     /// Processor stub delay in milliseconds.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
@@ -825,7 +828,13 @@ async fn main() {
 
         let nginx_dir = tempfile::tempdir().expect("tempdir");
         if !bench.args.skip_nginx {
-            let nginx = procs::nginx(nginx_dir.path(), stub.addr.port(), &stub.ca_file, &[]);
+            let nginx = procs::nginx(
+                nginx_dir.path(),
+                stub.addr.port(),
+                &stub.ca_file,
+                &[],
+                bench.args.nginx_workers,
+            );
             let target = Target {
                 url: format!("{}/v1/charges", nginx.url),
                 body: processor_body(),

@@ -123,14 +123,20 @@ pub fn serve_vault(data_dir: &Path, env: &[(String, String)], launcher: &[String
     }
 }
 
-/// nginx proxying to the stub: a master and two workers, or, run by `launcher` (e.g. valgrind,
-/// which follows one process), a single process.
-pub fn nginx(dir: &Path, stub_port: u16, ca_file: &Path, launcher: &[String]) -> Server {
+/// nginx proxying to the stub: a master and `workers` workers, or, run by `launcher` (e.g.
+/// valgrind, which follows one process), a single process.
+pub fn nginx(
+    dir: &Path,
+    stub_port: u16,
+    ca_file: &Path,
+    launcher: &[String],
+    workers: u64,
+) -> Server {
     let port = free_port();
     let processes = if launcher.is_empty() {
-        "worker_processes 2;"
+        format!("worker_processes {workers};")
     } else {
-        "master_process off;\nworker_processes 1;"
+        "master_process off;\nworker_processes 1;".to_owned()
     };
     let conf = format!(
         "user root;\n{processes}\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
