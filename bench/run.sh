@@ -56,6 +56,7 @@ fi
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)" >&2
 export CARDVAULT_BIN="${CARDVAULT_BIN:-$PWD/target/production/cardvault}"
 echo "vault: $CARDVAULT_BIN" >&2
-# The vault reads its serving threads from the environment (README: one per core unless set).
-echo "vault serving threads: ${CARDVAULT_WORKER_THREADS:-one per core}" >&2
+# The vault and the stack alone read their serving threads from the environment (README: one
+# per core unless set).
+echo "serving threads (the vault's and the stack alone's): ${CARDVAULT_WORKER_THREADS:-one per core}" >&2
 exec target/production/cardvault-bench "${args[@]}"
