@@ -41,7 +41,7 @@ pub(super) struct DirectSqlite {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     /// The connection the process's own inline writes share (the audit log's groups, new
-    /// tokens).
+    /// tokens), and the token reads that find it free (see [`Self::token`]).
     writer: Mutex<Option<Connection>>,
     /// The connection of writes that wait for another connection's lock (blocking threads).
     patient_writer: Mutex<Option<Connection>>,
@@ -87,33 +87,48 @@ impl DirectSqlite {
 
     /// The live token `id` of `project_id` (`NotFound` when absent, deleted or expired at
     /// `now`), or [`Busy`].
+    ///
+    /// Read on the inline writers' connection when it is free: a connection's page cache
+    /// outlives its own commits (the audit log's, new tokens'), while a read connection's is
+    /// dropped at every commit another connection makes, and the token's pages read again —
+    /// at moderate load, after every call's audit record (two `pread64`s and ~10 µs a proxy
+    /// call at 1,000 req/s: docs/benchmarks.md, issue 17). Never waited for: while another
+    /// call writes, a read connection serves.
     pub(super) fn token(
         &self,
         project_id: &str,
         id: &str,
         now: i64,
     ) -> Result<Result<TokenRecord, StoreError>, Busy> {
-        let conn = self
-            .readers
-            .lock()
-            .ok()
-            .and_then(|mut idle| idle.pop())
-            .map_or_else(|| self.open(), Ok);
-        let conn = match conn {
-            Ok(conn) => conn,
-            Err(e) => return busy_or(e),
+        let read = |conn: &mut Connection| read_token(conn, project_id, id, now);
+        let found = match self.inline_turn.try_acquire() {
+            Ok(_turn) => self.on(&self.writer, read),
+            Err(_) => self.on_reader(read),
         };
-        let found = read_token(&conn, project_id, id, now);
-        if let Ok(mut idle) = self.readers.lock()
-            && idle.len() < IDLE_READERS
-        {
-            idle.push(conn);
-        }
         match found {
             Ok(Some(record)) => Ok(record),
             Ok(None) => Ok(Err(StoreError::NotFound)),
             Err(e) => busy_or(e),
         }
+    }
+
+    /// Runs `statements` on an idle read connection (or a new one), kept for later reads.
+    fn on_reader<T>(
+        &self,
+        statements: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let idle = self.readers.lock().ok().and_then(|mut idle| idle.pop());
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let done = statements(&mut conn);
+        if let Ok(mut idle) = self.readers.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+        done
     }
 
     /// Inserts `rows` in one transaction once it is the inline writes' turn, or answers
@@ -202,28 +217,39 @@ impl DirectSqlite {
         } else {
             (&self.writer, INLINE_BUSY_TIMEOUT)
         };
+        match self.on(connection, |conn| {
+            conn.busy_timeout(timeout)?;
+            statements(conn)
+        }) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => busy_or(e),
+        }
+    }
+
+    /// Runs `statements` on the connection in `slot` (opened there first if need be), outside
+    /// any transaction an earlier user left open.
+    fn on<T>(
+        &self,
+        slot: &Mutex<Option<Connection>>,
+        statements: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
         // A panic cannot leave the connection mid-transaction: the transaction rolls back
         // when dropped ([`WriteTransaction`]), so a poisoned lock still guards a usable
         // connection.
-        let mut slot = connection
+        let mut slot = slot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let conn = match slot.as_mut() {
             Some(conn) => conn,
-            None => match self.open() {
-                Ok(conn) => slot.insert(conn),
-                Err(e) => return busy_or(e),
-            },
+            None => slot.insert(self.open()?),
         };
         // A transaction left open (a `ROLLBACK` that failed as one was dropped) ends here: it
-        // would swallow this write uncommitted, or refuse this and every later one.
+        // would swallow a write uncommitted, refuse this and every later one, or show a read
+        // rows that were never committed.
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        match conn.busy_timeout(timeout).and_then(|()| statements(conn)) {
-            Ok(()) => Ok(Ok(())),
-            Err(e) => busy_or(e),
-        }
+        statements(conn)
     }
 }
 
@@ -549,8 +575,8 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         store.insert_token(&token("tok_live", None)).await.unwrap();
-        // Read (its pages now cached by a reader), then written behind the store's back by
-        // another connection (another process: the CLI, a second vault).
+        // Read (its pages now cached by the connection that read it), then written behind the
+        // store's back by another connection (another process: the CLI, a second vault).
         assert_eq!(
             store.token("proj_1", "tok_live").await.unwrap().id,
             "tok_live"
@@ -563,6 +589,50 @@ pub(super) mod tests {
             store.token("proj_1", "tok_live").await,
             Err(StoreError::NotFound)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_read_takes_the_writers_connection_when_free_and_a_read_connection_when_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.insert_token(&token("tok_live", None)).await.unwrap();
+        let direct = super::DirectSqlite::new(&dir.path().join("vault.db"));
+        let idle_readers = || direct.readers.lock().unwrap().len();
+        let read = || direct.token("proj_1", "tok_live", 2).unwrap().unwrap();
+        assert_eq!(read().id, "tok_live");
+        assert_eq!(idle_readers(), 0, "read on the writers' connection");
+        let turn = direct.inline_turn();
+        let writing = turn.try_acquire().unwrap();
+        // Another call's write holds the connection: the read neither waits nor fails.
+        assert_eq!(read().id, "tok_live");
+        assert_eq!(idle_readers(), 1, "read on a read connection");
+        drop(writing);
+        assert_eq!(read().id, "tok_live");
+        assert_eq!(idle_readers(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_read_on_the_writers_connection_never_sees_a_transaction_left_open_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = store(&dir).await;
+        let direct = super::DirectSqlite::new(&dir.path().join("vault.db"));
+        // As if a dropped transaction's `ROLLBACK` had failed after its insert.
+        direct
+            .write(false, |conn| {
+                conn.execute_batch("BEGIN")?;
+                super::insert_token(conn, &token("tok_never", None), 1)
+            })
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            direct.token("proj_1", "tok_never", 2).unwrap(),
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(
+            direct.readers.lock().unwrap().len(),
+            0,
+            "read on the writers' connection"
+        );
     }
 
     #[tokio::test]
