@@ -91,7 +91,7 @@ impl DirectSqlite {
     /// Read on the inline writers' connection when it is free: a connection's page cache
     /// outlives its own commits (the audit log's, new tokens'), while a read connection's is
     /// dropped at every commit another connection makes, and the token's pages read again —
-    /// at moderate load, after every call's audit record (two `pread64`s and ~10 µs a proxy
+    /// at moderate load, after every call's audit record (two `pread64`s and ~9 µs a proxy
     /// call at 1,000 req/s: docs/benchmarks.md, issue 17). Never waited for: while another
     /// call writes, a read connection serves.
     pub(super) fn token(
