@@ -1,20 +1,29 @@
 //! What every request pays for being observed, the library's way against the vault's:
 //!
 //! - `log_line/*`: the request's span and log line as `request_context` writes them (the span
-//!   made with the request's id and method, the app recorded, the line written in it, the span
-//!   closed), in `tracing-subscriber`'s default text format and in the vault's
-//!   (`logging::TextLine`), both behind the default filter and writing to a sink;
+//!   made with the request's id and method, the app recorded, the span entered at the call's
+//!   polls, the line written in it, the span closed), in `tracing-subscriber`'s default text format and in the vault's
+//!   (`logging::TextLine`), both writing to a sink; the vault's behind `EnvFilter` (the filter
+//!   `RUST_LOG` gives) and behind its own filter by target (`logging::by_target`), on one
+//!   thread and on two at once (`*_two_threads`: each thread's call, the wall time of both
+//!   running side by side, as the two serving threads do). The two threads share a scoped
+//!   dispatcher, whose every span also counts a reference on one shared count (the vault's
+//!   global one has none): their absolute figures are above the vault's, and what they show
+//!   is the difference between the two filters;
 //! - `histogram/*`: the ten latency samples a proxy call records (its stages and the request),
 //!   into the Prometheus exporter's histogram and into the vault's (`metrics::LatencyHistogram`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cardvault_server::logging::{TextFields, TextLine};
+use cardvault_server::config::LogLevel;
+use cardvault_server::logging::{TextFields, TextLine, by_target};
 use cardvault_server::metrics::LatencyHistogram;
 use criterion::{Criterion, criterion_group, criterion_main};
-use tracing_subscriber::EnvFilter;
+use tracing::Dispatch;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 const FILTER: &str = "info,hyper=warn,h2=warn,rustls=warn,sqlx=warn,reqwest=warn";
 
@@ -24,6 +33,11 @@ fn one_request(id: &str, method: &http::Method) {
     {
         let _entered = span.enter();
         tracing::Span::current().record("app", "app_0193a5c27d1e");
+    }
+    // The frame enters the span at each poll of the call (three on a proxy call: the request,
+    // the audit turn, the processor's answer) and as it drops the finished call.
+    for _ in 0..4 {
+        let _entered = black_box(span.enter());
     }
     span.in_scope(|| {
         tracing::info!(
@@ -48,17 +62,57 @@ fn log_line(c: &mut Criterion) {
             b.iter(|| one_request(black_box(id), &method))
         });
     });
-    let vault = tracing_subscriber::fmt()
+    let vault_env = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(FILTER))
         .with_writer(std::io::sink)
         .with_ansi(false)
         .fmt_fields(TextFields)
         .event_format(TextLine)
         .finish();
-    tracing::subscriber::with_default(vault, || {
-        c.bench_function("log_line/vault_format", |b| {
+    timed_alone_and_in_pairs(c, "vault_format", Dispatch::new(vault_env));
+    timed_alone_and_in_pairs(
+        c,
+        "vault_format_by_target",
+        vault_lines(by_target(LogLevel::Info)),
+    );
+}
+
+/// The vault's text lines to a sink behind `filter`, as `logging::init` installs them.
+fn vault_lines<F: Layer<Registry> + Send + Sync + 'static>(filter: F) -> Dispatch {
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::sink)
+        .with_ansi(false)
+        .fmt_fields(TextFields)
+        .event_format(TextLine);
+    Dispatch::new(tracing_subscriber::registry().with(filter).with(lines))
+}
+
+/// `log_line/NAME` on one thread, and `log_line/NAME_two_threads`: two threads serving
+/// `calls` requests each at once, the wall time over `calls`.
+fn timed_alone_and_in_pairs(c: &mut Criterion, name: &str, dispatch: Dispatch) {
+    let id = "0193a5c2-7d1e-7000-8000-0123456789ab";
+    let method = http::Method::POST;
+    tracing::dispatcher::with_default(&dispatch, || {
+        c.bench_function(&format!("log_line/{name}"), |b| {
             b.iter(|| one_request(black_box(id), &method))
         });
+    });
+    c.bench_function(&format!("log_line/{name}_two_threads"), |b| {
+        b.iter_custom(|calls| {
+            let started = Instant::now();
+            std::thread::scope(|threads| {
+                for _ in 0..2 {
+                    threads.spawn(|| {
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            for _ in 0..calls {
+                                one_request(black_box(id), &method);
+                            }
+                        })
+                    });
+                }
+            });
+            started.elapsed()
+        })
     });
 }
 
