@@ -2,14 +2,14 @@
 //!
 //! - `log_line/*`: the request's span and log line as `request_context` writes them (the span
 //!   made with the request's id and method, the app recorded, the span entered at the call's
-//!   polls, the line written in it, the span closed), in `tracing-subscriber`'s default text format and in the vault's
-//!   (`logging::TextLine`), both writing to a sink; the vault's behind `EnvFilter` (the filter
-//!   `RUST_LOG` gives) and behind its own filter by target (`logging::by_target`), on one
-//!   thread and on two at once (`*_two_threads`: each thread's call, the wall time of both
-//!   running side by side, as the two serving threads do). The two threads share a scoped
-//!   dispatcher, whose every span also counts a reference on one shared count (the vault's
-//!   global one has none): their absolute figures are above the vault's, and what they show
-//!   is the difference between the two filters;
+//!   polls, the line written in it, the span closed), in `tracing-subscriber`'s default text
+//!   format and in the vault's (`logging::TextLine`), both writing to a sink; the vault's
+//!   behind `EnvFilter` (the filter `RUST_LOG` gives) and behind its own filter by target
+//!   (`logging::by_target`), on one thread and on two at once (`*_two_threads`: each thread's
+//!   call, the wall time of both running side by side, as the two serving threads do). The two
+//!   threads share a scoped dispatcher, whose every span also counts a reference on one shared
+//!   count (the vault's global one has none): their absolute figures are above the vault's, and
+//!   what they show is the difference between the two filters;
 //! - `histogram/*`: the ten latency samples a proxy call records (its stages and the request),
 //!   into the Prometheus exporter's histogram and into the vault's (`metrics::LatencyHistogram`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,8 +34,8 @@ fn one_request(id: &str, method: &http::Method) {
         let _entered = span.enter();
         tracing::Span::current().record("app", "app_0193a5c27d1e");
     }
-    // The frame enters the span at each poll of the call (three on a proxy call: the request,
-    // the audit turn, the processor's answer) and as it drops the finished call.
+    // The frame enters the span at each poll of the call (about three on a proxy call: the
+    // request, the audit turn, the processor's answer) and as it drops the finished call.
     for _ in 0..4 {
         let _entered = black_box(span.enter());
     }
