@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use cardvault_server::config::LogLevel;
-use cardvault_server::logging::{TextFields, TextLine, by_target};
+use cardvault_server::logging::{by_target, text_lines};
 use cardvault_server::metrics::LatencyHistogram;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tracing::Dispatch;
@@ -62,14 +62,7 @@ fn log_line(c: &mut Criterion) {
             b.iter(|| one_request(black_box(id), &method))
         });
     });
-    let vault_env = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(FILTER))
-        .with_writer(std::io::sink)
-        .with_ansi(false)
-        .fmt_fields(TextFields)
-        .event_format(TextLine)
-        .finish();
-    timed_alone_and_in_pairs(c, "vault_format", Dispatch::new(vault_env));
+    timed_alone_and_in_pairs(c, "vault_format", vault_lines(EnvFilter::new(FILTER)));
     timed_alone_and_in_pairs(
         c,
         "vault_format_by_target",
@@ -79,12 +72,11 @@ fn log_line(c: &mut Criterion) {
 
 /// The vault's text lines to a sink behind `filter`, as `logging::init` installs them.
 fn vault_lines<F: Layer<Registry> + Send + Sync + 'static>(filter: F) -> Dispatch {
-    let lines = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::sink)
-        .with_ansi(false)
-        .fmt_fields(TextFields)
-        .event_format(TextLine);
-    Dispatch::new(tracing_subscriber::registry().with(filter).with(lines))
+    Dispatch::new(
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(text_lines(std::io::sink)),
+    )
 }
 
 /// `log_line/NAME` on one thread, and `log_line/NAME_two_threads`: two threads serving

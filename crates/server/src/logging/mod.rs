@@ -4,9 +4,12 @@ mod text;
 
 pub use text::{TextFields, TextLine};
 
+use tracing::Subscriber;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, fmt};
 
@@ -57,18 +60,30 @@ where
     F: Layer<Registry> + Send + Sync + 'static,
 {
     let filtered = tracing_subscriber::registry().with(filter);
-    let lines = fmt::layer().with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => filtered.with(lines.json().flatten_event(true)).try_init(),
-        LogFormat::Text => filtered
+        LogFormat::Json => filtered
             .with(
-                lines
-                    .with_ansi(false)
-                    .fmt_fields(TextFields)
-                    .event_format(TextLine),
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .json()
+                    .flatten_event(true),
             )
             .try_init(),
+        LogFormat::Text => filtered.with(text_lines(std::io::stderr)).try_init(),
     };
+}
+
+/// The vault's text lines (`TextLine`, `TextFields`, no colours), written to `writer`.
+pub fn text_lines<S, W>(writer: W) -> fmt::Layer<S, TextFields, TextLine, W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fmt::layer()
+        .with_writer(writer)
+        .with_ansi(false)
+        .fmt_fields(TextFields)
+        .event_format(TextLine)
 }
 
 #[cfg(test)]
