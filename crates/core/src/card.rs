@@ -18,7 +18,9 @@ impl Pan {
     /// # Errors
     /// [`ValidationError::InvalidCardNumber`] for anything that is not a valid card number.
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        let digits: String = input.chars().filter(|c| *c != ' ' && *c != '-').collect();
+        // Sized once: a string grown as it fills would free its earlier buffers unwiped.
+        let mut digits = String::with_capacity(input.len());
+        digits.extend(input.chars().filter(|c| *c != ' ' && *c != '-'));
         let digits = SecretString::new(digits);
         let raw = digits.expose_secret();
         if !(13..=19).contains(&raw.len()) || !raw.bytes().all(|b| b.is_ascii_digit()) {

@@ -22,6 +22,12 @@ impl SecretString {
         &self.0
     }
 
+    /// For a buffer of secrets the crate fills in place; it must not grow by itself (a
+    /// reallocation would free the old contents unwiped).
+    pub(crate) fn expose_secret_mut(&mut self) -> &mut String {
+        &mut self.0
+    }
+
     /// A second copy, made on purpose (no `Clone`, so copies are never accidental).
     pub fn duplicate(&self) -> Self {
         Self(self.0.clone())

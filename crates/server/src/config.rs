@@ -93,7 +93,8 @@ pub struct Settings {
     pub max_url_bytes: usize,
     /// Time a client has to send its request headers, and then its whole body.
     pub client_read_timeout_ms: u64,
-    /// A client connection (HTTP/1 keep-alive or HTTP/2) with no request for this long is closed.
+    /// A client connection (HTTP/1 keep-alive or HTTP/2) with no request for this long is closed
+    /// (within half as long again: it is looked at twice a timeout).
     pub idle_timeout_ms: u64,
     /// Open client connections at most; one more is answered 503 and closed.
     pub max_connections: usize,

@@ -15,8 +15,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -66,7 +66,8 @@ const RESERVED_FILES: u64 = 256;
 pub struct ConnectionLimits {
     /// Time a client has to send its request line and headers.
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight for this long is closed.
+    /// A connection with no request in flight for this long is closed (within half as long
+    /// again).
     pub idle_timeout: Duration,
     /// Open connections at most; one more is answered 503 and closed.
     pub max_connections: usize,
@@ -264,8 +265,8 @@ async fn serve_connection(
         .into_owned();
     let mut connection = pin!(connection);
     let mut closing_by: Option<Instant> = None;
+    let mut idle = IdleLooks::default();
     loop {
-        let idle_check = activity.idle_deadline(idle_timeout);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -279,8 +280,8 @@ async fn serve_connection(
                     closing_by = Some(Instant::now() + SHUTDOWN_GRACE);
                 }
             }
-            () = tokio::time::sleep_until(idle_check), if closing_by.is_none() => {
-                if activity.is_idle_for(idle_timeout) {
+            () = tokio::time::sleep(idle_timeout / IdleLooks::PER_TIMEOUT), if closing_by.is_none() => {
+                if idle.idle_after_look(activity.idle_since_last_look()) {
                     tracing::debug!("closing an idle connection");
                     connection.as_mut().graceful_shutdown();
                     closing_by = Some(Instant::now() + SHUTDOWN_GRACE);
@@ -312,36 +313,27 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-/// Whether a connection has a request in flight, and since when it has had none.
+/// Whether a connection has a request in flight, and whether one ended since the last idle look.
+/// Flags rather than times: a request reads no clock and takes no lock for them.
 struct Activity {
     in_flight: AtomicUsize,
-    last_finished: Mutex<Instant>,
+    /// Set when a request ends, cleared by each idle look.
+    finished: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
-            last_finished: Mutex::new(Instant::now()),
+            finished: AtomicBool::new(false),
         }
     }
 
-    fn last_finished(&self) -> Instant {
-        *self.last_finished.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// When the connection may next have been idle long enough.
-    fn idle_deadline(&self, idle_timeout: Duration) -> Instant {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            Instant::now() + idle_timeout
-        } else {
-            self.last_finished() + idle_timeout
-        }
-    }
-
-    fn is_idle_for(&self, idle_timeout: Duration) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
-            && self.last_finished().elapsed() >= idle_timeout
+    /// Whether the connection was idle since the last look: no request in flight now, and
+    /// none ended in between.
+    fn idle_since_last_look(&self) -> bool {
+        let finished = self.finished.swap(false, Ordering::AcqRel);
+        !finished && self.in_flight.load(Ordering::Acquire) == 0
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
@@ -350,16 +342,29 @@ impl Activity {
     }
 }
 
+/// A connection's idle looks, [`IdleLooks::PER_TIMEOUT`] to an idle timeout: it has been idle
+/// for the whole timeout (and at most half of it more) when that many looks in a row found it
+/// idle since the one before.
+#[derive(Default)]
+struct IdleLooks {
+    in_a_row: u32,
+}
+
+impl IdleLooks {
+    const PER_TIMEOUT: u32 = 2;
+
+    fn idle_after_look(&mut self, idle: bool) -> bool {
+        self.in_a_row = if idle { self.in_a_row + 1 } else { 0 };
+        self.in_a_row >= Self::PER_TIMEOUT
+    }
+}
+
 /// A request in flight on its connection; dropping it marks the request finished.
 struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self
-            .0
-            .last_finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.finished.store(true, Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -371,18 +376,68 @@ struct Tracked {
     activity: Arc<Activity>,
 }
 
+pin_project_lite::pin_project! {
+    /// A request's call through the router, in flight until it ends. A type of its own rather
+    /// than a boxed `async` block: one allocation less a request.
+    struct TrackedCall {
+        #[pin]
+        call: tower::util::Oneshot<Router, hyper::Request<Body>>,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl Future for TrackedCall {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.call.poll(cx));
+        // Finished before the answer is written, as when the handler's future ended.
+        this.in_flight.take();
+        std::task::Poll::Ready(response)
+    }
+}
+
 impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = TrackedCall;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        let in_flight = self.activity.begin();
-        let response = self.app.clone().oneshot(request.map(Body::new));
-        Box::pin(async move {
-            let response = response.await;
-            drop(in_flight);
-            response
-        })
+        let in_flight = Some(self.activity.begin());
+        TrackedCall {
+            call: self.app.clone().oneshot(request.map(Body::new)),
+            in_flight,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{Activity, IdleLooks};
+
+    #[test]
+    fn a_connection_is_closed_only_after_a_whole_timeout_without_a_request() {
+        let activity = Arc::new(Activity::new());
+        let mut looks = IdleLooks::default();
+        assert!(!looks.idle_after_look(activity.idle_since_last_look()));
+        let in_flight = activity.begin();
+        // A request in flight across any number of looks keeps the connection.
+        for _ in 0..3 {
+            assert!(!looks.idle_after_look(activity.idle_since_last_look()));
+        }
+        drop(in_flight);
+        // The look after it ended still counts it.
+        assert!(!looks.idle_after_look(activity.idle_since_last_look()));
+        assert!(!looks.idle_after_look(activity.idle_since_last_look()));
+        assert!(looks.idle_after_look(activity.idle_since_last_look()));
+        // A request that began and ended between two looks counts too.
+        drop(activity.begin());
+        assert!(!looks.idle_after_look(activity.idle_since_last_look()));
     }
 }

@@ -80,8 +80,13 @@ impl JsonTemplate {
         let mut copied = 0;
         for (at, template) in &self.holes {
             out.extend_from_slice(self.text.get(copied..*at).unwrap_or_default());
-            let text = zeroize::Zeroizing::new(template.render(values, Encoding::Raw));
-            serde_json::to_writer(&mut out, text.as_str())?;
+            if let Some(placeholder) = template.only_placeholder() {
+                // The value itself, serialized straight into the body: no copy to wipe.
+                serde_json::to_writer(&mut out, values.get(placeholder).unwrap_or_default())?;
+            } else {
+                let text = zeroize::Zeroizing::new(template.render(values, Encoding::Raw));
+                serde_json::to_writer(&mut out, text.as_str())?;
+            }
             copied = *at;
         }
         out.extend_from_slice(self.text.get(copied..).unwrap_or_default());

@@ -12,6 +12,9 @@ pub use encode::Encoding;
 pub use form::FormTemplate;
 pub use json::{JsonTemplate, JsonTemplateError};
 
+use smallvec::SmallVec;
+use zeroize::Zeroize;
+
 use crate::secret::SecretString;
 
 /// A value that can be substituted into a template.
@@ -111,7 +114,8 @@ enum Part {
 /// A parsed text template.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Template {
-    parts: Vec<Part>,
+    /// One part inline: most templates in a body are a whole placeholder, `"${cardNumber}"`.
+    parts: SmallVec<[Part; 1]>,
 }
 
 impl Template {
@@ -155,7 +159,7 @@ impl Template {
         percent_encoded: bool,
         copy_literal: bool,
     ) -> Result<Self, UnknownPlaceholder> {
-        let mut parts = Vec::new();
+        let mut parts = SmallVec::new();
         let mut literal_start = 0;
         let mut i = 0;
         let bytes = text.as_bytes();
@@ -229,7 +233,15 @@ impl Template {
 
     /// True when this text is exactly one placeholder and nothing else.
     pub fn is_exactly(&self, placeholder: Placeholder) -> bool {
-        self.parts == [Part::Value(placeholder)]
+        self.only_placeholder() == Some(placeholder)
+    }
+
+    /// The placeholder this text is, when it is exactly one and nothing else.
+    pub fn only_placeholder(&self) -> Option<Placeholder> {
+        match self.parts.as_slice() {
+            [Part::Value(placeholder)] => Some(*placeholder),
+            _ => None,
+        }
     }
 
     /// True when every short secret (see [`Placeholder::must_stand_alone`]) is a whole value
@@ -323,31 +335,59 @@ fn alias_at(text: &str, i: usize) -> Option<(Placeholder, usize)> {
     })
 }
 
-/// The values a template may use for one request.
+/// The values a template may use for one request, all in one buffer (one allocation a call
+/// rather than one a value: docs/benchmarks.md, issue 17's thirty-first step), wiped when
+/// dropped and whenever it moves to a larger one.
 ///
-/// Invariant: one slot per [`Placeholder`], at [`Placeholder::index`], so every lookup finds
-/// its slot.
-#[derive(Default)]
+/// Invariant: one range per [`Placeholder`], at [`Placeholder::index`], so every lookup finds
+/// its slot; each range lies within `text` on character boundaries (set whole, never cut).
 pub struct Substitutions {
-    values: [Option<SecretString>; Placeholder::ALL.len()],
+    text: SecretString,
+    ranges: [Option<(usize, usize)>; Placeholder::ALL.len()],
+}
+
+impl Default for Substitutions {
+    fn default() -> Self {
+        Self {
+            // A card's values are about 30 bytes, with a holder's names some more.
+            text: SecretString::new(String::with_capacity(Self::USUAL_BYTES)),
+            ranges: [None; Placeholder::ALL.len()],
+        }
+    }
 }
 
 impl Substitutions {
+    const USUAL_BYTES: usize = 96;
+
     pub fn set(&mut self, placeholder: Placeholder, value: SecretString) {
-        if let Some(slot) = self.values.get_mut(placeholder.index()) {
-            *slot = Some(value);
+        self.set_str(placeholder, value.expose_secret());
+    }
+
+    /// Sets `placeholder` to a copy of `value` (a value set before stays in the buffer,
+    /// unreachable, until it is wiped).
+    pub fn set_str(&mut self, placeholder: Placeholder, value: &str) {
+        let Some(slot) = self.ranges.get_mut(placeholder.index()) else {
+            return;
+        };
+        let text = self.text.expose_secret_mut();
+        let needed = text.len() + value.len();
+        if needed > text.capacity() {
+            // Moved by hand, so the old buffer is wiped rather than freed with its contents.
+            let mut larger = String::with_capacity(needed.max(2 * text.capacity()));
+            larger.push_str(text);
+            std::mem::replace(text, larger).zeroize();
         }
+        *slot = Some((text.len(), needed));
+        text.push_str(value);
     }
 
     pub fn get(&self, placeholder: Placeholder) -> Option<&str> {
-        self.values
-            .get(placeholder.index())?
-            .as_ref()
-            .map(SecretString::expose_secret)
+        let (start, end) = (*self.ranges.get(placeholder.index())?)?;
+        self.text.expose_secret().get(start..end)
     }
 
     pub fn has(&self, placeholder: Placeholder) -> bool {
-        self.values
+        self.ranges
             .get(placeholder.index())
             .is_some_and(Option::is_some)
     }

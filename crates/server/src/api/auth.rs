@@ -1,5 +1,7 @@
 //! Who is calling: the application behind `X-API-Key`, and its project.
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
@@ -15,19 +17,22 @@ const MAX_KEY_LEN: usize = 256;
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const PUB_KEY: HeaderName = HeaderName::from_static("x-pub-key");
 
-/// An authenticated caller.
+/// An authenticated caller. Its application and project are shared with the key cache: a call
+/// takes two references, not copies of their strings.
 pub struct Caller {
-    pub app: Application,
-    pub project: Project,
-    /// The request's id, for the audit log.
-    pub request_id: String,
+    pub app: Arc<Application>,
+    pub project: Arc<Project>,
+    /// The request's id, for the audit log (none outside a request's frame).
+    pub request_id: Option<Arc<str>>,
 }
 
 impl Caller {
     /// An audit entry for `action` by this caller.
     pub fn audit(&self, action: &'static str) -> crate::audit::Entry {
         let mut entry = crate::audit::Entry::new(action);
-        entry.request_id.clone_from(&self.request_id);
+        if let Some(id) = &self.request_id {
+            entry.request_id = id.to_string();
+        }
         entry.project_id.clone_from(&self.project.id);
         entry.application_id.clone_from(&self.app.id);
         entry
@@ -125,7 +130,7 @@ impl FromRequestParts<AppState> for Caller {
     ) -> Result<Self, Self::Rejection> {
         let mut caller = Self::authenticate(state, &parts.headers).await?;
         if let Some(id) = parts.extensions.get::<super::request_context::RequestId>() {
-            caller.request_id = id.0.clone();
+            caller.request_id = Some(id.0.clone());
         }
         // Before any other extractor reads the body.
         let budget = parts
@@ -153,8 +158,10 @@ impl Caller {
                 .store
                 .application_by_key(&hash)
                 .await
-                .inspect(|caller| {
+                .map(|(app, project)| {
+                    let caller = (Arc::new(app), Arc::new(project));
                     state.caches.callers.insert(hash.clone(), caller.clone());
+                    caller
                 }),
         };
         match found {
@@ -171,7 +178,7 @@ impl Caller {
                 Ok(Self {
                     app,
                     project,
-                    request_id: String::new(),
+                    request_id: None,
                 })
             }
             Err(StoreError::NotFound) => Err(ApiError::InvalidApiKey),

@@ -2,9 +2,10 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Uri};
 
 use cardvault_core::json_keys::NUMBER_KEY;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -18,15 +19,38 @@ impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let read = Bytes::from_request(req, state);
+        // The limit applied here rather than by axum's `DefaultBodyLimit` layer, which would
+        // wrap every route in one more boxed service: two allocations and a layer of polls on
+        // every call (docs/benchmarks.md, issue 17's thirty-first step).
+        let read = Limited::new(req.into_body(), state.policy.max_request_bytes).collect();
         match tokio::time::timeout(state.policy.body_read_timeout, read).await {
             Err(_) => Err(ApiError::RequestTimeout),
-            Ok(Ok(bytes)) => Ok(Self(bytes)),
-            Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::BodyTooLarge)
-            }
+            Ok(Ok(collected)) => Ok(Self(collected.to_bytes())),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ApiError::BodyTooLarge),
             Ok(Err(_)) => Err(ApiError::InvalidBody(BodyKind::Json)),
         }
+    }
+}
+
+/// The request's target, headers and body (as [`RawBody`] reads it), moved out of the request:
+/// axum's own `Uri` and `HeaderMap` extractors copy them, a header map's two allocations and a
+/// reference count for each of its names and values, on every call of the routes that take
+/// all three.
+pub struct TargetHeadersBody {
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl FromRequest<AppState> for TargetHeadersBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let uri = std::mem::take(&mut parts.uri);
+        let headers = std::mem::take(&mut parts.headers);
+        let RawBody(body) = RawBody::from_request(Request::from_parts(parts, body), state).await?;
+        Ok(Self { uri, headers, body })
     }
 }
 

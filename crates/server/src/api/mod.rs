@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 
 pub use error::{ApiError, BodyKind};
@@ -94,7 +93,7 @@ const MAX_CACHED_KEYS: u64 = 100_000;
 /// Answers kept for a few seconds (`cache_ttl_ms`) so a request does not ask the database again.
 pub struct Caches {
     /// API key hash → its application and project.
-    pub callers: TtlCache<Vec<u8>, (Application, Project)>,
+    pub callers: TtlCache<Vec<u8>, (Arc<Application>, Arc<Project>)>,
     /// Publishable key hash → its project.
     pub publishable_keys: TtlCache<Vec<u8>, Project>,
 }
@@ -121,7 +120,6 @@ pub struct RequestPolicy {
 }
 
 pub fn router(state: AppState) -> Router {
-    let max_body = state.policy.max_request_bytes;
     let in_flight = crate::limits::InFlightLimit::new(state.policy.max_in_flight_requests);
     openapi::prepare();
     Router::new()
@@ -176,7 +174,6 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(request_context::FrameLayer::new(in_flight))
         .with_state(state)
 }

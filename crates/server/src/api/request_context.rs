@@ -12,6 +12,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -30,9 +31,9 @@ use crate::limits::InFlightLimit;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id (the caller's `X-Request-Id` when safe, else a new one), for handlers that
-/// record it (the audit log).
+/// record it (the audit log). Shared, not copied, by the frame and the handler.
 #[derive(Clone, Debug)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub Arc<str>);
 
 /// Puts every route's handler in a [`Framed`] call.
 #[derive(Clone)]
@@ -83,8 +84,11 @@ where
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| is_safe_request_id(v))
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            .map(Arc::<str>::from)
+            .unwrap_or_else(|| {
+                let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+                Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text))
+            });
         let method = request.method().clone();
         let span =
             tracing::info_span!("request", request_id = %id, %method, app = tracing::field::Empty);
@@ -165,7 +169,7 @@ impl<F> State<F> {
 /// What the log line, the metrics and the response headers need once the answer is known.
 struct Finish {
     started: Instant,
-    id: String,
+    id: Arc<str>,
     method: Method,
     route: Option<MatchedPath>,
     span: Span,

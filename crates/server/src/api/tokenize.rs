@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cardvault_core::bank::{AccountNumber, RoutingNumber};
 use cardvault_core::card::{Cvc, Expiry, Pan};
@@ -10,7 +10,9 @@ use cardvault_core::date::YearMonth;
 use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
-use super::body::{RawBody, json_object, optional_text, required_text, required_text_or_integer};
+use super::body::{
+    RawBody, TargetHeadersBody, json_object, optional_text, required_text, required_text_or_integer,
+};
 use super::idempotency::Once;
 use super::openapi as doc;
 use super::{ApiError, AppState};
@@ -60,17 +62,15 @@ const MAX_NAME_CHARS: usize = 128;
 pub async fn tokenize(
     State(state): State<AppState>,
     axum::Extension(request_id): axum::Extension<super::request_context::RequestId>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
+    TargetHeadersBody { uri, headers, body }: TargetHeadersBody,
 ) -> Result<Response, ApiError> {
     let mut entry = crate::audit::Entry::new("tokenize");
-    entry.request_id = request_id.0;
+    entry.request_id = request_id.0.to_string();
     let (project, browser) =
         if headers.contains_key("x-wax-key") && !headers.contains_key("x-api-key") {
             let (project, grant) = super::collect::authorize_browser(&state, &headers).await?;
             entry.detail.set("by", "browser");
-            (project, Some(grant))
+            (std::sync::Arc::new(project), Some(grant))
         } else {
             let caller = Caller::authenticate(&state, &headers).await?;
             caller

@@ -9,7 +9,6 @@
 
 use cardvault_core::bank::{AccountNumber, RoutingNumber};
 use cardvault_core::card::{Expiry, Pan};
-use cardvault_core::secret::SecretString;
 use cardvault_core::template::{Placeholder, Substitutions};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -179,7 +178,7 @@ impl TokenData {
         token_id: &str,
     ) -> Result<(Self, Option<AllowedDestinations>), CryptoError> {
         let plain = keyring.open(sealed, &aad::token(project_id, token_id))?;
-        let stored: Stored =
+        let mut stored: Stored =
             cardvault_core::json_keys::from_utf8_json(&plain).ok_or(CryptoError::Decrypt)?;
         let allowed = match &stored {
             Stored::Card {
@@ -195,7 +194,7 @@ impl TokenData {
                 .transpose()
                 .map_err(|_| CryptoError::Decrypt)?,
         };
-        let data = Self::from_stored(&stored).ok_or(CryptoError::Decrypt)?;
+        let data = Self::from_stored(&mut stored).ok_or(CryptoError::Decrypt)?;
         Ok((data, allowed))
     }
 
@@ -213,7 +212,7 @@ impl TokenData {
     /// The values this token offers to a template (the CVC comes from its session, if any).
     pub fn substitutions(&self) -> Substitutions {
         let mut values = Substitutions::default();
-        let mut set = |p: Placeholder, v: &str| values.set(p, SecretString::new(v.to_owned()));
+        let mut set = |p: Placeholder, v: &str| values.set_str(p, v);
         let holder = match self {
             Self::Card {
                 pan,
@@ -276,7 +275,8 @@ impl TokenData {
 
     /// Rebuilds the typed values; the data was validated when it was stored, so a value that
     /// no longer parses means the stored data is wrong.
-    fn from_stored(stored: &Stored) -> Option<Self> {
+    /// Its values moved out of `stored` (left empty), not copied: this runs on every call.
+    fn from_stored(stored: &mut Stored) -> Option<Self> {
         Some(match stored {
             Stored::Card {
                 number,
@@ -287,10 +287,10 @@ impl TokenData {
                 ..
             } => Self::Card {
                 pan: Pan::parse(number).ok()?,
-                expiry: Expiry::from_stored(exp_month.clone(), exp_year.clone()),
+                expiry: Expiry::from_stored(std::mem::take(exp_month), std::mem::take(exp_year)),
                 holder: Holder {
-                    first_name: first_name.clone(),
-                    last_name: last_name.clone(),
+                    first_name: first_name.take(),
+                    last_name: last_name.take(),
                 },
             },
             Stored::Bank {
@@ -303,8 +303,8 @@ impl TokenData {
                 account: AccountNumber::parse(account_number).ok()?,
                 routing: RoutingNumber::parse(routing_number).ok()?,
                 holder: Holder {
-                    first_name: first_name.clone(),
-                    last_name: last_name.clone(),
+                    first_name: first_name.take(),
+                    last_name: last_name.take(),
                 },
             },
         })

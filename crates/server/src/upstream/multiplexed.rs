@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -106,31 +106,30 @@ impl Open {
 
 /// What a connection's task and its callers share.
 struct Liveness {
-    opened: Instant,
     /// Set when the connection's task ends (closed by the processor, failed, idle), or by a
     /// call the connection could not carry.
     ended: AtomicBool,
-    /// Milliseconds from `opened` to the last call's start.
-    last_used_ms: AtomicU64,
+    /// Set by every call that takes the connection, cleared by its task's idle looks: a flag
+    /// rather than a time, so that a call reads no clock for it.
+    taken: AtomicBool,
 }
 
 impl Liveness {
     fn new() -> Self {
         Self {
-            opened: Instant::now(),
             ended: AtomicBool::new(false),
-            last_used_ms: AtomicU64::new(0),
+            // The call that opened it takes it.
+            taken: AtomicBool::new(true),
         }
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_used_ms.store(ms, Ordering::Relaxed);
+        self.taken.store(true, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed));
-        self.opened.elapsed().saturating_sub(last)
+    /// Whether a call took the connection since the last look.
+    fn taken_since_last_look(&self) -> bool {
+        self.taken.swap(false, Ordering::Relaxed)
     }
 
     fn ended(&self) -> bool {
@@ -281,14 +280,23 @@ impl Connections {
         profile: Option<&TlsProfile>,
         url: &Url,
     ) -> Result<Option<Checkout>, UpstreamError> {
-        let arrived = Instant::now();
-        let mut state = origin.lock().await;
-        let now = Instant::now();
-        match &*state {
-            State::Open(open) if !open.liveness.ended() => {
-                open.liveness.touch();
-                return Ok(Some(open.checkout()));
+        // The usual case, a kept connection taken without waiting, reads no clock.
+        let (mut state, arrived) = match origin.try_lock() {
+            Ok(state) => (state, None),
+            Err(_) => {
+                let arrived = Instant::now();
+                (origin.lock().await, Some(arrived))
             }
+        };
+        if let State::Open(open) = &*state
+            && !open.liveness.ended()
+        {
+            open.liveness.touch();
+            return Ok(Some(open.checkout()));
+        }
+        let now = Instant::now();
+        let arrived = arrived.unwrap_or(now);
+        match &*state {
             State::Http1Until(until) if now < *until => return Ok(None),
             State::Failed { at, error } if *at >= arrived => return Err(error.clone()),
             _ => {}
@@ -442,8 +450,9 @@ impl Connections {
     }
 }
 
-/// Runs the connection until it ends, or until no call has taken it for `idle_limit` (then
-/// dropping it closes the socket; no call can be in flight on it by then).
+/// Runs the connection until it ends, or until no call has taken it for `idle_limit` (at most
+/// half of it more; then dropping it closes the socket; no call can be in flight on it by
+/// then).
 async fn drive(
     connection: h2::client::Connection<TlsStream<TcpStream>, Bytes>,
     liveness: Arc<Liveness>,
@@ -451,8 +460,8 @@ async fn drive(
 ) {
     let _end = EndOnDrop(liveness.clone());
     tokio::pin!(connection);
+    let mut idle = IdleLooks::default();
     loop {
-        let left = idle_limit.saturating_sub(liveness.idle_for());
         tokio::select! {
             ended = &mut connection => {
                 if let Err(e) = ended {
@@ -460,13 +469,32 @@ async fn drive(
                 }
                 return;
             }
-            () = tokio::time::sleep(left) => {
-                if liveness.idle_for() >= idle_limit {
+            () = tokio::time::sleep(idle_limit / IdleLooks::PER_LIMIT) => {
+                if idle.idle_after_look(liveness.taken_since_last_look()) {
                     tracing::debug!("idle processor connection closed");
                     return;
                 }
             }
         }
+    }
+}
+
+/// A connection's idle looks, [`IdleLooks::PER_LIMIT`] to an idle limit: it has been idle for
+/// the whole limit when that many looks in a row found no call had taken it since the one
+/// before.
+#[derive(Default)]
+struct IdleLooks {
+    in_a_row: u32,
+}
+
+impl IdleLooks {
+    const PER_LIMIT: u32 = 2;
+
+    /// Counts a look (`taken`: whether a call took the connection since the last one) and says
+    /// whether the connection is now idle.
+    fn idle_after_look(&mut self, taken: bool) -> bool {
+        self.in_a_row = if taken { 0 } else { self.in_a_row + 1 };
+        self.in_a_row >= Self::PER_LIMIT
     }
 }
 
@@ -873,5 +901,29 @@ mod tests {
             head(Method::DELETE, &[], b"abc").headers()[CONTENT_LENGTH],
             "3"
         );
+    }
+
+    #[test]
+    fn a_connection_is_idle_only_after_as_many_looks_in_a_row_without_a_call_as_a_limit_holds() {
+        let mut looks = IdleLooks::default();
+        assert!(
+            !looks.idle_after_look(false),
+            "half the limit without a call"
+        );
+        assert!(
+            !looks.idle_after_look(true),
+            "a call since: the count starts again"
+        );
+        assert!(!looks.idle_after_look(false));
+        assert!(looks.idle_after_look(false), "a whole limit without a call");
+        let liveness = Liveness::new();
+        assert!(
+            liveness.taken_since_last_look(),
+            "the call that opened it took it"
+        );
+        assert!(!liveness.taken_since_last_look());
+        liveness.touch();
+        assert!(liveness.taken_since_last_look());
+        assert!(!liveness.taken_since_last_look(), "a look clears the flag");
     }
 }

@@ -173,6 +173,10 @@ fn headers(field: &Field<'_>) -> Result<HeaderMap, ApiError> {
             .try_append(name, value)
             .map_err(|_| ApiError::invalid("http_headers"))?;
     }
+    // Usually every header may go, and the map is kept as it is (a copy is two allocations).
+    if headers.keys().all(|name| forwardable(name, &headers)) {
+        return Ok(headers);
+    }
     let forwarded = headers
         .iter()
         .filter(|(name, _)| forwardable(name, &headers))

@@ -25,12 +25,18 @@ impl MediaType {
     }
 
     fn parse(essence: &str) -> Self {
-        let lower = essence.to_ascii_lowercase();
-        if lower == "application/json" || lower.ends_with("+json") {
+        let is = |name: &str| essence.eq_ignore_ascii_case(name);
+        let ends_with = |suffix: &str| {
+            essence.len() >= suffix.len()
+                && essence
+                    .get(essence.len() - suffix.len()..)
+                    .is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+        };
+        if is("application/json") || ends_with("+json") {
             Self::Json
-        } else if lower == "application/x-www-form-urlencoded" {
+        } else if is("application/x-www-form-urlencoded") {
             Self::Form
-        } else if lower == "application/xml" || lower == "text/xml" || lower.ends_with("+xml") {
+        } else if is("application/xml") || is("text/xml") || ends_with("+xml") {
             Self::Xml
         } else {
             Self::Other
@@ -60,6 +66,12 @@ mod tests {
         assert_eq!(of("text/xml"), Some(MediaType::Xml));
         assert_eq!(of("application/soap+xml"), Some(MediaType::Xml));
         assert_eq!(of("text/plain"), Some(MediaType::Other));
+        assert_eq!(of("APPLICATION/SOAP+XML"), Some(MediaType::Xml));
+        assert_eq!(of("json"), Some(MediaType::Other));
+        // Text that is not ASCII never comes from a header, but is read without a panic.
+        assert_eq!(MediaType::parse("é+json"), MediaType::Json);
+        assert_eq!(MediaType::parse("+jsoné"), MediaType::Other);
+        assert_eq!(MediaType::parse("éé"), MediaType::Other);
         assert_eq!(MediaType::of(&HeaderMap::new()), None);
     }
 }

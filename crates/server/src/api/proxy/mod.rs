@@ -27,17 +27,16 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
-use cardvault_core::secret::SecretString;
 use cardvault_core::template::{Placeholder, Substitutions};
 
 use self::request::{CvcSessionRef, ProxyRequest};
 use super::auth::Caller;
-use super::body::RawBody;
+use super::body::TargetHeadersBody;
 use super::idempotency::Once;
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::cvc::CvcLease;
-use crate::metrics::{Stage, StageTimer, timed};
+use crate::metrics::{Stage, StageClock, timed};
 use crate::tokens::TokenData;
 
 /// `POST /proxy/transaction`.
@@ -102,9 +101,7 @@ use crate::tokens::TokenData;
 pub async fn transaction(
     State(state): State<AppState>,
     ProxyCaller(caller): ProxyCaller,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
+    TargetHeadersBody { uri, headers, body }: TargetHeadersBody,
 ) -> Result<Response, ApiError> {
     caller.require_tokenization()?;
     let once = Once::new(
@@ -132,17 +129,24 @@ async fn proxy_and_audit(
     let started = std::time::Instant::now();
     let mut entry = caller.audit("proxy");
     let result = forward(state, caller, uri, headers, body, &mut entry).await;
-    entry.outcome = match &result {
+    match &result {
         // A dry run that passed every check sent nothing: never an `ok` a reader could count
         // as a charge.
-        Ok(_) if entry.detail.get("dry_run") == Some(&true.into()) => "dry_run".to_owned(),
-        Ok(_) => "ok".to_owned(),
-        Err(e) => e.code().to_owned(),
-    };
+        Ok(_) if entry.detail.get("dry_run") == Some(&true.into()) => {
+            entry.outcome = "dry_run".to_owned();
+        }
+        // An entry's outcome is `ok` until said otherwise.
+        Ok(_) => {}
+        Err(e) => entry.outcome = e.code().to_owned(),
+    }
+    let ended = std::time::Instant::now();
     entry
         .detail
-        .set("latency_ms", started.elapsed().as_millis());
-    timed(Stage::Audit, state.audit(entry)).await?;
+        .set("latency_ms", ended.duration_since(started).as_millis());
+    let mut clock = StageClock::start_at(ended);
+    let recorded = state.audit(entry).await;
+    clock.lap(Stage::Audit);
+    recorded?;
     result
 }
 
@@ -181,34 +185,33 @@ async fn forward(
     }
     let project_id = caller.project.id.as_str();
 
-    let timer = StageTimer::start();
+    // Each stage ends where the next begins (see `StageClock`); parsing is none of them.
+    let mut clock = StageClock::start();
     let destinations = state.destinations.project(project_id).await?;
     let destination = state
         .destinations
         .permit(&destinations, &request.url)
         .map_err(refused)?;
-    timer.record(Stage::Destination);
-    let mut values = timed(Stage::TokenLoad, token_values(state, project_id, &request)).await?;
-    timed(
-        Stage::Resolve,
-        state.destinations.check_addresses(&request.url),
-    )
-    .await?;
+    clock.lap(Stage::Destination);
+    // A stage that fails is timed too, as far as it went.
+    let values = token_values(state, project_id, &request).await;
+    clock.lap(Stage::TokenLoad);
+    let mut values = values?;
+    let resolved = state.destinations.check_addresses(&request.url).await;
+    clock.lap(Stage::Resolve);
+    resolved?;
     let tls = destinations.tls_for(&request.url);
 
     let lease = match request.cvc_session {
-        Some(session) => Some(
-            timed(
-                Stage::Cvc,
-                take_cvc(state, project_id, session, &mut values),
-            )
-            .await?,
-        ),
+        Some(session) => {
+            let lease = take_cvc(state, project_id, session, &mut values).await;
+            clock.lap(Stage::Cvc);
+            Some(lease?)
+        }
         None => None,
     };
-    let timer = StageTimer::start();
     let rendered = request.body.render(&values);
-    timer.record(Stage::Render);
+    clock.lap(Stage::Render);
     let outgoing = match rendered {
         Ok(outgoing) => outgoing,
         Err(e) => {
@@ -218,9 +221,11 @@ async fn forward(
     };
     if request.dry_run {
         // Nothing is sent: the session is given back, as after any call that sent nothing.
-        finish_lease(lease, false).await;
+        if lease.is_some() {
+            finish_lease(lease, false).await;
+            clock.restart();
+        }
         entry.detail.set("request_sent", false);
-        let timer = StageTimer::start();
         let answer = dry_run::answer(
             &request.method,
             &request.url,
@@ -228,20 +233,20 @@ async fn forward(
             &outgoing,
             &values,
         );
-        timer.record(Stage::Scrub);
+        clock.lap(Stage::Scrub);
         return Ok(answer);
     }
-    let sent = timed(
-        Stage::Upstream,
-        state.upstream.send(
+    let sent = state
+        .upstream
+        .send(
             tls.as_deref(),
             request.method,
             request.url,
             request.headers,
             outgoing,
-        ),
-    )
-    .await;
+        )
+        .await;
+    clock.lap(Stage::Upstream);
     crate::metrics::processor_answer(&destination, &sent);
     let request_sent = sent.as_ref().map_or_else(|e| e.request_sent(), |_| true);
     entry.detail.set("request_sent", request_sent);
@@ -250,9 +255,8 @@ async fn forward(
     }
     finish_lease(lease, request_sent).await;
     let answer = sent?;
-    let timer = StageTimer::start();
     let wrapped = response::wrap(answer, &values);
-    timer.record(Stage::Scrub);
+    clock.lap(Stage::Scrub);
     Ok(wrapped)
 }
 
@@ -323,10 +327,7 @@ async fn take_cvc(
         .await?
         .ok_or(ApiError::CvcSessionNotFound)?;
     if let Some(cvc) = lease.code() {
-        values.set(
-            Placeholder::Cvc,
-            SecretString::new(cvc.expose_secret().to_owned()),
-        );
+        values.set_str(Placeholder::Cvc, cvc.expose_secret());
     }
     Ok(lease)
 }

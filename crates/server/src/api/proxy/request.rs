@@ -40,12 +40,17 @@ impl BodyTemplate {
         }
     }
 
-    pub fn placeholders(&self) -> Box<dyn Iterator<Item = Placeholder> + '_> {
-        match self {
-            Self::Json(t) => Box::new(t.placeholders()),
-            Self::Form(t) => Box::new(t.placeholders()),
-            Self::Text { template, .. } => Box::new(template.placeholders()),
-        }
+    /// Without a box: this runs on every call.
+    pub fn placeholders(&self) -> impl Iterator<Item = Placeholder> + '_ {
+        let (json, form, text) = match self {
+            Self::Json(t) => (Some(t.placeholders()), None, None),
+            Self::Form(t) => (None, Some(t.placeholders()), None),
+            Self::Text { template, .. } => (None, None, Some(template.placeholders())),
+        };
+        json.into_iter()
+            .flatten()
+            .chain(form.into_iter().flatten())
+            .chain(text.into_iter().flatten())
     }
 
     /// The outgoing body. Escaping keeps an XML document well-formed; it is checked again all
