@@ -246,8 +246,9 @@ async fn serve_accepted(
     }
 }
 
-/// One connection, until the client closes it, it has been idle for `idle_timeout`, or the
-/// server stops (then in-flight requests get [`SHUTDOWN_GRACE`] to finish).
+/// One connection, until the client closes it, it has been idle for `idle_timeout` (and at most
+/// half of it more), or the server stops (then in-flight requests get [`SHUTDOWN_GRACE`] to
+/// finish).
 async fn serve_connection(
     builder: Arc<Builder<TokioExecutor>>,
     stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -313,31 +314,33 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-/// Whether a connection has a request in flight, and whether one ended since the last idle look.
-/// Flags rather than times: a request reads no clock and takes no lock for them.
+/// Whether a connection has a request in flight, and whether one began or ended since the last
+/// idle look. Flags rather than times: a request reads no clock and takes no lock for them.
 struct Activity {
     in_flight: AtomicUsize,
-    /// Set when a request ends, cleared by each idle look.
-    finished: AtomicBool,
+    /// Set when a request begins and when it ends (so that one that does both between a look's
+    /// two reads is seen), cleared by each idle look.
+    active: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
-            finished: AtomicBool::new(false),
+            active: AtomicBool::new(false),
         }
     }
 
     /// Whether the connection was idle since the last look: no request in flight now, and
-    /// none ended in between.
+    /// none began or ended in between.
     fn idle_since_last_look(&self) -> bool {
-        let finished = self.finished.swap(false, Ordering::AcqRel);
-        !finished && self.in_flight.load(Ordering::Acquire) == 0
+        let active = self.active.swap(false, Ordering::AcqRel);
+        !active && self.in_flight.load(Ordering::Acquire) == 0
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.active.store(true, Ordering::Release);
         InFlight(self.clone())
     }
 }
@@ -364,7 +367,7 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.finished.store(true, Ordering::Release);
+        self.0.active.store(true, Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -64,7 +64,7 @@ static STAGE_DURATIONS: Family = Family::new(
 pub enum Stage {
     /// `X-API-Key` to application and project (cached, else one query).
     Auth,
-    /// The project's destination settings and the allowlists.
+    /// The project's destination settings: the allowlists, the processor's TLS settings.
     Destination,
     /// Loading the token and opening its sealed data.
     TokenLoad,
@@ -76,7 +76,7 @@ pub enum Stage {
     Render,
     /// The processor call: connect (or reuse), send, read the answer.
     Upstream,
-    /// Masking echoed secrets in the answer and wrapping it.
+    /// From the processor's answer on: its counters, masking echoed secrets, wrapping.
     Scrub,
     /// Committing the call's audit record.
     Audit,

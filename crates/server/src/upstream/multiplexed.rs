@@ -38,7 +38,8 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
-/// A connection no call has taken for this long is closed (as the generic client's pool does).
+/// A connection no call has taken for this long (and at most half of it more: see `drive`) is
+/// closed, as the generic client's pool closes one after 90 s.
 const IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// How long a processor that answered ALPN without `h2` is left to the generic client.
 const HTTP1_MEMORY: Duration = Duration::from_secs(3600);

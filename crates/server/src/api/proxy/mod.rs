@@ -192,6 +192,8 @@ async fn forward(
         .destinations
         .permit(&destinations, &request.url)
         .map_err(refused)?;
+    // The processor's TLS settings, by the same project rules.
+    let tls = destinations.tls_for(&request.url);
     clock.lap(Stage::Destination);
     // A stage that fails is timed too, as far as it went.
     let values = token_values(state, project_id, &request).await;
@@ -200,7 +202,6 @@ async fn forward(
     let resolved = state.destinations.check_addresses(&request.url).await;
     clock.lap(Stage::Resolve);
     resolved?;
-    let tls = destinations.tls_for(&request.url);
 
     let lease = match request.cvc_session {
         Some(session) => {
@@ -253,7 +254,10 @@ async fn forward(
     if let Ok(answer) = &sent {
         entry.detail.set("upstream_status", answer.status.as_u16());
     }
-    finish_lease(lease, request_sent).await;
+    if lease.is_some() {
+        finish_lease(lease, request_sent).await;
+        clock.restart();
+    }
     let answer = sent?;
     let wrapped = response::wrap(answer, &values);
     clock.lap(Stage::Scrub);
