@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::idle_looks::IdleLooks;
 use crate::serving_threads::ServingThreads;
 
 /// Most headers a request may carry, on either protocol (API answer: 431).
@@ -281,7 +282,7 @@ async fn serve_connection(
                     closing_by = Some(Instant::now() + SHUTDOWN_GRACE);
                 }
             }
-            () = tokio::time::sleep(idle_timeout / IdleLooks::PER_TIMEOUT), if closing_by.is_none() => {
+            () = tokio::time::sleep(idle_timeout / IdleLooks::PER_LIMIT), if closing_by.is_none() => {
                 if idle.idle_after_look(activity.idle_since_last_look()) {
                     tracing::debug!("closing an idle connection");
                     connection.as_mut().graceful_shutdown();
@@ -342,23 +343,6 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.active.store(true, Ordering::Release);
         InFlight(self.clone())
-    }
-}
-
-/// A connection's idle looks, [`IdleLooks::PER_TIMEOUT`] to an idle timeout: it has been idle
-/// for the whole timeout (and at most half of it more) when that many looks in a row found it
-/// idle since the one before.
-#[derive(Default)]
-struct IdleLooks {
-    in_a_row: u32,
-}
-
-impl IdleLooks {
-    const PER_TIMEOUT: u32 = 2;
-
-    fn idle_after_look(&mut self, idle: bool) -> bool {
-        self.in_a_row = if idle { self.in_a_row + 1 } else { 0 };
-        self.in_a_row >= Self::PER_TIMEOUT
     }
 }
 

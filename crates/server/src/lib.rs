@@ -18,6 +18,7 @@ pub mod destinations;
 pub mod error_chain;
 pub mod http_server;
 pub mod idempotency;
+pub mod idle_looks;
 pub mod keys;
 pub mod limits;
 pub mod logging;

@@ -30,6 +30,7 @@ use url::{Host, Url};
 
 use super::{CappedBody, ClientBuilder, TlsProfile, UpstreamError, UpstreamResponse, decoding};
 use crate::cache::TtlCache;
+use crate::idle_looks::IdleLooks;
 
 /// hyper's HTTP/2 client settings, kept so processors see the same connection as before.
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
@@ -471,31 +472,12 @@ async fn drive(
                 return;
             }
             () = tokio::time::sleep(idle_limit / IdleLooks::PER_LIMIT) => {
-                if idle.idle_after_look(liveness.taken_since_last_look()) {
+                if idle.idle_after_look(!liveness.taken_since_last_look()) {
                     tracing::debug!("idle processor connection closed");
                     return;
                 }
             }
         }
-    }
-}
-
-/// A connection's idle looks, [`IdleLooks::PER_LIMIT`] to an idle limit: it has been idle for
-/// the whole limit when that many looks in a row found no call had taken it since the one
-/// before.
-#[derive(Default)]
-struct IdleLooks {
-    in_a_row: u32,
-}
-
-impl IdleLooks {
-    const PER_LIMIT: u32 = 2;
-
-    /// Counts a look (`taken`: whether a call took the connection since the last one) and says
-    /// whether the connection is now idle.
-    fn idle_after_look(&mut self, taken: bool) -> bool {
-        self.in_a_row = if taken { 0 } else { self.in_a_row + 1 };
-        self.in_a_row >= Self::PER_LIMIT
     }
 }
 
@@ -905,18 +887,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_is_idle_only_after_as_many_looks_in_a_row_without_a_call_as_a_limit_holds() {
-        let mut looks = IdleLooks::default();
-        assert!(
-            !looks.idle_after_look(false),
-            "half the limit without a call"
-        );
-        assert!(
-            !looks.idle_after_look(true),
-            "a call since: the count starts again"
-        );
-        assert!(!looks.idle_after_look(false));
-        assert!(looks.idle_after_look(false), "a whole limit without a call");
+    fn a_call_taking_the_connection_is_seen_by_the_next_idle_look_only() {
         let liveness = Liveness::new();
         assert!(
             liveness.taken_since_last_look(),
