@@ -199,6 +199,25 @@ fn each_placeholder_has_its_own_slot() {
 }
 
 #[test]
+fn values_past_the_buffers_first_size_and_values_set_again_read_back_whole() {
+    let long = |p: Placeholder| format!("{p:?}-{}", "é".repeat(40));
+    let mut values = Substitutions::default();
+    for p in Placeholder::ALL {
+        values.set_str(p, &long(p));
+    }
+    values.set_str(Placeholder::Cvc, "123");
+    values.set_str(Placeholder::FirstName, "");
+    for p in Placeholder::ALL {
+        let expected = match p {
+            Placeholder::Cvc => "123".to_owned(),
+            Placeholder::FirstName => String::new(),
+            p => long(p),
+        };
+        assert_eq!(values.get(p), Some(expected.as_str()), "{p:?}");
+    }
+}
+
+#[test]
 fn json_templates_render_string_values_only() {
     let template = template_of(&json!({
         "amount": 2000,

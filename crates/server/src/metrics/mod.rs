@@ -323,17 +323,11 @@ impl StageClock {
     }
 }
 
-fn record_stage(stage: Stage, elapsed: Duration) {
-    if let Some(installed) = installed() {
-        installed.stages[stage.index()].record(elapsed);
-    }
-}
-
 /// Runs `work` as `stage`, timed from its first poll to its end whatever its outcome.
 pub fn timed<F: Future>(stage: Stage, work: F) -> Timed<F> {
     Timed {
         stage,
-        timer: None,
+        clock: None,
         work,
     }
 }
@@ -346,8 +340,8 @@ pin_project_lite::pin_project! {
     #[must_use = "a stage runs and is timed only when awaited"]
     pub struct Timed<F> {
         stage: Stage,
-        // `None` before the first poll, then the start (`None` with metrics off).
-        timer: Option<Option<Instant>>,
+        // Started at the first poll.
+        clock: Option<StageClock>,
         #[pin]
         work: F,
     }
@@ -358,11 +352,10 @@ impl<F: Future> Future for Timed<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        this.timer
-            .get_or_insert_with(|| installed().map(|_| Instant::now()));
+        this.clock.get_or_insert_with(StageClock::start);
         let out = std::task::ready!(this.work.poll(cx));
-        if let Some(Some(started)) = this.timer.take() {
-            record_stage(*this.stage, started.elapsed());
+        if let Some(mut clock) = this.clock.take() {
+            clock.lap(*this.stage);
         }
         Poll::Ready(out)
     }
