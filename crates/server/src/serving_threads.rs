@@ -122,6 +122,8 @@ impl ServingThreads {
         for n in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                // The log lines the thread held while it worked go out as it goes idle.
+                .on_thread_park(crate::logging::flush_this_thread)
                 .build()?;
             threads.push(ServingThread {
                 handle: runtime.handle().clone(),
@@ -140,6 +142,7 @@ impl ServingThreads {
                     // The tasks still here (a processor connection's driver, an audit writer)
                     // go with the runtime, before anyone waiting in `stop` hears of it.
                     drop(runtime);
+                    crate::logging::flush_this_thread();
                     drop(alive);
                 })?;
         }

@@ -10,6 +10,7 @@ use super::auth::Caller;
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::clock::rfc3339;
+use crate::crypto::Sealed;
 use crate::store::{StoreError, TokenKind, TokenRecord};
 use crate::tokens::TokenData;
 
@@ -145,11 +146,29 @@ pub(super) async fn live_token(
     project_id: &str,
     id: &str,
 ) -> Result<TokenRecord, ApiError> {
+    found(id, state.store.token(project_id, id)).await
+}
+
+/// The sealed values of a live token of the project, for a call that opens it and needs
+/// nothing else of the token's row (the proxy); the errors are [`live_token`]'s.
+pub(super) async fn live_sealed_token(
+    state: &AppState,
+    project_id: &str,
+    id: &str,
+) -> Result<Sealed, ApiError> {
+    found(id, state.store.sealed_token(project_id, id)).await
+}
+
+/// What `read` finds of the token `id`, which is not asked for when `id` could not be a token.
+async fn found<T>(
+    id: &str,
+    read: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, ApiError> {
     if !could_be_a_token(id) {
         return Err(ApiError::TokenNotFound);
     }
-    match state.store.token(project_id, id).await {
-        Ok(record) => Ok(record),
+    match read.await {
+        Ok(found) => Ok(found),
         Err(StoreError::NotFound) => Err(ApiError::TokenNotFound),
         Err(e) => Err(e.into()),
     }

@@ -10,6 +10,7 @@
 
 mod resolver;
 mod tls_profile;
+mod url_checks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use cardvault_core::destination::{
 use url::Url;
 
 pub use resolver::{ConnectResolver, NameLookup, PolicyResolver, SystemLookup};
+pub use url_checks::UrlChecks;
 
 use crate::cache::TtlCache;
 use crate::crypto::{CryptoError, Keyring};
@@ -112,7 +114,7 @@ pub struct DestinationSettings {
 }
 
 pub struct Destinations {
-    rules: DestinationRules,
+    urls: UrlChecks,
     allowlist: Vec<AllowRule>,
     /// The metrics label of each `allowlist` rule, in the same order.
     allowlist_labels: Vec<DestinationLabel>,
@@ -136,7 +138,7 @@ impl Destinations {
             .map(DestinationLabel::server_rule)
             .collect();
         Self {
-            rules: settings.rules,
+            urls: UrlChecks::new(settings.rules, settings.cache_ttl),
             allowlist_labels,
             allowlist: settings.allowlist,
             require_allowlist: settings.require_allowlist,
@@ -148,8 +150,8 @@ impl Destinations {
     }
 
     /// The rules on a URL's shape, for parsing requests (no I/O).
-    pub fn rules(&self) -> &DestinationRules {
-        &self.rules
+    pub fn urls(&self) -> &UrlChecks {
+        &self.urls
     }
 
     /// The resolver every outbound connection goes through.

@@ -1,7 +1,10 @@
-//! Structured logs to stderr, as text or JSON.
+//! Structured logs to stderr, as text or JSON (a serving thread's info lines in batches: see
+//! [`BatchedStderr`]).
 
+mod batched;
 mod text;
 
+pub use batched::{BatchedStderr, flush_this_thread};
 pub use text::{TextFields, TextLine};
 
 use tracing::Subscriber;
@@ -64,12 +67,12 @@ where
         LogFormat::Json => filtered
             .with(
                 fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(BatchedStderr)
                     .json()
                     .flatten_event(true),
             )
             .try_init(),
-        LogFormat::Text => filtered.with(text_lines(std::io::stderr)).try_init(),
+        LogFormat::Text => filtered.with(text_lines(BatchedStderr)).try_init(),
     };
 }
 

@@ -509,6 +509,11 @@ pub trait Store:
     /// A live token of this project; `NotFound` for another project's, a deleted or an expired
     /// one.
     async fn token(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError>;
+    /// The sealed values of the token [`Self::token`] finds, for a caller that only opens it
+    /// (a store may read less for it).
+    async fn sealed_token(&self, project_id: &str, id: &str) -> Result<Sealed, StoreError> {
+        self.token(project_id, id).await.map(|record| record.sealed)
+    }
     /// Inserts many tokens in one transaction (bulk imports); all or none.
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
     /// The project's live token with this fingerprint; `NotFound` when none (a deleted or

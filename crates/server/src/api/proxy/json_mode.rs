@@ -2,7 +2,6 @@
 //! "cvc_session_id"?, "dry_run"?}`; the outgoing body is encoded by the outgoing `Content-Type`.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use cardvault_core::destination::DestinationRules;
 use cardvault_core::template::{
     Encoding, FormTemplate, JsonTemplate, JsonTemplateError, Template, UnknownPlaceholder,
 };
@@ -17,13 +16,14 @@ use super::request::{
 };
 use crate::api::body::UniqueKeys;
 use crate::api::{ApiError, BodyKind};
+use crate::destinations::UrlChecks;
 
 /// Parses a JSON-mode body, checking its fields in the order below, after the whole body is
 /// known to be JSON without a repeated key.
 ///
 /// # Errors
 /// The API's 400s: missing and invalid fields, templates, the destination.
-pub fn parse(bytes: &[u8], rules: &DestinationRules) -> Result<ProxyRequest, ApiError> {
+pub fn parse(bytes: &[u8], urls: &UrlChecks) -> Result<ProxyRequest, ApiError> {
     let fields = ProxyFields::read(bytes)?;
     // Built before its turn to be checked: the outgoing `Content-Type` says how to read
     // `request_data`, which must be read (and be JSON) before any field is refused.
@@ -68,7 +68,7 @@ pub fn parse(bytes: &[u8], rules: &DestinationRules) -> Result<ProxyRequest, Api
         Field::Bool(b) => b,
         _ => return Err(ApiError::invalid("dry_run")),
     };
-    let url = destination(proxy_url, rules)?;
+    let url = destination(proxy_url, urls)?;
     let (body, headers) = body_template(request_data, headers)?;
     ProxyRequest::new(token, cvc_session_id, url, method, headers, body)
         .map(|request| request.with_dry_run(dry_run))
@@ -251,13 +251,20 @@ fn json_body(data: Value) -> Result<BodyTemplate, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use cardvault_core::destination::DestinationRules;
+
     use super::*;
     use crate::api::proxy::request::BodyTemplate;
 
     const URL: &str = "https://pay.example/v1/charges";
 
     fn code(body: &str) -> &'static str {
-        match parse(body.as_bytes(), &DestinationRules::default()) {
+        match parse(
+            body.as_bytes(),
+            &UrlChecks::new(DestinationRules::default(), Duration::ZERO),
+        ) {
             Ok(_) => "ok",
             Err(e) => e.code(),
         }
@@ -352,7 +359,11 @@ mod tests {
     fn a_json_document_is_sent_as_serde_json_writes_its_value() {
         let data = r#"{"amount": 0.10, "big": 18446744073709551616, "s": "\u00e9", "n": "${cardNumber}", "k": [true, null, {}]}"#;
         let body = format!(r#"{{"token": "tok_1", "proxy_url": "{URL}", "request_data": {data}}}"#);
-        let request = parse(body.as_bytes(), &DestinationRules::default()).unwrap();
+        let request = parse(
+            body.as_bytes(),
+            &UrlChecks::new(DestinationRules::default(), Duration::ZERO),
+        )
+        .unwrap();
         let BodyTemplate::Json(template) = &request.body else {
             panic!("a JSON body");
         };
@@ -372,7 +383,11 @@ mod tests {
         // Without a placeholder, the bytes are serde_json's own serialization of the value.
         let data = r#"{"z": [1.50, -0, 1e400, "\ud83d\ude00\u0000"], "a": {"k": "v\"\\/"}}"#;
         let body = format!(r#"{{"token": "tok_1", "proxy_url": "{URL}", "request_data": {data}}}"#);
-        let request = parse(body.as_bytes(), &DestinationRules::default()).unwrap();
+        let request = parse(
+            body.as_bytes(),
+            &UrlChecks::new(DestinationRules::default(), Duration::ZERO),
+        )
+        .unwrap();
         let BodyTemplate::Json(template) = &request.body else {
             panic!("a JSON body");
         };

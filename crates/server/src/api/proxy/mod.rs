@@ -271,11 +271,11 @@ fn parse(
     uri: &Uri,
     body: &[u8],
 ) -> Result<ProxyRequest, ApiError> {
-    let rules = state.destinations.rules();
+    let urls = state.destinations.urls();
     if raw_mode::applies(headers, uri.query(), body) {
-        raw_mode::parse(headers, uri.query(), body, rules)
+        raw_mode::parse(headers, uri.query(), body, urls)
     } else {
-        json_mode::parse(body, rules)
+        json_mode::parse(body, urls)
     }
 }
 
@@ -290,13 +290,10 @@ async fn token_values(
     project_id: &str,
     request: &ProxyRequest,
 ) -> Result<Substitutions, ApiError> {
-    let record = crate::api::tokens::live_token(state, project_id, &request.token).await?;
-    let (data, allowed) = TokenData::open_with_rule(
-        &state.keyring,
-        &record.sealed,
-        &record.project_id,
-        &record.id,
-    )?;
+    let sealed = crate::api::tokens::live_sealed_token(state, project_id, &request.token).await?;
+    // The row was found by exactly this project and id, which are what it was sealed with.
+    let (data, allowed) =
+        TokenData::open_with_rule(&state.keyring, &sealed, project_id, &request.token)?;
     if let Some(allowed) = allowed
         && !allowed.permits(&request.url)
     {
@@ -360,8 +357,12 @@ async fn finish_lease(lease: Option<CvcLease>, sent: bool) {
 #[cfg(test)]
 mod tests {
     use axum::http::{HeaderMap, HeaderName, HeaderValue};
+    use std::time::Duration;
+
     use cardvault_core::destination::DestinationRules;
     use proptest::prelude::*;
+
+    use crate::destinations::UrlChecks;
 
     use super::{json_mode, raw_mode};
 
@@ -377,6 +378,7 @@ mod tests {
             query in "[ -~]{0,60}",
         ) {
             let rules = DestinationRules { allow_private: true, ..DestinationRules::default() };
+            let rules = UrlChecks::new(rules, Duration::from_secs(60));
             let _ = json_mode::parse(&body, &rules);
             let _ = json_mode::parse(json_text.as_bytes(), &rules);
             let mut headers = HeaderMap::new();

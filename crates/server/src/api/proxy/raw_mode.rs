@@ -4,7 +4,6 @@
 //! `X-Dry-Run`, and the forwarded headers are the request's own minus the vault's.
 
 use axum::http::{HeaderMap, HeaderName};
-use cardvault_core::destination::DestinationRules;
 use cardvault_core::template::{Encoding, Template};
 
 use super::media_type::MediaType;
@@ -13,6 +12,7 @@ use super::request::{
     method, refuse_template_in_header,
 };
 use crate::api::{ApiError, BodyKind};
+use crate::destinations::UrlChecks;
 
 const PROXY_URL: HeaderName = HeaderName::from_static("x-proxy-url");
 
@@ -36,7 +36,7 @@ pub fn parse(
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
-    rules: &DestinationRules,
+    urls: &UrlChecks,
 ) -> Result<ProxyRequest, ApiError> {
     let media_type = MediaType::of(headers).unwrap_or(MediaType::Other);
     let is_form = media_type == MediaType::Form;
@@ -75,7 +75,7 @@ pub fn parse(
         None => false,
         Some(v) => dry_run_flag(v.to_str().map_err(|_| ApiError::invalid("dry_run"))?)?,
     };
-    let url = destination(&proxy_url, rules)?;
+    let url = destination(&proxy_url, urls)?;
 
     let mut forwarded = HeaderMap::new();
     for (name, value) in headers {

@@ -2,7 +2,6 @@
 //! of describing it (JSON mode and raw mode) are parsed by their own modules into this one type.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
-use cardvault_core::destination::DestinationRules;
 use cardvault_core::template::{
     Encoding, FormTemplate, JsonTemplate, Placeholder, Substitutions, Template,
 };
@@ -10,7 +9,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::api::{ApiError, BodyKind};
-use crate::destinations::Refusal;
+use crate::destinations::{Refusal, UrlChecks};
 
 /// The body to send, with its placeholders found.
 pub enum BodyTemplate {
@@ -213,10 +212,9 @@ pub fn refuse_template_in_header(value: &HeaderValue) -> Result<(), ApiError> {
 ///
 /// # Errors
 /// `400 Invalid proxy URL` (or `invalid_template` for a placeholder in it).
-pub fn destination(raw: &str, rules: &DestinationRules) -> Result<Url, ApiError> {
+pub fn destination(raw: &str, urls: &UrlChecks) -> Result<Url, ApiError> {
     refuse_template(raw)?;
-    rules
-        .check_url(raw.trim())
+    urls.check(raw.trim())
         .map_err(|e| ApiError::InvalidProxyUrl.because(Refusal::Url(e).reason()))
 }
 

@@ -100,7 +100,25 @@ impl DirectSqlite {
         id: &str,
         now: i64,
     ) -> Result<Result<TokenRecord, StoreError>, Busy> {
-        let read = |conn: &mut Connection| read_token(conn, project_id, id, now);
+        self.live_token(|conn| read_token(conn, project_id, id, now))
+    }
+
+    /// The sealed values of the live token `id` of `project_id`, as [`Self::token`] finds
+    /// it, without the columns a caller that opens it has no use for.
+    pub(super) fn sealed_token(
+        &self,
+        project_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Result<Sealed, StoreError>, Busy> {
+        self.live_token(|conn| read_sealed_token(conn, project_id, id, now))
+    }
+
+    /// Runs a live token's `read` where [`Self::token`] says.
+    fn live_token<T>(
+        &self,
+        read: impl FnOnce(&mut Connection) -> rusqlite::Result<Option<Result<T, StoreError>>>,
+    ) -> Result<Result<T, StoreError>, Busy> {
         let found = match self.inline_turn.try_acquire() {
             Ok(_turn) => self.on(&self.writer, read),
             Err(_) => self.on_reader(read),
@@ -346,6 +364,31 @@ fn read_token(
         .optional()
 }
 
+/// Where `read_token` finds a live token, its sealed values alone.
+fn read_sealed_token(
+    conn: &Connection,
+    project_id: &str,
+    id: &str,
+    now: i64,
+) -> rusqlite::Result<Option<Result<Sealed, StoreError>>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT key_version, nonce, ciphertext FROM tokens WHERE id = ?1 AND project_id = ?2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)",
+    )?;
+    statement
+        .query_row(params![id, project_id, now], |row| {
+            let key_version: i64 = row.get(0)?;
+            let Ok(key_version) = u32::try_from(key_version) else {
+                return Ok(Err(StoreError::Corrupt("token key version")));
+            };
+            Ok(Ok(Sealed {
+                key_version,
+                nonce: row.get(1)?,
+                ciphertext: row.get(2)?,
+            }))
+        })
+        .optional()
+}
+
 fn insert_token(conn: &Connection, token: &TokenRecord, now: i64) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(super::queries::INSERT_TOKEN)?;
     statement.execute(params![
@@ -555,17 +598,32 @@ pub(super) mod tests {
         let found = store.token("proj_1", "tok_live").await.unwrap();
         assert_eq!(found.sealed.ciphertext, vec![2; 40]);
         assert_eq!(found.bin.as_deref(), Some("424242"));
-        assert!(matches!(
-            store.token("proj_1", "tok_old").await,
-            Err(StoreError::NotFound)
-        ));
-        assert!(matches!(
-            store.token("proj_other", "tok_live").await,
-            Err(StoreError::NotFound)
-        ));
+        // The proxy's read of the sealed values alone finds what the whole row's read finds.
+        assert_eq!(
+            store.sealed_token("proj_1", "tok_live").await.unwrap(),
+            found.sealed
+        );
+        for (project, id) in [
+            ("proj_1", "tok_old"),
+            ("proj_other", "tok_live"),
+            ("proj_1", "TOK_LIVE"),
+        ] {
+            assert!(matches!(
+                store.token(project, id).await,
+                Err(StoreError::NotFound)
+            ));
+            assert!(matches!(
+                store.sealed_token(project, id).await,
+                Err(StoreError::NotFound)
+            ));
+        }
         store.delete_token("proj_1", "tok_live").await.unwrap();
         assert!(matches!(
             store.token("proj_1", "tok_live").await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.sealed_token("proj_1", "tok_live").await,
             Err(StoreError::NotFound)
         ));
     }

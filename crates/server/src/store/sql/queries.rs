@@ -199,38 +199,19 @@ impl Store for SqlStore {
         {
             return found;
         }
-        // No stored id holds a NUL (PostgreSQL's text refuses one), and in a group's statement
-        // one would fail every other call's read with it.
-        if id.contains('\0') || project_id.contains('\0') {
-            return Err(StoreError::NotFound);
+        self.token_elsewhere(project_id, id).await
+    }
+
+    async fn sealed_token(&self, project_id: &str, id: &str) -> Result<Sealed, StoreError> {
+        self.before_read()?;
+        if let Some(direct) = &self.direct
+            && let Ok(found) = direct.sealed_token(project_id, id, now_unix())
+        {
+            return found;
         }
-        // PostgreSQL: with the reads of the other calls in flight at once, in one statement.
-        if self.sqlite.is_none() {
-            let grouped = self
-                .groups
-                .get()
-                .token_reads
-                .run_async((project_id.to_owned(), id.to_owned()), |group| {
-                    read_token_group(self.pool().clone(), self.kept().clone(), group)
-                })
-                .await;
-            match grouped {
-                // A group's statement that failed is tried again by each of its calls on its
-                // own, so that no call's read fails for another's.
-                Some(Err(StoreError::Unavailable(_))) | None => {}
-                Some(found) => return found,
-            }
-        }
-        // A SQLite read that would have waited for a lock, or a group that failed: on its own.
-        let row = sqlx::query(select_token!(
-            "id = $1 AND project_id = $2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $3)"
-        ))
-        .bind(id)
-        .bind(project_id)
-        .bind(now_unix())
-        .fetch_one(self.pool())
-        .await?;
-        token_from_row(&row)
+        self.token_elsewhere(project_id, id)
+            .await
+            .map(|record| record.sealed)
     }
 
     async fn token_by_fingerprint(
@@ -894,6 +875,43 @@ pub(super) fn shred(
 }
 
 impl SqlStore {
+    /// A live token read where the embedded database's direct read did not answer: on
+    /// PostgreSQL, or on SQLite when another connection held the file.
+    async fn token_elsewhere(&self, project_id: &str, id: &str) -> Result<TokenRecord, StoreError> {
+        // No stored id holds a NUL (PostgreSQL's text refuses one), and in a group's statement
+        // one would fail every other call's read with it.
+        if id.contains('\0') || project_id.contains('\0') {
+            return Err(StoreError::NotFound);
+        }
+        // PostgreSQL: with the reads of the other calls in flight at once, in one statement.
+        if self.sqlite.is_none() {
+            let grouped = self
+                .groups
+                .get()
+                .token_reads
+                .run_async((project_id.to_owned(), id.to_owned()), |group| {
+                    read_token_group(self.pool().clone(), self.kept().clone(), group)
+                })
+                .await;
+            match grouped {
+                // A group's statement that failed is tried again by each of its calls on its
+                // own, so that no call's read fails for another's.
+                Some(Err(StoreError::Unavailable(_))) | None => {}
+                Some(found) => return found,
+            }
+        }
+        // A SQLite read that would have waited for a lock, or a group that failed: on its own.
+        let row = sqlx::query(select_token!(
+            "id = $1 AND project_id = $2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > $3)"
+        ))
+        .bind(id)
+        .bind(project_id)
+        .bind(now_unix())
+        .fetch_one(self.pool())
+        .await?;
+        token_from_row(&row)
+    }
+
     async fn insert_token_row(&self, token: &TokenRecord, now: i64) -> Result<(), StoreError> {
         if let Some(direct) = &self.direct {
             if let Ok(inserted) = direct.insert_token(token.clone(), now).await {
