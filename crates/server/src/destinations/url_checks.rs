@@ -35,10 +35,6 @@ impl UrlChecks {
         }
     }
 
-    pub fn rules(&self) -> &DestinationRules {
-        &self.rules
-    }
-
     /// [`DestinationRules::check_url`], answered from the kept URLs when `raw` passed before.
     ///
     /// # Errors

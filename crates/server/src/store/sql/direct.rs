@@ -324,15 +324,21 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// The `WHERE` clause of both direct reads of a live token (`?1` id, `?2` project, `?3` now):
+/// the row and its sealed values alone are found alike.
+macro_rules! live_token_by_id {
+    () => {
+        "id = ?1 AND project_id = ?2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)"
+    };
+}
+
 fn read_token(
     conn: &Connection,
     project_id: &str,
     id: &str,
     now: i64,
 ) -> rusqlite::Result<Option<Result<TokenRecord, StoreError>>> {
-    let mut statement = conn.prepare_cached(super::rows::select_token!(
-        "id = ?1 AND project_id = ?2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)"
-    ))?;
+    let mut statement = conn.prepare_cached(super::rows::select_token!(live_token_by_id!()))?;
     statement
         .query_row(params![id, project_id, now], |row| {
             use super::rows::token_column as at;
@@ -371,9 +377,10 @@ fn read_sealed_token(
     id: &str,
     now: i64,
 ) -> rusqlite::Result<Option<Result<Sealed, StoreError>>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT key_version, nonce, ciphertext FROM tokens WHERE id = ?1 AND project_id = ?2 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)",
-    )?;
+    let mut statement = conn.prepare_cached(concat!(
+        "SELECT key_version, nonce, ciphertext FROM tokens WHERE ",
+        live_token_by_id!()
+    ))?;
     statement
         .query_row(params![id, project_id, now], |row| {
             let key_version: i64 = row.get(0)?;

@@ -74,7 +74,7 @@ pub(super) mod token_column {
 
 /// `SELECT` of every token column, with the given `WHERE` clause.
 macro_rules! select_token {
-    ($where:literal) => {
+    ($where:expr) => {
         concat!(
             "SELECT id, project_id, kind, key_version, nonce, ciphertext, fingerprint, bin, last4, brand, created_at, expires_at FROM tokens WHERE ",
             $where
